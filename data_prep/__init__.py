@@ -1,0 +1,1 @@
+"""Corpus import, audio and text normalization, validation, splits and vocabulary."""

@@ -1,0 +1,213 @@
+"""Typed manifest records and their atomic JSONL I/O.
+
+One line of a manifest is one :class:`Utterance`; one line of a rejects file is
+one :class:`Reject`. Only this module reads or writes them, so the schema lives
+in one place. Schema (version 1, field ``"v"`` on every line):
+
+Utterance
+    id            unique utterance id (str)
+    audio         audio file to read; relative paths are relative to the
+                  manifest's directory (after ``prepare`` it is the 16 kHz FLAC cache)
+    offset        seconds into ``audio`` where the utterance starts
+    duration      seconds
+    sample_rate   of ``audio`` (16000 after ``prepare``)
+    channels      of ``audio`` (1 after ``prepare``)
+    speaker       speaker id ("" when unknown)
+    language      ISO 639 code of the transcript's language
+    text_raw      transcript exactly as in the source
+    text          transcript after the language's normalizer
+    source        {"file", "line"}: where the row came from (line is 1-based)
+    source_audio  the original audio path before normalization ("" if same)
+    split         "train" | "dev" | "test" | "" (unassigned)
+    flags         things fixed or noticed but not rejected (e.g. "resampled",
+                  "clipping", "trimmed", "segment:2/3")
+
+Reject
+    reason        one of :data:`REJECT_REASONS`
+    detail        human-readable explanation
+    source        {"file", "line"}
+    id, audio, text_raw   whatever was known about the row (may be "")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+#: The closed set of reasons a row can be rejected for.
+REJECT_REASONS = frozenset(
+    {
+        "missing_audio",  # audio file does not exist
+        "unreadable_audio",  # exists but cannot be decoded
+        "zero_length",  # decodes to no samples
+        "nan_samples",  # NaN or infinite samples
+        "too_short",  # shorter than the minimum duration
+        "too_long",  # longer than the model limit and could not be split
+        "empty_text",  # nothing left after normalization
+        "foreign_script",  # characters outside the language's script
+        "duplicate_id",  # id seen before in this corpus
+        "malformed_line",  # wrong number of columns, bad JSON, missing fields
+        "not_utf8",  # line is not valid UTF-8
+        "path_outside_root",  # audio path escapes the corpus root
+        "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
+        "missing_text",  # audio without transcript (or the reverse)
+        "label_too_long",  # more labels than encoder frames (CTC)
+    }
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a row came from: file path and 1-based line number (0 if not line-based)."""
+
+    file: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of a manifest (see the module docstring for the schema)."""
+
+    id: str
+    audio: str
+    duration: float
+    text: str
+    text_raw: str = ""
+    offset: float = 0.0
+    sample_rate: int = 16000
+    channels: int = 1
+    speaker: str = ""
+    language: str = ""
+    source: Source = field(default_factory=lambda: Source(""))
+    source_audio: str = ""
+    split: str = ""
+    flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["flags"] = list(self.flags)
+        return {"v": SCHEMA_VERSION, **d}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Utterance:
+        d = dict(d)
+        version = d.pop("v", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"manifest schema version {version} is not supported (expected {SCHEMA_VERSION})")
+        src = d.pop("source", None) or {}
+        d["flags"] = tuple(d.get("flags", ()))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown manifest fields: {sorted(unknown)}")
+        return cls(source=Source(**src), **d)
+
+    def replace(self, **changes) -> Utterance:
+        return dataclasses.replace(self, **changes)
+
+    def audio_path(self, manifest_dir: str | os.PathLike | None = None) -> Path:
+        """The audio path, resolved against the manifest's directory when relative."""
+        p = Path(self.audio)
+        if not p.is_absolute() and manifest_dir is not None:
+            p = Path(manifest_dir) / p
+        return p
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row that did not make it into the manifest, and why."""
+
+    reason: str
+    detail: str
+    source: Source
+    id: str = ""
+    audio: str = ""
+    text_raw: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REJECT_REASONS:
+            raise ValueError(f"unknown reject reason {self.reason!r}")
+
+    def to_json(self) -> dict:
+        return {"v": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Reject:
+        d = dict(d)
+        d.pop("v", None)
+        src = d.pop("source", None) or {}
+        return cls(source=Source(**src), **d)
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be parsed; the message names the file and line."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Utterance | Reject | dict]) -> int:
+    """Atomically write records (or plain dicts) as JSONL; returns the count."""
+    lines = []
+    for r in records:
+        obj = r if isinstance(r, dict) else r.to_json()
+        lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-empty line; errors name file and line."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ManifestError(f"{path}:{lineno}: not a valid JSON line: {e}") from e
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Read a manifest written by :func:`write_jsonl`."""
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(Utterance.from_json(obj))
+        except (TypeError, ValueError) as e:
+            raise ManifestError(f"{path}:{lineno}: {e}") from e
+    return out
+
+
+def read_rejects(path: str | os.PathLike) -> list[Reject]:
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(Reject.from_json(obj))
+        except (TypeError, ValueError) as e:
+            raise ManifestError(f"{path}:{lineno}: {e}") from e
+    return out

@@ -1,0 +1,56 @@
+"""The one command line: ``python -m pipeline <command> ...``.
+
+Each command lives in its own module, which provides ``add_arguments(parser)``
+and ``run(args) -> int``. Only the chosen command's module is imported, so that
+``python -m pipeline score`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("data_prep.prepare", "import a corpus into normalized, validated manifests"),
+    "merge": ("data_prep.merge", "merge the outputs of sharded `prepare` runs"),
+    "transcribe": ("pipeline.transcribe", "transcribe audio files with a pretrained or fine-tuned model"),
+    "convert": ("pipeline.pretrained.cli", "convert a bundled/CTranslate2 Whisper into a transformers directory"),
+    "decode": ("pipeline.decode", "decode a manifest into a hypotheses file"),
+    "score": ("pipeline.score.cli", "score hypotheses against a manifest (WER/CER, alignments, CIs)"),
+    "report": ("pipeline.report.cli", "compare experiments in report.html / report.md"),
+    "train": ("pipeline.train.cli", "fine-tune a pretrained model from a recipe config"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Low-resource ASR transfer pipeline.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<11} {h}" for n, (_, h) in COMMANDS.items()),
+    )
+    p.add_argument("command", choices=sorted(COMMANDS), metavar="command")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in COMMANDS:
+        top.parse_args(argv[:1])  # prints the usage error and exits 2
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Hypothesis records: what a decoder wrote for one utterance.
+
+A hypotheses file (``hyps.jsonl``) has one :class:`Hypothesis` per line, keyed
+by the manifest's utterance id, so that decoding can resume (ids already present
+are skipped) and scoring can join on id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from data_prep.manifest import ManifestError, read_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    id: str
+    text: str  # the decoder's raw output (scoring normalizes it)
+    model: str = ""  # model name or directory that produced it
+    seconds: float = 0.0  # decode wall time attributed to this utterance
+    tokens: int = 0  # number of generated tokens (0 for CTC)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Hypothesis:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def read_hyps(path: str | os.PathLike) -> list[Hypothesis]:
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(Hypothesis.from_json(obj))
+        except TypeError as e:
+            raise ManifestError(f"{path}:{lineno}: {e}") from e
+    return out
+
+
+def write_hyps(path: str | os.PathLike, hyps: list[Hypothesis]) -> int:
+    return write_jsonl(path, hyps)
