@@ -1,0 +1,129 @@
+"""Decode a manifest into a hypotheses file (command ``decode``).
+
+Batched, with a progress bar, and resumable: finished batches are appended to
+``<out>.partial`` as they complete, so a killed run continues where it stopped;
+the final ``hyps.jsonl`` is written atomically in manifest order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.audio import AudioError, load_audio
+from data_prep.manifest import Utterance, read_manifest
+from pipeline.hyps import Hypothesis, write_hyps
+
+#: A batch decoder: 16 kHz mono arrays in, one text per array out.
+BatchDecoder = Callable[[Sequence[np.ndarray]], list[str]]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="bundled name (whisper-base), model directory or hub id")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
+    p.add_argument("--language", default=None, help="language token to force (default: the manifest's)")
+    p.add_argument("--no-language", action="store_true", help="let the model detect the language")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (0 = all)")
+    p.add_argument("--device", default="cpu")
+
+
+def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
+                 device: str = "cpu") -> BatchDecoder:
+    """Load a model and return a function that decodes one batch of audio."""
+    from pipeline.models.whisper import load_whisper, transcribe_arrays
+
+    whisper, processor = load_whisper(model, device=device)
+
+    def decode_batch(audios: Sequence[np.ndarray]) -> list[str]:
+        return transcribe_arrays(whisper, processor, list(audios), language=language, task=task,
+                                 batch_size=batch_size, num_beams=num_beams, progress=False)
+
+    return decode_batch
+
+
+def _read_partial(path: Path) -> dict[str, Hypothesis]:
+    """Hypotheses already decoded by a previous (possibly killed) run; a torn last line is dropped."""
+    done: dict[str, Hypothesis] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                h = Hypothesis.from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut by a kill: it is decoded again
+            done[h.id] = h
+    return done
+
+
+def decode_manifest(
+    utts: Sequence[Utterance],
+    manifest_dir: Path,
+    decode_batch: BatchDecoder,
+    out: Path,
+    batch_size: int = 8,
+    model_name: str = "",
+) -> tuple[list[Hypothesis], list[str]]:
+    """Decode ``utts`` into ``out``; returns (hypotheses in manifest order, unreadable-audio errors)."""
+    partial = out.with_name(out.name + ".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _read_partial(partial)
+    todo = [u for u in utts if u.id not in done]
+    # Similar durations in one batch waste less padding and keep generation lengths alike.
+    todo.sort(key=lambda u: u.duration)
+    errors: list[str] = []
+    with open(partial, "a", encoding="utf-8") as sink, tqdm(
+        total=len(utts), initial=len(utts) - len(todo), desc="decode", unit="utt", file=sys.stderr
+    ) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            audios, ok = [], []
+            for u in batch:
+                try:
+                    audios.append(load_audio(u.audio_path(manifest_dir), u.offset, u.duration or None))
+                    ok.append(u)
+                except AudioError as e:
+                    errors.append(f"{u.id}: {e}")
+            t0 = time.perf_counter()
+            texts = decode_batch(audios) if audios else []
+            per_utt = (time.perf_counter() - t0) / max(len(ok), 1)
+            for u, text in zip(ok, texts):
+                h = Hypothesis(id=u.id, text=text, model=model_name, seconds=round(per_utt, 4))
+                done[u.id] = h
+                sink.write(json.dumps(h.to_json(), ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            bar.update(len(batch))
+    hyps = [done[u.id] for u in utts if u.id in done]
+    write_hyps(out, hyps)
+    partial.unlink(missing_ok=True)
+    return hyps, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    utts = read_manifest(args.manifest)
+    if args.limit:
+        utts = utts[: args.limit]
+    if not utts:
+        print(f"{args.manifest}: manifest is empty", file=sys.stderr)
+        return 1
+    language = None if args.no_language else (args.language or utts[0].language or None)
+    decode_batch = load_decoder(args.model, language, args.task, args.batch_size, args.num_beams, args.device)
+    hyps, errors = decode_manifest(utts, args.manifest.parent, decode_batch, args.out, args.batch_size, args.model)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    print(f"wrote {len(hyps)} hypotheses to {args.out}" + (f" ({len(errors)} unreadable)" if errors else ""),
+          file=sys.stderr)
+    return 1 if errors else 0

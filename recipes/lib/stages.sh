@@ -1,0 +1,40 @@
+# Stage runner shared by every recipe's run.sh (sourced, not executed).
+#
+#   source "$(dirname "$0")/../lib/stages.sh"
+#   parse_stage_args "$@"
+#   run_stage 1 prepare  python -m pipeline prepare ...
+#
+# A stage runs when it is inside [--stage, --stop-stage] and its .done marker is
+# absent; --force reruns it. Markers live in $EXP/.done/, so deleting a stage's
+# outputs and its marker is how one redoes it. Commands are run as argument
+# vectors, never through eval.
+
+STAGE=${STAGE:-0}
+STOP_STAGE=${STOP_STAGE:-100}
+FORCE=0
+
+parse_stage_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --stage) STAGE="$2"; shift 2 ;;
+      --stop-stage) STOP_STAGE="$2"; shift 2 ;;
+      --force) FORCE=1; shift ;;
+      -h|--help) echo "usage: $0 [--stage N] [--stop-stage M] [--force]"; exit 0 ;;
+      *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+  done
+}
+
+run_stage() {
+  local n="$1" name="$2"; shift 2
+  local marker="$EXP/.done/stage${n}.${name}"
+  if [ "$n" -lt "$STAGE" ] || [ "$n" -gt "$STOP_STAGE" ]; then return 0; fi
+  if [ -f "$marker" ] && [ "$FORCE" -eq 0 ]; then
+    echo "== stage $n ($name): done already ($marker)"; return 0
+  fi
+  echo "== stage $n ($name): $*"
+  local t0=$SECONDS
+  "$@" || { echo "stage $n ($name) failed" >&2; exit 1; }
+  mkdir -p "$EXP/.done" && date -u +%FT%TZ > "$marker"
+  echo "== stage $n ($name) finished in $((SECONDS - t0)) s"
+}
