@@ -1,0 +1,117 @@
+"""The last step of ``prepare`` and ``merge``: per-row results -> every output file.
+
+Both a single run and ``merge`` of sharded runs call :func:`assemble` with the
+results of all input rows in source order, so their outputs are identical.
+
+Output folder::
+
+    manifest.jsonl          accepted utterances (split field set), source order
+    train.jsonl dev.jsonl test.jsonl
+    rejects.jsonl           one line per rejected input row, source order
+    accounting.json         input = accepted + rejected, per reason
+    splits.json             split sizes, speaker and sentence overlap
+    vocab.json oov.json     (spm.model/spm.vocab with --sentencepiece N)
+    stats.json stats.md durations.png
+    prepare.json            the settings of the run
+    cache/                  16 kHz FLAC + sidecars (see data_prep/process.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.manifest import Reject, Utterance, atomic_write_text, write_jsonl
+from data_prep.process import ProcessConfig, RowResult
+from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_overlaps
+from data_prep.stats import write_stats
+from data_prep.validate import Accounting
+from data_prep.vocab import build_vocab, oov_report, train_sentencepiece, write_vocab
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How to split and what to build from the splits."""
+
+    split_by: str = "auto"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    speakers: tuple[tuple[str, str], ...] = ()  # (speaker, split) pairs
+    allow_speaker_overlap: bool = False
+    sentencepiece: int = 0
+
+
+def settings_json(cfg: ProcessConfig, opts: SplitOptions, extra: dict) -> dict:
+    """The record of a run's settings (prepare.json; also how shards prove they belong together)."""
+    process = dataclasses.asdict(cfg)
+    process.pop("out_dir")  # the file lives in it; leaving it out keeps moved/merged outputs identical
+    return {"process": process, "splits": dataclasses.asdict(opts), **extra}
+
+
+def dedupe_segments(results: list[RowResult]) -> list[RowResult]:
+    """Reject a later row whose (segment) utterance ids collide with earlier ones (e.g. 'a-1')."""
+    seen: dict[str, str] = {}
+    out: list[RowResult] = []
+    for res in results:
+        if isinstance(res, list):
+            clash = next((u for u in res if u.id in seen), None)
+            if clash is not None:
+                u = res[0]
+                res = Reject("duplicate_id", f"utterance id {clash.id!r} already used at {seen[clash.id]}",
+                             u.source, id=u.id, audio=u.source_audio, text_raw=u.text_raw)
+            else:
+                seen.update((u.id, str(u.source)) for u in res)
+        out.append(res)
+    return out
+
+
+def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts: SplitOptions) -> int:
+    """Write all outputs; returns the exit status (1 on a split error, e.g. speaker overlap)."""
+    out = Path(out_dir)
+    results = dedupe_segments(results)
+    acc = Accounting()
+    for res in results:
+        acc.add(res)
+    accounting = acc.to_json()
+    if not acc.balanced:  # cannot happen by construction; refuse to write inconsistent outputs
+        raise RuntimeError(f"accounting does not balance: {accounting}")
+    rejects = [r for r in results if isinstance(r, Reject)]
+    utts: list[Utterance] = [u for r in results if isinstance(r, list) for u in r]
+    ratios = dict(zip(SPLITS, opts.ratios))
+    status = 0
+    atomic_write_text(out / "prepare.json", json.dumps(settings, ensure_ascii=False, indent=1) + "\n")
+    write_jsonl(out / "rejects.jsonl", rejects)
+    atomic_write_text(out / "accounting.json", json.dumps(accounting, indent=1) + "\n")
+    print(acc.summary())
+    try:
+        utts, mode = assign_splits(utts, opts.split_by, ratios, opts.seed, dict(opts.speakers))
+    except SplitError as e:
+        print(f"error: {e}")
+        return 1
+    report = {"mode": mode, "seed": opts.seed, "ratios": ratios if mode == "ratio" else None,
+              **overlap_report(utts)}
+    atomic_write_text(out / "splits.json", json.dumps(report, indent=1) + "\n")
+    overlaps = speaker_overlaps(report)
+    if overlaps and not opts.allow_speaker_overlap:
+        print("error: speakers appear in more than one split (use --allow-speaker-overlap to accept): "
+              + "; ".join(overlaps))
+        status = 1
+    write_jsonl(out / "manifest.jsonl", utts)
+    for split in SPLITS:
+        # With a speaker-overlap error the split files are not written, so nothing trains on them.
+        if status == 0:
+            write_jsonl(out / f"{split}.jsonl", [u for u in utts if u.split == split])
+        else:
+            (out / f"{split}.jsonl").unlink(missing_ok=True)
+    train = [u for u in utts if u.split == "train"]
+    vocab = build_vocab(train)
+    write_vocab(out / "vocab.json", vocab)
+    atomic_write_text(out / "oov.json", json.dumps(oov_report(vocab, utts), ensure_ascii=False, indent=1) + "\n")
+    if opts.sentencepiece and train:
+        train_sentencepiece(train, out, opts.sentencepiece)
+    write_stats(out, utts, accounting)
+    for split, s in report["splits"].items():
+        print(f"  {split:<5} {s['utterances']:>6} utts {s['hours']:8.3f} h {s['speakers']:>4} speakers")
+    return status

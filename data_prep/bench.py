@@ -1,0 +1,101 @@
+"""Throughput of ``prepare`` against a bare decode+resample loop, in the same run.
+
+    python -m data_prep.bench --src ../shared/corpora/sanskrit_cv --format cv --lang sa --split train --jobs 2
+
+Both loops use the same rows, the same number of processes and a warm page
+cache (every file is read once first). The bare loop only decodes and
+resamples (:func:`data_prep.audio.load_audio`); ``prepare`` does everything
+(import, text, conditioning, FLAC cache from cold, splits, vocab, stats).
+Reported: times real time for each and their ratio (what matters on a shared
+machine), plus the resumed rerun with a warm cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from data_prep.assemble import SplitOptions, assemble, settings_json
+from data_prep.audio import TARGET_SR, load_audio
+from data_prep.importers import RawRow, import_corpus
+from data_prep.prepare import run_rows
+from data_prep.process import ProcessConfig
+from data_prep.validate import mark_duplicates
+
+
+def _bare(path: str) -> float:
+    return len(load_audio(path)) / TARGET_SR
+
+
+def bare_loop(paths: list[str], jobs: int) -> tuple[float, float]:
+    """(seconds of audio, wall seconds) of decoding + resampling every file."""
+    t = time.perf_counter()
+    with mp.get_context("fork").Pool(jobs) as pool:
+        audio_s = sum(pool.imap(_bare, paths, chunksize=8))
+    return audio_s, time.perf_counter() - t
+
+
+def prepare_loop(rows: list, src: Path, out: Path, lang: str, jobs: int, cache_format: str) -> float:
+    """Wall seconds of processing and assembling ``rows`` into ``out``."""
+    t = time.perf_counter()
+    cfg = ProcessConfig(out_dir=str(out), root=str(src), rules=lang, language=lang, cache_format=cache_format)
+    results = run_rows(rows, list(range(len(rows))), cfg, jobs, progress=False)
+    opts = SplitOptions(split_by="ratio")
+    assemble(out, results, settings_json(cfg, opts, {"input_rows": len(rows)}), opts)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m data_prep.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", required=True)
+    p.add_argument("--format", default="cv")
+    p.add_argument("--lang", default="sa")
+    p.add_argument("--split", default="train", help="corpus split to use ('' = all rows)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count())
+    p.add_argument("--limit", type=int, default=0, help="first N rows only (0 = all)")
+    p.add_argument("--cache-formats", default="flac,wav", help="cache formats to time, comma-separated")
+    p.add_argument("--repeats", type=int, default=1, help="repeat both loops, report the best of each")
+    p.add_argument("--tmp", default=None, help="folder for the temporary output (default: system temp)")
+    args = p.parse_args(argv)
+    src = Path(args.src).resolve()
+    rows = [r for r in mark_duplicates(import_corpus(args.format, src))
+            if isinstance(r, RawRow) and (not args.split or r.split == args.split)]
+    rows = rows[: args.limit or None]
+    paths = [r.audio for r in rows]
+    for path in paths:  # warm the page cache so neither loop pays for the disk
+        Path(path).read_bytes()
+    formats = args.cache_formats.split(",")
+    bare: list[float] = []
+    cold: dict[str, list[float]] = {f: [] for f in formats}
+    warm: dict[str, list[float]] = {f: [] for f in formats}
+    for _ in range(args.repeats):  # interleaved, so load from other users hits both alike
+        audio_s, t = bare_loop(paths, args.jobs)
+        bare.append(t)
+        for fmt in formats:
+            with tempfile.TemporaryDirectory(prefix="bench_prep_", dir=args.tmp) as tmp:
+                cold[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
+                warm[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
+    bare_s = min(bare)
+    report = {
+        "rows": len(rows), "audio_hours": round(audio_s / 3600, 4), "jobs": args.jobs, "repeats": args.repeats,
+        "note": "best of the repeats for each loop",
+        "bare_decode_resample": {"wall_s": round(bare_s, 2), "x_realtime": round(audio_s / bare_s, 1)},
+    }
+    for fmt in formats:
+        cold_s, warm_s = min(cold[fmt]), min(warm[fmt])
+        report[f"prepare_{fmt}"] = {
+            "cold_wall_s": round(cold_s, 2), "cold_x_realtime": round(audio_s / cold_s, 1),
+            "resumed_wall_s": round(warm_s, 2), "resumed_x_realtime": round(audio_s / warm_s, 1),
+            "cold_over_bare": round(cold_s / bare_s, 3),
+        }
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Corpus statistics: hours and utterances per split and speaker, durations, characters.
+
+Writes ``stats.json``, a short ``stats.md`` and ``durations.png`` (matplotlib Agg).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.manifest import Utterance, atomic_write_text
+from data_prep.splits import SPLITS
+
+HIST_BIN_S = 1.0
+
+
+def compute_stats(utts: list[Utterance], accounting: dict) -> dict:
+    """All numbers of stats.json (deterministic: sorted keys, rounded floats)."""
+    per_split: dict[str, dict] = {}
+    for split in SPLITS:
+        rows = [u for u in utts if u.split == split]
+        spk: dict[str, list[float]] = defaultdict(list)
+        for u in rows:
+            spk[u.speaker].append(u.duration)
+        durs = np.array([u.duration for u in rows]) if rows else np.zeros(0)
+        per_split[split] = {
+            "utterances": len(rows),
+            "hours": round(float(durs.sum()) / 3600, 4),
+            "speakers": len(spk),
+            "duration_s": {
+                "min": round(float(durs.min()), 3) if rows else 0.0,
+                "mean": round(float(durs.mean()), 3) if rows else 0.0,
+                "max": round(float(durs.max()), 3) if rows else 0.0,
+            },
+            "per_speaker": {s: {"utterances": len(d), "hours": round(sum(d) / 3600, 4)} for s, d in sorted(spk.items())},
+        }
+    durs = np.array([u.duration for u in utts]) if utts else np.zeros(0)
+    top = int(np.ceil(durs.max() / HIST_BIN_S)) if utts else 1
+    counts, edges = np.histogram(durs, bins=np.arange(0, top + HIST_BIN_S, HIST_BIN_S))
+    chars = Counter(ch for u in utts for ch in u.text if ch != " ")
+    flags = Counter(f.split(":")[0] for u in utts for f in u.flags)
+    return {
+        "accounting": accounting,
+        "total": {"utterances": len(utts), "hours": round(float(durs.sum()) / 3600, 4)},
+        "splits": per_split,
+        "duration_histogram": {"bin_s": HIST_BIN_S, "counts": counts.tolist()},
+        "flags": dict(sorted(flags.items())),
+        "characters": dict(sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+
+
+def plot_durations(utts: list[Utterance], path: Path) -> None:
+    """Duration histogram per split (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    top = max([u.duration for u in utts], default=1.0)
+    bins = np.arange(0, np.ceil(top) + HIST_BIN_S, HIST_BIN_S)
+    for split in SPLITS:
+        d = [u.duration for u in utts if u.split == split]
+        if d:
+            ax.hist(d, bins=bins, alpha=0.6, label=f"{split} ({len(d)})")
+    ax.set_xlabel("duration (s)")
+    ax.set_ylabel("utterances")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: reruns give identical bytes
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def to_markdown(stats: dict) -> str:
+    """The short human summary."""
+    acc = stats["accounting"]
+    lines = [
+        "# Corpus statistics",
+        "",
+        f"Input rows {acc['input_rows']} = accepted {acc['accepted_rows']} + rejected {acc['rejected_rows']}; "
+        f"{acc['utterances']} utterances ({acc['rows_split_into_segments']} rows split into segments).",
+        "",
+        "| split | utterances | hours | speakers | mean s | max s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for split, s in stats["splits"].items():
+        d = s["duration_s"]
+        lines.append(f"| {split} | {s['utterances']} | {s['hours']:.3f} | {s['speakers']} | {d['mean']:.2f} | {d['max']:.2f} |")
+    if acc["rejected_by_reason"]:
+        lines += ["", "Rejected: " + ", ".join(f"{k} {v}" for k, v in acc["rejected_by_reason"].items()) + "."]
+    if stats["flags"]:
+        lines += ["", "Flags: " + ", ".join(f"{k} {v}" for k, v in stats["flags"].items()) + "."]
+    top = list(stats["characters"].items())[:30]
+    lines += ["", f"{len(stats['characters'])} distinct characters; most frequent: "
+              + " ".join(f"{c}:{n}" for c, n in top), "", "![durations](durations.png)", ""]
+    return "\n".join(lines)
+
+
+def write_stats(out_dir: Path, utts: list[Utterance], accounting: dict) -> dict:
+    """Write stats.json, stats.md and durations.png; returns the stats."""
+    stats = compute_stats(utts, accounting)
+    atomic_write_text(out_dir / "stats.json", json.dumps(stats, ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(out_dir / "stats.md", to_markdown(stats))
+    plot_durations(utts, out_dir / "durations.png")
+    return stats

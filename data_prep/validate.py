@@ -1,0 +1,125 @@
+"""Checks that turn input rows into rejects, and the accounting that proves none was lost.
+
+Every input row ends in exactly one place: accepted (one or more utterances in
+the manifest: a long clip split into k segments is ONE accepted row with k
+utterances) or rejected (one line in rejects.jsonl with one reason). The checks
+run in a fixed order and the first failing one gives the reason:
+
+1. parse (importer): ``not_utf8``, ``malformed_line``, ``missing_text``, ``missing_audio``
+2. :func:`mark_duplicates`: ``duplicate_id`` (the first row with an id wins)
+3. :func:`screen_row`: ``shell_pipe``, ``path_outside_root``
+4. :func:`check_text`: ``empty_text``, ``foreign_script``
+5. audio (:mod:`data_prep.process`): ``missing_audio``, ``unreadable_audio``,
+   ``zero_length``, ``nan_samples``, ``too_short``, ``too_long``
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from data_prep.importers.base import RawRow, Row
+from data_prep.manifest import REJECT_REASONS, Reject, Utterance
+from data_prep.text.normalize import TextNormalizer
+
+
+def reject(row: RawRow, reason: str, detail: str) -> Reject:
+    """A reject carrying everything known about ``row``."""
+    return Reject(reason, detail, row.source, id=row.id, audio=row.audio, text_raw=row.text_raw)
+
+
+def mark_duplicates(rows: Iterable[Row]) -> list[Row]:
+    """Replace every row whose id was already seen by a ``duplicate_id`` reject."""
+    first: dict[str, RawRow] = {}
+    out: list[Row] = []
+    for row in rows:
+        if isinstance(row, RawRow):
+            if row.id in first:
+                out.append(reject(row, "duplicate_id", f"id {row.id!r} already used at {first[row.id].source}"))
+                continue
+            first[row.id] = row
+        out.append(row)
+    return out
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` (after resolving symlinks and ``..``) lies inside ``root``."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def screen_row(row: RawRow, root: str, allow_pipes: bool = False, allow_outside_root: bool = False) -> Reject | None:
+    """Security checks before any audio is touched."""
+    if row.is_pipe:
+        if not allow_pipes:
+            return reject(row, "shell_pipe", "wav.scp entry is a command pipe; rerun with --allow-pipes to run it")
+        return None
+    if not allow_outside_root and not inside(row.audio, root):
+        return reject(row, "path_outside_root", f"{row.audio} resolves outside the corpus root {root}")
+    return None
+
+
+def check_text(row: RawRow, norm: TextNormalizer) -> tuple[str, Reject | None]:
+    """The normalized transcript, or the reason it cannot be used."""
+    text = norm.normalize(row.text_raw)
+    if not text:
+        return text, reject(row, "empty_text", f"transcript {row.text_raw!r} is empty after normalization")
+    foreign = norm.foreign_chars(text, normalized=True)
+    if foreign:
+        shown = " ".join(f"{c!r}(U+{ord(c):04X})" for c in sorted(foreign))
+        return text, reject(row, "foreign_script", f"characters outside the {norm.name} rules' scripts: {shown}")
+    return text, None
+
+
+@dataclass
+class Accounting:
+    """Counts over all input rows; ``input == accepted + rejected`` must hold."""
+
+    input_rows: int = 0
+    accepted_rows: int = 0
+    rejected_rows: int = 0
+    utterances: int = 0
+    split_rows: int = 0
+    rejected_by_reason: Counter = field(default_factory=Counter)
+
+    def add(self, result: list[Utterance] | Reject) -> None:
+        self.input_rows += 1
+        if isinstance(result, Reject):
+            self.rejected_rows += 1
+            self.rejected_by_reason[result.reason] += 1
+        else:
+            self.accepted_rows += 1
+            self.utterances += len(result)
+            self.split_rows += len(result) > 1
+
+    @property
+    def balanced(self) -> bool:
+        return (
+            self.input_rows == self.accepted_rows + self.rejected_rows
+            and self.rejected_rows == sum(self.rejected_by_reason.values())
+        )
+
+    def to_json(self) -> dict:
+        unknown = set(self.rejected_by_reason) - REJECT_REASONS
+        if unknown:
+            raise ValueError(f"unknown reject reasons {sorted(unknown)}")
+        return {
+            "input_rows": self.input_rows,
+            "accepted_rows": self.accepted_rows,
+            "rejected_rows": self.rejected_rows,
+            "balanced": self.balanced,
+            "utterances": self.utterances,
+            "rows_split_into_segments": self.split_rows,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+        }
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
+        ok = "OK" if self.balanced else "MISMATCH"
+        return (
+            f"input {self.input_rows} = accepted {self.accepted_rows} + rejected {self.rejected_rows} [{ok}]; "
+            f"{self.utterances} utterances ({self.split_rows} rows split); rejected: {reasons}"
+        )

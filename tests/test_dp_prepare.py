@@ -1,0 +1,236 @@
+"""End to end: every reject reason, accounting, resume determinism, shards == single run, pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from dp_fixtures import kaldi_zoo, utterance_clip
+
+from data_prep.assemble import SplitOptions
+from data_prep.manifest import REJECT_REASONS, read_manifest, read_rejects
+from data_prep.merge import MergeError, merge
+from data_prep.prepare import prepare
+from pipeline.cli import main as cli
+
+FAST = dict(jobs=1, max_duration=2.0, min_duration=0.3, vad="energy", trim_vad="none", progress=False)
+OUTPUTS = ("manifest.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "rejects.jsonl", "accounting.json",
+           "splits.json", "vocab.json", "oov.json", "stats.json", "stats.md", "durations.png", "prepare.json")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    return kaldi_zoo(tmp_path_factory.mktemp("zoo") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def zoo_out(zoo, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zoo_out")
+    assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
+    return out
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in OUTPUTS}
+
+
+def test_every_data_prep_reject_reason_is_produced(zoo_out):
+    rejects = read_rejects(zoo_out / "rejects.jsonl")
+    by_id = {r.id: r.reason for r in rejects}
+    assert by_id["x_missing"] == "missing_audio"
+    assert by_id["x_garbage"] == "unreadable_audio"
+    assert by_id["x_empty"] == "zero_length"
+    assert by_id["x_nan"] == "nan_samples"
+    assert by_id["x_short"] == "too_short"
+    assert by_id["x_long"] == "too_long"
+    assert by_id["x_emptytext"] == "empty_text"
+    assert by_id["x_latin"] == "foreign_script"
+    assert by_id["x_outside"] == "path_outside_root"
+    assert by_id["x_pipe"] == "shell_pipe"
+    assert by_id["x_notext"] == "missing_text"
+    assert by_id["x_malformed"] == "malformed_line"
+    assert by_id["x_orphan"] == "missing_audio"
+    reasons = {r.reason for r in rejects}
+    # label_too_long belongs to training (labels vs encoder frames), not to data prep
+    assert reasons == REJECT_REASONS - {"label_too_long"}
+    for r in rejects:
+        assert r.source.file and r.source.line > 0
+
+
+def test_accounting_balances(zoo, zoo_out):
+    acc = json.loads((zoo_out / "accounting.json").read_text())
+    wav_lines = len((zoo / "data/all/wav.scp").read_text().splitlines())
+    # every wav.scp line, plus the orphan transcript and the non-UTF-8 text line
+    assert acc["input_rows"] == wav_lines + 2
+    assert acc["input_rows"] == acc["accepted_rows"] + acc["rejected_rows"]
+    assert acc["rejected_rows"] == sum(acc["rejected_by_reason"].values())
+    assert acc["rejected_rows"] == len(read_rejects(zoo_out / "rejects.jsonl"))
+    utts = read_manifest(zoo_out / "manifest.jsonl")
+    assert acc["utterances"] == len(utts) == acc["accepted_rows"] + 1  # c2 was split in two
+    assert acc["rows_split_into_segments"] == 1
+
+
+def test_manifest_audio_is_16k_mono_flac_and_split_clip_has_aligned_text(zoo_out):
+    utts = {u.id: u for u in read_manifest(zoo_out / "manifest.jsonl")}
+    for u in utts.values():
+        info = sf.info(u.audio_path(zoo_out))
+        assert (info.samplerate, info.channels, info.subtype, info.format) == (16000, 1, "PCM_16", "FLAC")
+        assert u.offset + u.duration <= info.duration + 1e-3
+    assert {"resampled", "downmixed"} <= set(utts["b2"].flags)
+    s1, s2 = utts["c2-1"], utts["c2-2"]
+    assert s1.audio == s2.audio and s1.text == "प्रथमं वाक्यम् अस्ति" and s2.text == "द्वितीयं वाक्यम् अस्ति"
+    assert s1.offset == 0 and abs(s2.offset - (s1.offset + s1.duration)) < 1e-3
+    assert 1.4 < s2.offset < 2.0  # cut inside the pause between the two bursts
+    assert "segment:2/2" in s2.flags
+
+
+def test_splits_are_speaker_disjoint_and_vocab_from_train(zoo_out):
+    utts = read_manifest(zoo_out / "manifest.jsonl")
+    split_of = {}
+    for u in utts:
+        assert split_of.setdefault(u.speaker, u.split) == u.split
+    assert set(split_of.values()) == {"train", "dev", "test"}  # 3 speakers -> one per split
+    report = json.loads((zoo_out / "splits.json").read_text())
+    assert report["mode"] == "ratio"
+    assert all(not v["shared_speakers"] for v in report["overlap"].values())
+    vocab = json.loads((zoo_out / "vocab.json").read_text())
+    assert list(vocab.items())[:3] == [("<pad>", 0), ("<unk>", 1), ("|", 2)]
+    train_chars = {c for u in utts if u.split == "train" for c in u.text if c != " "}
+    assert set(vocab) - {"<pad>", "<unk>", "|"} == train_chars
+    oov = json.loads((zoo_out / "oov.json").read_text())
+    dev_chars = [c for u in utts if u.split == "dev" for c in u.text.replace(" ", "")]
+    assert oov["dev"]["oov_characters"] == sum(c not in vocab for c in dev_chars) > 0
+    stats = json.loads((zoo_out / "stats.json").read_text())
+    assert stats["total"]["utterances"] == len(utts)
+    assert (zoo_out / "durations.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_and_partial_cache_give_identical_outputs(zoo, zoo_out, tmp_path):
+    out = tmp_path / "out"
+    assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
+    first = snapshot(out)
+    assert first == snapshot(zoo_out)  # a fresh run in another folder: byte-identical
+    # simulate kill -9: half the sidecars gone, a FLAC without sidecar, a stray temp file
+    sidecars = sorted((out / "cache").rglob("*.json"))
+    for p in sidecars[::2]:
+        p.unlink()
+    next((out / "cache").rglob("*.flac")).with_name(".x.flac.tmp").write_bytes(b"partial")
+    (out / "manifest.jsonl").unlink()
+    assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
+    assert snapshot(out) == first
+
+
+def test_cached_rows_are_not_decoded_again(zoo, zoo_out, monkeypatch):
+    import data_prep.process as P
+
+    def boom(*a, **k):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(P, "_decode", boom)
+    before = snapshot(zoo_out)
+    assert prepare(zoo, zoo_out, "kaldi", "sa", **FAST) == 0
+    assert snapshot(zoo_out) == before
+
+
+def test_shards_then_merge_equal_single_run(zoo, zoo_out, tmp_path):
+    out = tmp_path / "sharded"
+    with pytest.raises(MergeError):
+        merge(out)
+    for i in range(3):
+        assert prepare(zoo, out, "kaldi", "sa", num_shards=3, shard_index=i, **FAST) == 0
+        assert not (out / "manifest.jsonl").exists()
+    assert merge(out) == 0
+    assert snapshot(out) == snapshot(zoo_out)
+
+
+def test_merge_refuses_incomplete_or_mismatched_shards(zoo, tmp_path):
+    out = tmp_path / "sharded"
+    prepare(zoo, out, "kaldi", "sa", num_shards=2, shard_index=0, **FAST)
+    with pytest.raises(MergeError, match="missing"):
+        merge(out)
+    prepare(zoo, out, "kaldi", "sa", num_shards=2, shard_index=1, **{**FAST, "min_duration": 0.2})
+    with pytest.raises(MergeError, match="different settings"):
+        merge(out)
+
+
+def test_pipes_run_without_a_shell(zoo, tmp_path):
+    out = tmp_path / "out"
+    assert prepare(zoo, out, "kaldi", "sa", allow_pipes=True, **FAST) == 0
+    utts = {u.id: u for u in read_manifest(out / "manifest.jsonl")}
+    assert utts["x_pipe"].source_audio == "cat audio/a1.wav |"
+    # shell syntax in a pipe is passed to the command as plain arguments, never interpreted
+    corpus = tmp_path / "evil"
+    utterance_clip(corpus / "a.wav")
+    (corpus / "wav.scp").write_text(f"e1 cat {corpus}/a.wav; touch {tmp_path}/pwned |\ne2 cat {corpus}/a.wav |\n")
+    (corpus / "text").write_text("e1 क\ne2 ख\n")
+    assert prepare(corpus, tmp_path / "out2", "kaldi", "sa", allow_pipes=True, **FAST) == 0
+    assert not (tmp_path / "pwned").exists()
+    rejects = read_rejects(tmp_path / "out2" / "rejects.jsonl")
+    assert [(r.id, r.reason) for r in rejects] == [("e1", "unreadable_audio")]
+
+
+def test_outside_root_allowed_by_flag(zoo, tmp_path):
+    out = tmp_path / "out"
+    prepare(zoo, out, "kaldi", "sa", allow_outside_root=True, **FAST)
+    assert "x_outside" in {u.id for u in read_manifest(out / "manifest.jsonl")}
+
+
+def cv_corpus(root: Path, rows: dict[str, list[tuple[str, str, str]]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+    for split, items in rows.items():
+        lines = [header] + [f"{spk}\t{clip}\t{text}\t2\t0\t\t\t\tsa\t\n" for spk, clip, text in items]
+        (root / f"{split}.tsv").write_text("".join(lines))
+        for _, clip, _ in items:
+            if not (root / "clips" / clip).exists():
+                utterance_clip(root / "clips" / clip)
+    return root
+
+
+def test_corpus_splits_and_speaker_overlap_error(tmp_path):
+    rows = {"train": [("s1", "a.wav", "क"), ("s2", "b.wav", "ख")], "dev": [("s3", "c.wav", "ग")],
+            "test": [("s1", "d.wav", "घ")]}
+    corpus = cv_corpus(tmp_path / "cv", rows)
+    out = tmp_path / "out"
+    assert prepare(corpus, out, "cv", "sa", **FAST) == 1  # s1 in train and test
+    report = json.loads((out / "splits.json").read_text())
+    assert report["mode"] == "corpus" and report["overlap"]["train/test"]["shared_speakers"] == ["s1"]
+    assert not (out / "train.jsonl").exists()
+    ok = SplitOptions(allow_speaker_overlap=True)
+    assert prepare(corpus, out, "cv", "sa", opts=ok, **FAST) == 0
+    assert [u.id for u in read_manifest(out / "test.jsonl")] == ["d"]
+
+
+def test_cli_explicit_speakers_and_sentencepiece(tmp_path):
+    rows = {"train": [(f"s{i % 4}", f"u{i}.wav", t) for i, t in enumerate(
+        ["रामः वनं गच्छति", "सीता गृहे अस्ति", "बालकः पठति", "गजः चलति", "नदी वहति", "अहो दौर्भाग्यम्",
+         "रामः पठति", "सीता वहति"])]}
+    corpus = cv_corpus(tmp_path / "cv", rows)
+    out = tmp_path / "out"
+    base = ["prepare", "--format", "cv", "--src", str(corpus), "--lang", "sa", "--out", str(out), "--jobs", "2",
+            "--no-progress", "--vad", "energy", "--trim-vad", "none"]
+    assert cli(base + ["--split-speakers", "dev=s1,test=s2+s3", "--sentencepiece", "30"]) == 0
+    split = {u.speaker: u.split for u in read_manifest(out / "manifest.jsonl")}
+    assert split == {"s0": "train", "s1": "dev", "s2": "test", "s3": "test"}
+    assert (out / "spm.model").stat().st_size > 0
+    assert cli(base + ["--split-speakers", "dev=nobody"]) == 1  # unknown speaker: a split error
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
+    assert cli(["prepare", "--format", "cv", "--src", str(tmp_path / "nope"), "--lang", "sa",
+                "--out", str(tmp_path / "o")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("../shared/corpora/punjabi_digits"), reason="real corpus absent")
+def test_real_punjabi_digits(tmp_path):
+    out = tmp_path / "pa"
+    rc = prepare("../shared/corpora/punjabi_digits", out, "kaldi", "pa", script="Latn", jobs=2, progress=False)
+    assert rc == 0
+    acc = json.loads((out / "accounting.json").read_text())
+    assert acc["input_rows"] == 240 == acc["accepted_rows"] + acc["rejected_rows"]
+    assert all(sf.info(u.audio_path(out)).samplerate == 16000 for u in read_manifest(out / "manifest.jsonl"))
