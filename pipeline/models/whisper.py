@@ -1,0 +1,327 @@
+"""Load a Whisper-style seq2seq model and transcribe audio arrays with it.
+
+``load_whisper`` takes anything :func:`pipeline.pretrained.registry.resolve_model`
+understands (bundled name, CT2 folder, transformers folder such as a fine-tuned
+``best/``, hub id). ``transcribe_arrays`` runs batched greedy or beam search:
+
+* audio longer than 30 s (Whisper's window) is cut into <= 30 s pieces, each cut
+  placed at the quietest 10 ms frame of the last few seconds before the limit,
+  and the pieces' texts are joined;
+* the number of new tokens is capped from the audio's duration, so a model that
+  does not stop cannot run to the 448-token limit on a 2 s clip;
+* when a piece used up its token budget without emitting end-of-text and its
+  output ends in a loop (the same n-gram repeated many times, the usual failure
+  of greedy decoding), the loop is cut back to its first occurrence; in greedy
+  search a row whose loop grows past ``LOOP_STOP_SPAN`` tokens is stopped early,
+  so one runaway does not hold its whole batch to the cap. We do not use
+  ``no_repeat_ngram_size``: in Indic scripts, byte-level BPE n-grams legitimately
+  repeat within a sentence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0  # Whisper's fixed input window
+CUT_SEARCH_S = 5.0  # look this far back from the window end for a quiet cut point
+#: Token budget: a fixed allowance plus a rate above any speech. Whisper's byte-level
+#: BPE spends up to ~15 tokens a second on Indic scripts; 25/s leaves room for that.
+BASE_TOKENS = 10
+TOKENS_PER_SECOND = 25.0
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    tokens: int  # generated tokens kept (after loop truncation), summed over chunks
+    looped: bool  # a repetition loop was cut off
+
+
+def load_whisper(name_or_path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(model, processor) for a bundled name, CT2 folder, transformers folder or hub id; model in eval mode."""
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from pipeline.pretrained.registry import resolve_model
+
+    path = resolve_model(name_or_path)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=dtype)
+    model.to(device).eval()
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except OSError:
+        processor = _rebuild_processor(path, model.config)
+    return model, processor
+
+
+def _rebuild_processor(path, config):
+    """A processor for a checkpoint saved without one (e.g. only model + tokenizer).
+
+    Whisper's features are fully determined by the number of mel bins, so the
+    feature extractor can be rebuilt from the model config; the tokenizer cannot.
+    """
+    from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperProcessor
+
+    if getattr(config, "model_type", None) != "whisper":
+        raise FileNotFoundError(f"{path}: no processor files (preprocessor_config.json / processor_config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: no tokenizer files; save the processor with the model") from e
+    return WhisperProcessor(WhisperFeatureExtractor(feature_size=config.num_mel_bins), tokenizer)
+
+
+# ----------------------------------------------------------------------------- chunking
+
+
+def _quietest_cut(audio: np.ndarray, lo: int, hi: int, frame: int = 160) -> int:
+    """Sample index in [lo, hi] at the centre of the lowest-energy ``frame``-sample frame."""
+    seg = audio[lo:hi]
+    n = len(seg) // frame
+    if n == 0:
+        return hi
+    energy = (seg[: n * frame].reshape(n, frame) ** 2).sum(axis=1)
+    return lo + int(np.argmin(energy)) * frame + frame // 2
+
+
+def split_long(audio: np.ndarray, sr: int = SAMPLE_RATE, window_s: float = WINDOW_S) -> list[np.ndarray]:
+    """Cut audio into pieces of at most ``window_s`` seconds, each cut at a quiet point near the limit."""
+    window = int(window_s * sr)
+    search = int(min(CUT_SEARCH_S, window_s / 2) * sr)
+    pieces, start = [], 0
+    while len(audio) - start > window:
+        cut = _quietest_cut(audio, start + window - search, start + window)
+        pieces.append(audio[start:cut])
+        start = cut
+    pieces.append(audio[start:])
+    return pieces
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+def truncate_loop(tokens: Sequence[int], max_ngram: int = 32, min_span: int = 16) -> tuple[list[int], bool]:
+    """Cut a run-away repetition: an n-gram repeated back to back until the end of ``tokens``.
+
+    A loop is an n-gram (n <= ``max_ngram``) that repeats at least
+    ``max(4, ceil(min_span / n))`` times in a row and continues to the end of
+    the output (where greedy decoding gets stuck it never recovers). The output
+    keeps everything before the loop and one copy of the n-gram.
+    """
+    tokens = list(tokens)
+    best: tuple[int, int] | None = None  # (start of the loop, n)
+    for n in range(1, min(max_ngram, len(tokens) // 4) + 1):
+        need = max(4, math.ceil(min_span / n))
+        if len(tokens) < need * n:
+            continue
+        # Walk back from the end while the period-n pattern holds (a partial last copy counts).
+        start = len(tokens) - n
+        while start - n >= 0 and tokens[start - n : start] == tokens[start : start + n]:
+            start -= n
+        tail = len(tokens) - start
+        partial = 0
+        while start - 1 >= 0 and tokens[start - 1] == tokens[start - 1 + n]:
+            start -= 1  # the loop may begin mid-copy
+            partial += 1
+        if (tail + partial) // n >= need and (best is None or start < best[0]):
+            best = (start, n)
+    if best is None:
+        return tokens, False
+    start, n = best
+    return tokens[: start + n], True
+
+
+#: A row is stopped during greedy search once its loop spans this many tokens: far beyond any
+#: real repetition, and it keeps one looping row from holding its whole batch to the token cap.
+LOOP_STOP_SPAN = 32
+
+
+class _LoopStop:
+    """Per-row stopping criterion for generate(): ends rows stuck in a loop (greedy search only)."""
+
+    def __init__(self, eos: int | None):
+        self.eos = eos
+        self.stopped: set[int] = set()
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        flags = []
+        for i, row in enumerate(input_ids.tolist()):
+            if i not in self.stopped and row[-1] != self.eos and truncate_loop(row, min_span=LOOP_STOP_SPAN)[1]:
+                self.stopped.add(i)
+            flags.append(i in self.stopped)
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_generate():
+    """Hide one warning that transformers' own Whisper generate() triggers on every call (not ours to fix)."""
+    logger = logging.getLogger("transformers.generation.utils")
+    flt = _DropMessage("together with generation-related arguments")
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+
+
+def token_budget(seconds: float, limit: int) -> int:
+    """Maximum new tokens for ``seconds`` of audio, at most ``limit``."""
+    return max(1, min(limit, BASE_TOKENS + math.ceil(TOKENS_PER_SECOND * seconds)))
+
+
+def _generate_kwargs(model, language: str | None, task: str) -> dict:
+    gen = model.generation_config
+    if getattr(gen, "is_multilingual", True) and getattr(gen, "lang_to_id", None):
+        kw: dict = {"task": task}
+        if language:
+            kw["language"] = language
+        return kw
+    # English-only models take no language/task tokens; transformers refuses them.
+    if language not in (None, "en", "english", "<|en|>") or task != "transcribe":
+        raise ValueError(f"this model is English-only: cannot {task} with language {language!r}")
+    return {}
+
+
+def transcribe_detailed(
+    model,
+    processor,
+    audios: list[np.ndarray],
+    language: str | None,
+    task: str = "transcribe",
+    batch_size: int = 8,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> list[Transcription]:
+    """Like :func:`transcribe_arrays`, with the number of tokens and whether a loop was cut."""
+    from tqdm.auto import tqdm
+    from transformers import StoppingCriteriaList
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    pieces: list[tuple[int, np.ndarray]] = []
+    for i, audio in enumerate(audios):
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio {i}: expected mono samples (1-D), got shape {audio.shape}")
+        for piece in split_long(audio):
+            pieces.append((i, piece))
+    # Similar durations share a batch, so the per-batch token budget stays tight.
+    order = sorted(range(len(pieces)), key=lambda k: len(pieces[k][1]))
+    gen_kwargs = _generate_kwargs(model, language, task)
+    prompt_len = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
+    limit = model.config.max_target_positions - prompt_len
+    if max_new_tokens is not None:
+        limit = min(limit, max_new_tokens)
+    param = next(model.parameters())
+    outputs: dict[int, tuple[list[int], bool]] = {}
+    batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="transcribe", unit="batch", disable=not progress or len(batches) < 2):
+        arrays = [pieces[k][1] if len(pieces[k][1]) else np.zeros(160, np.float32) for k in batch]
+        feats = processor.feature_extractor(
+            arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
+        )
+        longest = max(len(a) for a in arrays) / SAMPLE_RATE
+        budget = token_budget(longest, limit)
+        gen = model.generation_config
+        eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else (gen.eos_token_id or [None])[0]
+        stopper = _LoopStop(eos)
+        extra = {"stopping_criteria": StoppingCriteriaList([stopper])} if num_beams == 1 else {}
+        with torch.inference_mode(), _quiet_generate():
+            seqs = model.generate(
+                feats.input_features.to(device=param.device, dtype=param.dtype),
+                # Whisper ignores it for <= 30 s input, but generate() warns about batches without it.
+                attention_mask=feats.attention_mask.to(param.device),
+                num_beams=num_beams,
+                do_sample=False,
+                # Whisper's generate() counts max_length in new tokens (it adds the prompt itself);
+                # max_new_tokens would clash with the default max_length and warn.
+                max_length=budget,
+                return_timestamps=False,
+                **extra,
+                **gen_kwargs,
+            )
+        for r, (row, k) in enumerate(zip(seqs.tolist(), batch)):
+            own = token_budget(len(pieces[k][1]) / SAMPLE_RATE, limit)
+            outputs[k] = _clean(row, gen, own, stopped=r in stopper.stopped)
+    texts: dict[int, list[str]] = {}
+    counts: dict[int, int] = {}
+    looped: dict[int, bool] = {}
+    for k, (i, _) in enumerate(pieces):
+        ids, cut = outputs[k]
+        text = processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        texts.setdefault(i, []).append(text)
+        counts[i] = counts.get(i, 0) + len(ids)
+        looped[i] = looped.get(i, False) or cut
+    return [
+        Transcription(" ".join(t for t in texts[i] if t), counts[i], looped[i]) for i in range(len(audios))
+    ]
+
+
+def _clean(row: list[int], gen, own_budget: int, stopped: bool = False) -> tuple[list[int], bool]:
+    """Content tokens of one generated row: prompt and padding removed, own budget applied, loop cut.
+
+    ``stopped``: the loop criterion ended the row (it is then padded as if it had ended by itself).
+    """
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else (gen.eos_token_id or [None])[0]
+    pad = gen.pad_token_id
+    # generate() may or may not echo the prompt; drop the control tokens at the start.
+    control = {gen.decoder_start_token_id, getattr(gen, "no_timestamps_token_id", None)}
+    control |= set((getattr(gen, "lang_to_id", None) or {}).values())
+    control |= set((getattr(gen, "task_to_id", None) or {}).values())
+    start = 0
+    while start < len(row) and row[start] in control:
+        start += 1
+    ids, ended = [], False
+    for t in row[start:]:
+        if t == eos or t == pad:
+            ended = True
+            break
+        ids.append(t)
+    # A piece shorter than the batch's longest gets its own, tighter budget.
+    if len(ids) >= own_budget or stopped:
+        ids, ended = ids[:own_budget], False
+    if ended:
+        # The model stopped by itself: repeated words are what it heard, not a runaway loop.
+        return ids, False
+    return truncate_loop(ids)
+
+
+def transcribe_arrays(
+    model,
+    processor,
+    audios: list[np.ndarray],
+    language: str | None,
+    task: str = "transcribe",
+    batch_size: int = 8,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Transcripts of 16 kHz mono float arrays, in input order (see the module docstring)."""
+    return [
+        t.text
+        for t in transcribe_detailed(
+            model, processor, audios, language, task, batch_size, num_beams, max_new_tokens, progress
+        )
+    ]
