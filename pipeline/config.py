@@ -1,0 +1,349 @@
+"""Typed recipe configuration, loaded from YAML with ``key=value`` overrides.
+
+A recipe's ``config.yaml`` has one section per concern (``data``, ``model``,
+``train``, ``augment``, ``decode``) plus ``output_dir``. Every section is a
+dataclass below, so a field's type and default are written once, here. Loading
+is strict: an unknown key or a value of the wrong type is an error that names
+the key and the file (and the YAML line when known), because a misspelt option
+that is silently ignored costs a whole training run.
+
+Overrides use dotted keys and YAML values::
+
+    load_config("recipes/sa/config.yaml", ["train.lr=1e-4", "augment.speed_perturb=[0.9,1.0,1.1]"])
+
+To extend the schema (e.g. CTC fields), add a field with a default to the
+relevant dataclass, or a new nested dataclass section; the loader needs no change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REGIMES = ("full", "freeze-encoder", "cached-encoder", "lora")
+
+
+class ConfigError(ValueError):
+    """A recipe config that cannot be used; the message names the file, key and line."""
+
+
+@dataclass
+class DataConfig:
+    """Where the manifests are and which utterances to use."""
+
+    lang: str = ""  # the transcripts' language: text normalizer rules name, e.g. "sa" or "pa-Latn"
+    manifests_dir: str = ""  # holds train.jsonl / dev.jsonl / test.jsonl unless given below
+    train: str = ""  # explicit manifest paths override manifests_dir/<split>.jsonl
+    dev: str = ""
+    test: str = ""
+    max_duration: float = 30.0  # seconds; longer training clips are skipped (Whisper's window)
+    min_duration: float = 0.0
+
+    def manifest(self, split: str) -> str:
+        """Path of the ``split`` manifest (explicit path, else ``manifests_dir/<split>.jsonl``)."""
+        explicit = getattr(self, split)
+        if explicit:
+            return explicit
+        if not self.manifests_dir:
+            raise ConfigError(f"data.{split} and data.manifests_dir are both empty")
+        return str(Path(self.manifests_dir) / f"{split}.jsonl")
+
+
+@dataclass
+class ModelConfig:
+    """The pretrained model and how its language/vocabulary are set up."""
+
+    type: str = "whisper"  # whisper | ctc
+    name: str = "whisper-base"  # registry name or a transformers directory
+    language: str = ""  # language token code (<|xx|>); defaults to data.lang minus its script ("pa-Latn" -> "pa")
+    new_language_init_from: str = ""  # existing language whose token initialises a new one
+    vocabulary: str = "whisper"  # whisper | sentencepiece
+    vocabulary_size: int = 0  # size of a new sentencepiece vocabulary
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on attention projections (regime ``lora``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    scope: str = "both"  # encoder | decoder | both
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, batching, evaluation and checkpointing."""
+
+    regime: str = "cached-encoder"  # one of REGIMES
+    encoder_trainable_top_layers: int = 0  # k: the top k encoder layers train (freeze/cached regimes)
+    trimmed_encoder: bool = True  # run the encoder on the clip's real length, not a 30 s window
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    lr: float = 1e-4
+    warmup_steps: int = 50
+    schedule: str = "linear"  # linear | cosine | constant (after warmup)
+    max_steps: int = 0  # optimizer steps; 0 = use epochs
+    epochs: float = 3.0
+    batch_seconds: float = 60.0  # padded audio seconds per micro-batch (dynamic batching)
+    max_batch_size: int = 64
+    grad_accum: int = 1
+    clip: float = 1.0  # max gradient norm; 0 = no clipping
+    weight_decay: float = 0.01
+    seed: int = 0
+    eval_every: int = 100  # optimizer steps between dev evaluations (0 = only at the end)
+    dev_limit: int = 0  # evaluate on the first N dev utterances (0 = whole split)
+    patience: int = 0  # early stopping after N evaluations without dev CER gain (0 = off)
+    checkpoint_every: int = 0  # steps between checkpoints (0 = at each evaluation)
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on a capable GPU, else fp32)
+    num_workers: int = 0  # DataLoader workers
+    freeze_token_embeddings: bool = False  # the tied 51,865 x d embedding / output layer
+    restrict_vocab: bool = False  # softmax only over tokens seen in train text + specials
+    cache_dir: str = ""  # encoder-state cache (cached-encoder); default <output_dir>/encoder_cache
+    cache_shard_size: int = 200  # utterances per cache shard
+    threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
+
+
+@dataclass
+class AugmentConfig:
+    """Data augmentation (see pipeline.models.augment)."""
+
+    speed_perturb: list[float] = field(default_factory=lambda: [1.0])  # one factor drawn per clip per epoch
+    time_masks: int = 0  # SpecAugment time masks per utterance
+    time_mask_max_s: float = 0.05  # maximum width of one time mask, seconds
+    freq_masks: int = 0  # SpecAugment frequency masks (log-mel input only)
+    freq_mask_max_bins: int = 10
+    noise_prob: float = 0.0  # probability of adding white noise to a clip
+    noise_snr_db: list[float] = field(default_factory=lambda: [15.0, 30.0])  # SNR drawn uniformly in [lo, hi]
+
+
+@dataclass
+class DecodeConfig:
+    """Decoding settings (dev evaluation during training and the decode stage)."""
+
+    beam: int = 1
+    batch_size: int = 8
+    max_new_tokens_per_second: float = 25.0  # length cap tied to the audio duration (runaway guard)
+
+
+@dataclass
+class RecipeConfig:
+    """A whole recipe."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    output_dir: str = ""
+
+    @property
+    def language(self) -> str:
+        """The language token code: ``model.language``, else ``data.lang`` without a script subtag."""
+        return self.model.language or self.data.lang.split("-")[0]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _line_map(text: str) -> dict[tuple[str, ...], int | str]:
+    """Map each mapping key path in a YAML document to its 1-based line."""
+    lines: dict[tuple[str, ...], int | str] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                path = (*prefix, str(k.value))
+                lines[path] = k.start_mark.line + 1
+                walk(v, path)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(source: str, lines: dict[tuple[str, ...], int | str], path: tuple[str, ...]) -> str:
+    """``file:line`` of a key, or ``file (override k=v)`` when the value came from the command line."""
+    line = lines.get(path)
+    if isinstance(line, str):
+        return f"{source} ({line})"
+    return f"{source}:{line}" if line else source
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotated type ``tp`` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {key}: {value!r} does not match {tp}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. a numeric language code or model name
+        raise ConfigError(f"{where}: {key}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: {key}: unsupported field type {tp}")
+
+
+def _build(cls: type, values: Any, source: str, lines: dict, prefix: tuple[str, ...]) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, strictly."""
+    where = _where(source, lines, prefix) if prefix else source
+    name = ".".join(prefix) or "<top level>"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: {name}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        dotted = ".".join(path)
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{_where(source, lines, path)}: unknown key {dotted!r} (known in this section: {known})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, source, lines, path)
+        else:
+            kwargs[key] = _coerce(value, tp, dotted, _where(source, lines, path))
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: override {key!r}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
+    """Cross-field checks that types alone cannot express."""
+    def bad(msg: str) -> None:
+        raise ConfigError(f"{source}: {msg}")
+
+    if cfg.model.type not in ("whisper", "ctc"):
+        bad(f"model.type must be whisper or ctc, got {cfg.model.type!r}")
+    if cfg.model.vocabulary not in ("whisper", "sentencepiece"):
+        bad(f"model.vocabulary must be whisper or sentencepiece, got {cfg.model.vocabulary!r}")
+    t = cfg.train
+    if t.regime not in REGIMES:
+        bad(f"train.regime must be one of {', '.join(REGIMES)}, got {t.regime!r}")
+    if t.encoder_trainable_top_layers < 0:
+        bad("train.encoder_trainable_top_layers must be >= 0")
+    if t.schedule not in ("linear", "cosine", "constant"):
+        bad(f"train.schedule must be linear, cosine or constant, got {t.schedule!r}")
+    if t.dtype not in ("auto", "fp32", "bf16", "fp16"):
+        bad(f"train.dtype must be auto, fp32, bf16 or fp16, got {t.dtype!r}")
+    if t.lora.scope not in ("encoder", "decoder", "both"):
+        bad(f"train.lora.scope must be encoder, decoder or both, got {t.lora.scope!r}")
+    if t.lr <= 0 or t.batch_seconds <= 0 or t.grad_accum < 1 or t.max_batch_size < 1:
+        bad("train.lr and train.batch_seconds must be > 0, train.grad_accum and train.max_batch_size >= 1")
+    if t.max_steps <= 0 and t.epochs <= 0:
+        bad("set train.max_steps or train.epochs > 0")
+    if t.regime == "cached-encoder" and not t.trimmed_encoder:
+        bad("train.regime cached-encoder stores trimmed states: train.trimmed_encoder must be true")
+    a = cfg.augment
+    if not a.speed_perturb or any(f <= 0 for f in a.speed_perturb):
+        bad("augment.speed_perturb must be a non-empty list of positive factors")
+    if len(a.noise_snr_db) != 2 or a.noise_snr_db[0] > a.noise_snr_db[1]:
+        bad("augment.noise_snr_db must be [low, high]")
+    if cfg.decode.beam < 1 or cfg.decode.batch_size < 1:
+        bad("decode.beam and decode.batch_size must be >= 1")
+
+
+def config_from_dict(tree: dict, source: str = "<dict>", overrides: list[str] | None = None) -> RecipeConfig:
+    """Build a :class:`RecipeConfig` from a plain mapping (plus overrides)."""
+    tree = json.loads(json.dumps(tree or {}))  # deep copy, plain types
+    lines: dict[tuple[str, ...], int | str] = (
+        _line_map(Path(source).read_text(encoding="utf-8")) if Path(source).is_file() else {}
+    )
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected key=value (e.g. train.lr=1e-4)")
+        key, raw = ov.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {ov!r}: cannot parse value: {e}") from e
+        _set_dotted(tree, key, value, source)
+        lines[tuple(key.split("."))] = f"override {ov}"
+    cfg = _build(RecipeConfig, tree, source, lines, ())
+    validate(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a recipe config from YAML and apply dotted ``key=value`` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from e
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return config_from_dict(tree, str(path), overrides)

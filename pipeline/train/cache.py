@@ -1,0 +1,171 @@
+"""On-disk cache of (lower) Whisper encoder states, trimmed to each clip's length.
+
+With a frozen encoder, or one whose top k layers train, everything below layer
+L-k gives the same output at every epoch: computing it once turns a training
+step into "top k layers + decoder". States are stored per (utterance, speed
+factor) as float16 (half the disk and page-cache footprint; the rounding is far
+below the model's own noise) in sharded safetensors files:
+
+    <cache_dir>/<fingerprint>/meta.json                 what was cached (model, layer, ...)
+    <cache_dir>/<fingerprint>/index.json                key -> shard file, frames
+    <cache_dir>/<fingerprint>/shard-00000.safetensors   {"<utt id>@<factor>": (S, d) fp16}
+
+A shard is written to a temporary name and renamed, then the index is
+rewritten atomically, so a killed build resumes from the last whole shard.
+The fingerprint hashes the encoder weights the states depend on, so a cache is
+never reused for a different model or split point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from data_prep.manifest import atomic_write_text
+from pipeline.models.encoder import encode_trimmed
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(utt_id: str, factor: float) -> str:
+    return f"{utt_id}@{factor:g}"
+
+
+def encoder_fingerprint(encoder: torch.nn.Module, stop: int, extra: dict | None = None) -> str:
+    """Hash of the weights that determine the states after layer ``stop`` (plus ``extra`` settings)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"stop": stop, **(extra or {})}, sort_keys=True).encode())
+    modules = [encoder.conv1, encoder.conv2, encoder.embed_positions, *encoder.layers[:stop]]
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class EncoderStateCache:
+    """Read/write access to one cache directory (one model, one split layer)."""
+
+    def __init__(self, root: str | Path, fingerprint: str, meta: dict | None = None):
+        self.dir = Path(root) / fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.dir / "meta.json"
+        if meta is not None and not meta_path.exists():
+            atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self.index: dict[str, dict] = self._read_index()
+        self._handles: dict[str, object] = {}
+        self._pid = os.getpid()
+
+    def _read_index(self) -> dict[str, dict]:
+        path = self.dir / "index.json"
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["entries"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{path}: corrupt cache index ({e}); delete {self.dir} to rebuild") from e
+
+    def _write_index(self) -> None:
+        atomic_write_text(self.dir / "index.json", json.dumps({"entries": self.index}, sort_keys=True) + "\n")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        return [k for k in keys if k not in self.index]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _handle(self, shard: str):
+        if os.getpid() != self._pid:  # a forked data-loader worker opens its own files
+            self._handles, self._pid = {}, os.getpid()
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
+        return self._handles[shard]
+
+    def get(self, utt_id: str, factor: float = 1.0) -> torch.Tensor:
+        """States (S, d) as float32."""
+        key = cache_key(utt_id, factor)
+        entry = self.index.get(key)
+        if entry is None:
+            raise KeyError(f"{key} is not in the encoder cache {self.dir}")
+        return self._handle(entry["shard"]).get_tensor(key).float()
+
+    # -- building --------------------------------------------------------------------------
+
+    def _next_shard_name(self) -> str:
+        used = {e["shard"] for e in self.index.values()}
+        i = len(used)
+        while f"shard-{i:05d}.safetensors" in used or (self.dir / f"shard-{i:05d}.safetensors").exists():
+            i += 1
+        return f"shard-{i:05d}.safetensors"
+
+    def _flush(self, pending: dict[str, torch.Tensor]) -> None:
+        if not pending:
+            return
+        name = self._next_shard_name()
+        tmp = self.dir / f".{name}.tmp"
+        save_file(pending, str(tmp))
+        os.replace(tmp, self.dir / name)
+        for key, t in pending.items():
+            self.index[key] = {"shard": name, "frames": int(t.shape[0])}
+        self._write_index()
+        pending.clear()
+
+    @torch.no_grad()
+    def build(
+        self,
+        encoder: torch.nn.Module,
+        jobs: Sequence[tuple[str, float]],
+        features_of,
+        *,
+        stop: int,
+        batch_size: int = 8,
+        shard_size: int = 200,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ) -> int:
+        """Compute and store the states of every (utt id, factor) job not cached yet.
+
+        ``features_of(utt_id, factor) -> (features (n_mels, T), mel_length)``. Jobs
+        should be sorted by duration so that batches pad little. Returns the
+        number of clips computed.
+        """
+        todo = [(u, f) for u, f in jobs if cache_key(u, f) not in self.index]
+        if not todo:
+            return 0
+        was_training = encoder.training
+        encoder.eval()
+        pending: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=len(todo), desc="caching encoder states", unit="clip", disable=not progress)
+        try:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                feats, lens = zip(*(features_of(u, f) for u, f in chunk))
+                t = max(x.shape[-1] for x in feats)
+                batch = torch.zeros(len(feats), feats[0].shape[0], t)
+                for i, x in enumerate(feats):
+                    batch[i, :, : x.shape[-1]] = x
+                dtype = next(encoder.parameters()).dtype
+                hidden, enc_lens = encode_trimmed(
+                    encoder, batch.to(device, dtype), torch.tensor(lens, device=device), stop=stop
+                )
+                for i, (u, f) in enumerate(chunk):
+                    pending[cache_key(u, f)] = hidden[i, : int(enc_lens[i])].to("cpu", torch.float16).contiguous()
+                if len(pending) >= shard_size:
+                    self._flush(pending)
+                bar.update(len(chunk))
+            self._flush(pending)
+        finally:
+            bar.close()
+            encoder.train(was_training)
+        return len(todo)

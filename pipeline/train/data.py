@@ -1,0 +1,305 @@
+"""Training data: examples, duration-based dynamic batches, and collation.
+
+One :class:`Example` per usable utterance (text already tokenized into the
+decoder's label sequence). :class:`BatchPlan` decides, for each epoch, which
+speed factor every clip gets and how clips are grouped: clips are sorted by
+(jittered) duration so a batch pads little, cut into batches of at most
+``batch_seconds`` padded audio, and the batch order is shuffled — all from
+``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
+each rank takes every ``world_size``-th batch.
+
+Two datasets feed the trainer: :class:`FeatureDataset` (audio -> augmented
+log-mel) and :class:`StateDataset` (cached encoder states, see
+:mod:`pipeline.train.cache`). Augmentation randomness is seeded per
+(seed, epoch, clip), independent of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.audio import load_audio
+from data_prep.manifest import Utterance, read_manifest
+from pipeline.config import AugmentConfig
+from pipeline.models.augment import add_noise, spec_augment, speed_perturb
+from pipeline.models.encoder import SAMPLE_RATE, mel_length
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0  # Whisper's input window
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance ready for training: its record and decoder label sequence."""
+
+    index: int
+    utt: Utterance
+    manifest_dir: Path
+    labels: tuple[int, ...]  # prefix tokens + text tokens + end-of-text
+    prefix_len: int  # tokens the decoder is given, not asked to predict (sot, language, task, notimestamps)
+
+    @property
+    def audio_path(self) -> Path:
+        return self.utt.audio_path(self.manifest_dir)
+
+
+def load_examples(
+    manifest: str | Path,
+    encode: Callable[[str], tuple[list[int], int]],
+    *,
+    max_duration: float = WINDOW_S,
+    min_duration: float = 0.0,
+    max_labels: int = 448,
+) -> tuple[list[Example], dict[str, int]]:
+    """Read a manifest into examples; returns (examples, counts of skipped utterances by reason)."""
+    manifest = Path(manifest)
+    utts = read_manifest(manifest)
+    skipped = {"too_long": 0, "too_short": 0, "empty_text": 0, "label_too_long": 0}
+    out: list[Example] = []
+    for utt in utts:
+        if utt.duration > min(max_duration, WINDOW_S):
+            skipped["too_long"] += 1
+            continue
+        if utt.duration < min_duration:
+            skipped["too_short"] += 1
+            continue
+        if not utt.text.strip():
+            skipped["empty_text"] += 1
+            continue
+        labels, prefix_len = encode(utt.text)
+        if len(labels) > max_labels:
+            skipped["label_too_long"] += 1
+            continue
+        out.append(Example(len(out), utt, manifest.parent, tuple(labels), prefix_len))
+    if any(skipped.values()):
+        log.info("%s: skipped %s", manifest, {k: v for k, v in skipped.items() if v})
+    return out, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# batching
+
+
+@dataclass(frozen=True)
+class Item:
+    """A clip as scheduled in one epoch: example index and the speed factor it is played at."""
+
+    index: int
+    factor: float
+    epoch: int
+
+
+class BatchPlan:
+    """Duration-based dynamic batching, deterministic in (seed, epoch, rank)."""
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        *,
+        batch_seconds: float,
+        max_batch_size: int,
+        seed: int,
+        speed_factors: Sequence[float] = (1.0,),
+        world_size: int = 1,
+        rank: int = 0,
+        jitter: float = 0.1,
+    ):
+        if not durations:
+            raise ValueError("no training utterances")
+        self.durations = np.asarray(durations, dtype=np.float64)
+        self.batch_seconds = batch_seconds
+        self.max_batch_size = max_batch_size
+        self.seed = seed
+        self.factors = np.asarray(list(speed_factors), dtype=np.float64)
+        self.world_size = world_size
+        self.rank = rank
+        self.jitter = jitter
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, 7919])
+
+    def all_batches(self, epoch: int) -> list[list[Item]]:
+        """Every rank's batches of ``epoch`` (truncated to a multiple of the world size)."""
+        rng = self._rng(epoch)
+        n = len(self.durations)
+        factors = self.factors[rng.integers(0, len(self.factors), n)]
+        # A slowed-down clip must still fit Whisper's 30 s window.
+        factors = np.where(self.durations / factors > WINDOW_S, 1.0, factors)
+        dur = self.durations / factors
+        key = dur * np.exp(rng.uniform(-self.jitter, self.jitter, n))
+        order = np.argsort(key, kind="stable")
+        batches: list[list[Item]] = []
+        current: list[Item] = []
+        longest = 0.0
+        for i in order:
+            d = float(dur[i])
+            longest_if = max(longest, d)
+            if current and (
+                (len(current) + 1) * longest_if > self.batch_seconds or len(current) >= self.max_batch_size
+            ):
+                batches.append(current)
+                current, longest_if = [], d
+            current.append(Item(int(i), float(factors[i]), epoch))
+            longest = longest_if
+        if current:
+            batches.append(current)
+        perm = rng.permutation(len(batches))
+        batches = [batches[j] for j in perm]
+        usable = (len(batches) // self.world_size) * self.world_size
+        if usable == 0:
+            raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} processes")
+        return batches[:usable]
+
+    def epoch_batches(self, epoch: int) -> list[list[Item]]:
+        """This rank's batches of ``epoch``."""
+        return self.all_batches(epoch)[self.rank :: self.world_size]
+
+    def steps_per_epoch(self, grad_accum: int) -> int:
+        """Optimizer steps in an epoch (the first epoch's plan; later ones differ by a batch or two)."""
+        return max(1, len(self.epoch_batches(0)) // grad_accum)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def _item_rng(seed: int, item: Item) -> tuple[np.random.Generator, torch.Generator]:
+    seq = [seed, item.epoch, item.index, int(round(item.factor * 1000))]
+    np_rng = np.random.default_rng(seq)
+    gen = torch.Generator().manual_seed(int(np_rng.integers(0, 2**62)))
+    return np_rng, gen
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Audio -> (speed perturbation, noise) -> Whisper log-mel -> SpecAugment.
+
+    Features are computed on the standard 30 s window (as at decode time) and,
+    when ``trimmed``, cut to the clip's real length.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        feature_extractor,
+        augment: AugmentConfig | None,
+        seed: int,
+        trimmed: bool = True,
+    ):
+        self.examples = examples
+        self.fe = feature_extractor
+        self.augment = augment
+        self.seed = seed
+        self.trimmed = trimmed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def wave(self, item: Item, np_rng: np.random.Generator | None) -> np.ndarray:
+        ex = self.examples[item.index]
+        wave = load_audio(ex.audio_path, offset=ex.utt.offset, duration=ex.utt.duration, sr=SAMPLE_RATE)
+        wave = speed_perturb(wave, item.factor, SAMPLE_RATE)
+        a = self.augment
+        if a is not None and np_rng is not None and a.noise_prob > 0 and np_rng.random() < a.noise_prob:
+            wave = add_noise(wave, float(np_rng.uniform(*a.noise_snr_db)), np_rng)
+        return wave
+
+    def __getitem__(self, item: Item) -> dict:
+        np_rng, gen = _item_rng(self.seed, item)
+        wave = self.wave(item, np_rng if self.augment else None)
+        feats = self.fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+        n = mel_length(len(wave), feats.shape[-1])
+        x = torch.from_numpy(np.ascontiguousarray(feats[:, :n] if self.trimmed else feats))
+        a = self.augment
+        if a is not None and (a.time_masks or a.freq_masks):
+            x = spec_augment(
+                x,
+                time_masks=a.time_masks,
+                time_max_width=int(round(a.time_mask_max_s * SAMPLE_RATE / 160)),
+                freq_masks=a.freq_masks,
+                freq_max_width=a.freq_mask_max_bins,
+                length=n,
+                generator=gen,
+            )
+        ex = self.examples[item.index]
+        return {
+            "features": x,
+            "length": n if self.trimmed else x.shape[-1],
+            "labels": ex.labels,
+            "prefix_len": ex.prefix_len,
+            "id": ex.utt.id,
+        }
+
+
+class StateDataset(torch.utils.data.Dataset):
+    """Cached encoder states (S, d) of each clip at its speed factor, with time masking."""
+
+    def __init__(self, examples: Sequence[Example], cache, augment: AugmentConfig | None, seed: int):
+        self.examples = examples
+        self.cache = cache
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, item: Item) -> dict:
+        ex = self.examples[item.index]
+        x = self.cache.get(ex.utt.id, item.factor)
+        a = self.augment
+        if a is not None and a.time_masks:
+            _, gen = _item_rng(self.seed, item)
+            # Encoder frames are 20 ms; masked frames become 0 (no "neutral" value exists for states).
+            x = spec_augment(
+                x,
+                time_masks=a.time_masks,
+                time_max_width=int(round(a.time_mask_max_s * 50)),
+                time_axis=0,
+                generator=gen,
+                fill=0.0,
+            )
+        return {"states": x, "length": x.shape[0], "labels": ex.labels, "prefix_len": ex.prefix_len, "id": ex.utt.id}
+
+
+def _pad_labels(samples: Sequence[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder inputs (labels[:-1], padded with ``pad_id``) and targets (labels[1:], prefix/pad = -100)."""
+    width = max(len(s["labels"]) for s in samples) - 1
+    inputs = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+    for i, s in enumerate(samples):
+        lab = torch.tensor(s["labels"], dtype=torch.long)
+        inputs[i, : len(lab) - 1] = lab[:-1]
+        tgt = lab[1:].clone()
+        tgt[: s["prefix_len"] - 1] = IGNORE_INDEX  # forced prefix tokens are given at decode time
+        targets[i, : len(tgt)] = tgt
+    return inputs, targets
+
+
+def collate(samples: Sequence[dict], pad_id: int) -> dict:
+    """Pad a list of dataset samples into a batch (features or states, zero-padded)."""
+    key = "features" if "features" in samples[0] else "states"
+    lengths = torch.tensor([s["length"] for s in samples], dtype=torch.long)
+    if key == "features":
+        t = max(s[key].shape[-1] for s in samples)
+        x = torch.zeros(len(samples), samples[0][key].shape[0], t)
+        for i, s in enumerate(samples):
+            x[i, :, : s[key].shape[-1]] = s[key]
+    else:
+        t = max(s[key].shape[0] for s in samples)
+        x = torch.zeros(len(samples), t, samples[0][key].shape[1])
+        for i, s in enumerate(samples):
+            x[i, : s[key].shape[0]] = s[key]
+    inputs, targets = _pad_labels(samples, pad_id)
+    return {key: x, "lengths": lengths, "decoder_input_ids": inputs, "targets": targets, "ids": [s["id"] for s in samples]}
+
+
+def batch_seconds_of(batch: list[Item], examples: Sequence[Example]) -> float:
+    """Seconds of audio in a batch (after speed perturbation)."""
+    return float(sum(examples[it.index].utt.duration / it.factor for it in batch))

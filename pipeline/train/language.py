@@ -1,0 +1,113 @@
+"""The language token, and turning a transcript into Whisper's label sequence.
+
+A language Whisper knows (``sa``, ``pa``, ...) uses its own token. Any other
+gets a new special token ``<|xx|>``: appended to the tokenizer and the (tied)
+embedding matrix, initialised from a named related language's row, and
+registered in ``generation_config.lang_to_id`` under both ``"<|xx|>"`` and
+``"xx"`` — transformers' ``generate(language=...)`` only accepts codes it
+knows or keys of ``lang_to_id``, so the bare-code key is what makes
+``generate(language="xx")`` work after a reload.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
+
+
+class LanguageError(ValueError):
+    """The language cannot be set up (unknown init language, tokenizer/model mismatch)."""
+
+
+def language_token(code: str) -> str:
+    return code if code.startswith("<|") else f"<|{code}|>"
+
+
+def _fill_timestamp_gap(tokenizer, vocab_size: int) -> None:
+    """Give the tokenizer the timestamp tokens the model has but its tokenizer.json lacks.
+
+    Whisper's output layer has 1501 timestamp rows after ``<|notimestamps|>``;
+    some shipped tokenizers stop before them, and a token appended there would
+    silently share a row with ``<|0.00|>``.
+    """
+    gap = vocab_size - len(tokenizer)
+    if gap <= 0:
+        return
+    last = tokenizer.convert_ids_to_tokens(len(tokenizer) - 1)
+    if gap != N_TIMESTAMPS or last != "<|notimestamps|>":
+        raise LanguageError(
+            f"tokenizer has {len(tokenizer)} tokens (last {last!r}) but the model {vocab_size}: "
+            "cannot add a language token safely"
+        )
+    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(N_TIMESTAMPS)], special_tokens=True)
+
+
+def setup_language(model, processor, code: str, init_from: str = "") -> int:
+    """Make sure ``<|code|>`` exists; returns its token id (adds and initialises it if new)."""
+    if not code:
+        raise LanguageError("no language given (set data.lang or model.language)")
+    gen = model.generation_config
+    lang_to_id = dict(getattr(gen, "lang_to_id", None) or {})
+    if not lang_to_id:
+        raise LanguageError("the model's generation config has no lang_to_id: it is not a multilingual Whisper")
+    token = language_token(code)
+    if token in lang_to_id:
+        return int(lang_to_id[token])
+    if not init_from:
+        raise LanguageError(
+            f"{token} is not a Whisper language: set model.new_language_init_from to a related language "
+            f"(one of {', '.join(sorted(k.strip('<|>') for k in lang_to_id if k.startswith('<|')))})"
+        )
+    src_token = language_token(init_from)
+    if src_token not in lang_to_id:
+        raise LanguageError(f"model.new_language_init_from={init_from!r}: {src_token} is not in the model")
+    src = int(lang_to_id[src_token])
+
+    tokenizer = processor.tokenizer
+    vocab_size = model.get_input_embeddings().weight.shape[0]
+    _fill_timestamp_gap(tokenizer, vocab_size)
+    tokenizer.add_tokens([token], special_tokens=True)
+    new_id = tokenizer.convert_tokens_to_ids(token)
+    if new_id != vocab_size:
+        raise LanguageError(f"new token {token} got id {new_id}, expected {vocab_size} (tokenizer/model mismatch)")
+    model.resize_token_embeddings(vocab_size + 1, mean_resizing=False)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[new_id] = emb[src]
+        out = model.get_output_embeddings().weight
+        if out.data_ptr() != emb.data_ptr():  # untied heads need the row too
+            out[new_id] = out[src]
+    lang_to_id[token] = new_id
+    lang_to_id[code] = new_id
+    gen.lang_to_id = lang_to_id
+    log.info("added language token %s (id %d) initialised from %s", token, new_id, src_token)
+    return new_id
+
+
+class LabelEncoder:
+    """Transcript -> [sot, language, transcribe, notimestamps, text tokens..., eot]."""
+
+    def __init__(self, processor, model, code: str):
+        tok = processor.tokenizer
+        gen = model.generation_config
+        self.tokenizer = tok
+        self.sot = int(gen.decoder_start_token_id)
+        self.eot = int(gen.eos_token_id if not isinstance(gen.eos_token_id, list) else gen.eos_token_id[0])
+        self.lang = int(gen.lang_to_id[language_token(code)])
+        self.transcribe = int(gen.task_to_id["transcribe"])
+        self.notimestamps = int(gen.no_timestamps_token_id)
+        self.prefix = [self.sot, self.lang, self.transcribe, self.notimestamps]
+
+    def __call__(self, text: str) -> tuple[list[int], int]:
+        # A leading space, as in Whisper's own transcripts: the first word then uses the
+        # same word-initial pieces as every other word.
+        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
+        return [*self.prefix, *ids, self.eot], len(self.prefix)
+
+    def special_ids(self) -> list[int]:
+        return [*self.prefix, self.eot]

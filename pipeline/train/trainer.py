@@ -1,0 +1,477 @@
+"""The training loop: one recipe config in, ``output_dir/{best/,checkpoints/,log.jsonl}`` out.
+
+Order of work in :meth:`Trainer.setup` (each step deterministic given the config):
+load the base model -> language token -> label sequences -> trainable weights
+(regime) -> encoder-state cache (cached-encoder) -> batch plan -> AdamW + LR
+schedule -> ``accelerate`` -> resume from the newest checkpoint, if any.
+
+The loop itself is plain PyTorch on an ``accelerate.Accelerator``: under
+``accelerate launch`` each process trains on its own share of the batches,
+DDP averages the gradients, and only the main process evaluates, writes
+checkpoints, ``best/`` and the log. The same code runs on one CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from data_prep.manifest import atomic_write_text
+from pipeline.config import RecipeConfig
+from pipeline.train import checkpoint as ckpt
+from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
+from pipeline.train.curves import TrainLog, plot_curve
+from pipeline.train.data import BatchPlan, Example, FeatureDataset, Item, StateDataset, collate, load_examples
+from pipeline.train.evaluate import decode_batches, score
+from pipeline.train.export import export_model
+from pipeline.train.language import LabelEncoder, language_token, setup_language
+from pipeline.train.regimes import (
+    Seq2SeqTrainModule,
+    configure_trainable,
+    lower_frozen,
+    split_layer,
+    whisper_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+def mixed_precision(dtype: str) -> str:
+    """accelerate's mixed-precision mode for ``train.dtype`` (autocast only on a GPU)."""
+    if dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "no"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[dtype]
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Linear warmup, then linear/cosine decay to 0 (or constant) at ``total`` steps."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_base(name: str):
+    """(model, processor) of the base model: a registry name or a transformers directory."""
+    from pipeline.models.whisper import load_whisper
+
+    return load_whisper(name)
+
+
+class Trainer:
+    """Fine-tunes a Whisper model as a :class:`RecipeConfig` says."""
+
+    def __init__(self, cfg: RecipeConfig, *, accelerator: Accelerator | None = None, progress: bool = True):
+        if not cfg.output_dir:
+            raise ValueError("output_dir is not set in the config")
+        if cfg.model.type != "whisper":
+            raise ValueError(f"this trainer trains seq2seq Whisper models, not model.type={cfg.model.type!r}")
+        if cfg.model.vocabulary != "whisper":
+            raise ValueError("model.vocabulary=sentencepiece is not implemented for Whisper yet; use whisper")
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.acc = accelerator or Accelerator(mixed_precision=mixed_precision(cfg.train.dtype))
+        self.progress = progress
+        self.is_main = self.acc.is_main_process
+        self.step = 0
+        self.epoch = 0
+        self.pos = 0  # micro-batches of the current epoch already consumed by this rank
+        self.best_cer = math.inf
+        self.best_step = -1
+        self.bad_evals = 0
+        self.stopped_early = False
+        self.elapsed_before = 0.0
+        self.last_batch_ids: list[str] = []
+        self._setup_done = False
+
+    # ------------------------------------------------------------------------------- setup
+
+    def setup(self) -> Trainer:
+        cfg, t = self.cfg, self.cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        seed_everything(t.seed)
+        model, processor = load_base(cfg.model.name)
+        self.processor = processor
+        self.language = cfg.language
+        setup_language(model, processor, self.language, cfg.model.new_language_init_from)
+        self.labels = LabelEncoder(processor, model, self.language)
+        max_labels = model.config.max_target_positions
+        self.train_ex, self.train_skipped = load_examples(
+            cfg.data.manifest("train"), self.labels, max_duration=cfg.data.max_duration,
+            min_duration=cfg.data.min_duration, max_labels=max_labels,
+        )  # fmt: skip
+        self.dev_ex: list[Example] = []
+        dev_path = Path(cfg.data.manifest("dev")) if (cfg.data.dev or cfg.data.manifests_dir) else None
+        if dev_path is not None and dev_path.is_file():
+            dev, _ = load_examples(dev_path, self.labels, max_duration=30.0, max_labels=max_labels)
+            self.dev_ex = dev[: t.dev_limit] if t.dev_limit > 0 else dev
+        elif self.is_main:
+            log.warning("no dev manifest (%s): no evaluation, best/ is the final model", dev_path)
+        self.allowed_ids = None
+        if t.restrict_vocab:
+            ids = set(self.labels.special_ids())
+            for ex in self.train_ex:
+                ids.update(ex.labels)
+            self.allowed_ids = sorted(ids)
+
+        model.to(self.acc.device)
+        self.split = split_layer(model, t)
+        self.cache = self._build_cache(model) if t.regime == "cached-encoder" else None
+        seed_everything(t.seed)  # LoRA initialisation draws from the global RNG
+        trainable = configure_trainable(model, t)
+        module = Seq2SeqTrainModule(
+            trainable, split=self.split, lower_frozen=lower_frozen(t), allowed_ids=self.allowed_ids
+        ).to(self.acc.device)
+        module.train()
+
+        self.plan = BatchPlan(
+            [ex.utt.duration for ex in self.train_ex], batch_seconds=t.batch_seconds,
+            max_batch_size=t.max_batch_size, seed=t.seed, speed_factors=cfg.augment.speed_perturb,
+            world_size=self.acc.num_processes, rank=self.acc.process_index,
+        )  # fmt: skip
+        self.steps_per_epoch = self.plan.steps_per_epoch(t.grad_accum)
+        self.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * self.steps_per_epoch))
+        self.train_set = (
+            StateDataset(self.train_ex, self.cache, cfg.augment, t.seed)
+            if self.cache is not None
+            else FeatureDataset(self.train_ex, processor.feature_extractor, cfg.augment, t.seed, t.trimmed_encoder)
+        )
+
+        optimizer = torch.optim.AdamW(self._param_groups(module), lr=t.lr, betas=(0.9, 0.98), eps=1e-6)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(lr_lambda, warmup=t.warmup_steps, total=self.total_steps, schedule=t.schedule)
+        )
+        self.module, self.optimizer = self.acc.prepare(module, optimizer)
+        self.scheduler = scheduler
+        self.ckpt_root = self.out / "checkpoints"
+        self._resume()
+        self.log = TrainLog(self.out / "log.jsonl", resume_step=self.step) if self.is_main else None
+        if self.is_main:
+            atomic_write_text(self.out / "train_config.json", cfg.to_json())
+            log.info(
+                "%d train clips (%s skipped), %d dev clips; %d steps (%d per epoch), regime %s, split layer %d, "
+                "%d trainable parameters",
+                len(self.train_ex), sum(self.train_skipped.values()), len(self.dev_ex), self.total_steps,
+                self.steps_per_epoch, t.regime, self.split, self.n_trainable,
+            )  # fmt: skip
+        self._setup_done = True
+        return self
+
+    @property
+    def unwrapped(self) -> Seq2SeqTrainModule:
+        return self.acc.unwrap_model(self.module)
+
+    @property
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.unwrapped.parameters() if p.requires_grad)
+
+    def _param_groups(self, module: torch.nn.Module) -> list[dict]:
+        decay, no_decay = [], []
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Embeddings (incl. the tied output layer, whose untrained rows must stay as they were),
+            # biases and norms are not decayed.
+            if p.ndim < 2 or "embed" in name or "norm" in name:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [
+            {"params": decay, "weight_decay": self.cfg.train.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def _build_cache(self, model) -> EncoderStateCache:
+        """Compute (main process) or wait for the lower encoder states of train (all speeds) and dev."""
+        cfg, t = self.cfg, self.cfg.train
+        encoder = model.model.encoder
+        fe = self.processor.feature_extractor
+        extra = {"n_mels": fe.feature_size, "sr": fe.sampling_rate, "trimmed": True}
+        fingerprint = encoder_fingerprint(encoder, self.split, extra)
+        root = Path(t.cache_dir) if t.cache_dir else self.out / "encoder_cache"
+        meta = {"base_model": cfg.model.name, "stop_layer": self.split, **extra}
+        if self.is_main:
+            cache = EncoderStateCache(root, fingerprint, meta)
+            for examples, factors, what in (
+                (self.train_ex, cfg.augment.speed_perturb, "train"),
+                (self.dev_ex, [1.0], "dev"),
+            ):
+                if not examples:
+                    continue
+                plain = FeatureDataset(examples, fe, None, t.seed, trimmed=True)
+                by_id = {ex.utt.id: ex.index for ex in examples}
+
+                def features_of(utt_id: str, factor: float, plain=plain, by_id=by_id) -> tuple[torch.Tensor, int]:
+                    s = plain[Item(by_id[utt_id], factor, 0)]
+                    return s["features"], s["length"]
+
+                jobs = sorted(
+                    ((ex.utt.id, f) for ex in examples for f in sorted(set(factors))),
+                    key=lambda j: examples[by_id[j[0]]].utt.duration / j[1],
+                )
+                n = cache.build(
+                    encoder, jobs, features_of, stop=self.split, batch_size=self.cfg.decode.batch_size,
+                    shard_size=t.cache_shard_size, device=self.acc.device, progress=self.progress,
+                )  # fmt: skip
+                if n:
+                    log.info("cached encoder states of %d %s clips in %s", n, what, cache.dir)
+        self.acc.wait_for_everyone()
+        return EncoderStateCache(root, fingerprint)
+
+    def _resume(self) -> None:
+        if self.is_main:
+            ckpt.clean_temporaries(self.ckpt_root)
+        self.acc.wait_for_everyone()
+        path = ckpt.latest_checkpoint(self.ckpt_root)
+        if path is None:
+            return
+        state = ckpt.load_checkpoint(
+            path, model=self.unwrapped.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            rank=self.acc.process_index,
+        )  # fmt: skip
+        self.step = state["step"]
+        self.epoch = state["epoch"]
+        self.pos = state["pos"]
+        self.best_cer = state["best_cer"] if state["best_cer"] is not None else math.inf
+        self.best_step = state["best_step"]
+        self.bad_evals = state["bad_evals"]
+        self.elapsed_before = state["elapsed_s"]
+        self.stopped_early = state["stopped_early"]
+        if self.is_main:
+            log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
+
+    # ------------------------------------------------------------------------------- loop
+
+    def _loader(self, dataset, batches: list[list[Item]], seed: int):
+        pad = self.labels.eot
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=functools.partial(collate, pad_id=pad),
+            num_workers=self.cfg.train.num_workers,
+            # An explicit generator keeps the loader from drawing on the global RNG (dropout's),
+            # which would make a resumed run diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def _to_device(self, batch: dict) -> dict:
+        keys = ("decoder_input_ids", "targets", "lengths", "features", "states")
+        return {k: batch[k].to(self.acc.device) for k in keys if k in batch}
+
+    def _optimizer_step(self, micro: list[dict]) -> tuple[float, int]:
+        t = self.cfg.train
+        losses = []
+        n_utts = 0
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            ctx = contextlib.nullcontext() if last else self.acc.no_sync(self.module)
+            with ctx:
+                loss = self.module(**self._to_device(batch))
+                self.acc.backward(loss / len(micro))
+            losses.append(float(loss.detach()))
+            n_utts += len(batch["ids"])
+        if t.clip > 0:
+            self.acc.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], t.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sum(losses) / len(losses), n_utts
+
+    def train(self, until_step: int | None = None) -> dict:
+        """Train to the end (or early stop); ``until_step`` returns early as if interrupted (tests)."""
+        if not self._setup_done:
+            self.setup()
+        t = self.cfg.train
+        ga = t.grad_accum
+        eval_every = t.eval_every if t.eval_every > 0 else self.total_steps
+        ckpt_every = t.checkpoint_every if t.checkpoint_every > 0 else eval_every
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc="train", unit="step",
+            disable=not (self.progress and self.is_main), dynamic_ncols=True,
+        )  # fmt: skip
+        t0 = time.time()
+        # Throughput counts training time only (data, forward, backward, update), not evaluation/saving.
+        window_loss, window_utts, window_busy = [], 0, 0.0
+        try:
+            while self.step < self.total_steps and not self.stopped_early:
+                batches = self.plan.epoch_batches(self.epoch)
+                usable = (len(batches) // ga) * ga
+                if self.pos >= usable:
+                    self.epoch, self.pos = self.epoch + 1, 0
+                    continue
+                loader = self._loader(self.train_set, batches[self.pos : usable], t.seed + self.epoch)
+                it = iter(loader)
+                for _ in range((usable - self.pos) // ga):
+                    tick = time.time()
+                    micro = [next(it) for _ in range(ga)]
+                    self.last_batch_ids = [i for b in micro for i in b["ids"]]
+                    loss, n = self._optimizer_step(micro)
+                    self.step += 1
+                    self.pos += ga
+                    if self.pos >= usable:
+                        self.epoch, self.pos = self.epoch + 1, 0
+                    window_busy += time.time() - tick
+                    window_loss.append(loss)
+                    window_utts += n * self.acc.num_processes
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    is_eval = self.step % eval_every == 0 or self.step == self.total_steps
+                    dev = self._evaluate() if is_eval else None
+                    if self.step % t.log_every == 0 or dev is not None or self.step == self.total_steps:
+                        now = time.time()
+                        self._log(
+                            train_loss=sum(window_loss) / len(window_loss) if window_loss else None,
+                            dev=dev, samples_per_s=window_utts / max(window_busy, 1e-9),
+                            elapsed=self.elapsed_before + now - t0,
+                        )  # fmt: skip
+                        window_loss, window_utts, window_busy = [], 0, 0.0
+                    if self.step % ckpt_every == 0 or self.step == self.total_steps or self.stopped_early:
+                        self._checkpoint(self.elapsed_before + time.time() - t0)
+                    if until_step is not None and self.step >= until_step:
+                        return self.summary(interrupted=True)
+                    if self.stopped_early or self.step >= self.total_steps:
+                        break
+        finally:
+            bar.close()
+        if not self.dev_ex and self.is_main:
+            self._export_best(None)
+        self.acc.wait_for_everyone()
+        return self.summary()
+
+    def summary(self, interrupted: bool = False) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
+            "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
+            "interrupted": interrupted,
+        }
+
+    # ------------------------------------------------------------------------------- eval / io
+
+    def _dev_batches(self):
+        d = self.cfg.decode
+        order = sorted(range(len(self.dev_ex)), key=lambda i: self.dev_ex[i].utt.duration)
+        batches = [[Item(i, 1.0, 0) for i in order[s : s + d.batch_size]] for s in range(0, len(order), d.batch_size)]
+        if self.cache is not None:
+            dataset = StateDataset(self.dev_ex, self.cache, None, self.cfg.train.seed)
+        else:
+            dataset = FeatureDataset(
+                self.dev_ex, self.processor.feature_extractor, None, self.cfg.train.seed, self.cfg.train.trimmed_encoder
+            )
+        return self._loader(dataset, batches, 0)
+
+    def _evaluate(self) -> dict | None:
+        """Dev CER/WER on the main process; best/ and early stopping follow. All ranks get the result."""
+        if not self.dev_ex:
+            return None
+        result = [None]
+        if self.is_main:
+            hyps = decode_batches(
+                self.unwrapped, self.processor.tokenizer, self._dev_batches(),
+                {ex.utt.id: ex.utt.duration for ex in self.dev_ex}, language=self.language,
+                decode=self.cfg.decode, device=self.acc.device,
+            )  # fmt: skip
+            res = score(hyps, {ex.utt.id: ex.utt.text for ex in self.dev_ex}, self.cfg.data.lang)
+            result = [{"cer": res.cer, "wer": res.wer, "n": res.n}]
+        if self.acc.num_processes > 1:
+            torch.distributed.broadcast_object_list(result, src=0)
+        dev = result[0]
+        if dev["cer"] < self.best_cer:
+            self.best_cer, self.best_step, self.bad_evals = dev["cer"], self.step, 0
+            if self.is_main:
+                self._export_best(dev)
+        else:
+            self.bad_evals += 1
+            if self.cfg.train.patience and self.bad_evals >= self.cfg.train.patience:
+                self.stopped_early = True
+        if self.is_main:
+            log.info("step %d: dev CER %.4f WER %.4f (best %.4f at step %d)", self.step, dev["cer"], dev["wer"],
+                     self.best_cer, self.best_step)  # fmt: skip
+        return dev
+
+    def _export_best(self, dev: dict | None) -> None:
+        cfg = self.cfg
+        info = {
+            "encoder_input": "trimmed" if cfg.train.trimmed_encoder else "padded",
+            "language": self.language,
+            "language_token": language_token(self.language),
+            "regime": cfg.train.regime,
+            "encoder_trainable_top_layers": cfg.train.encoder_trainable_top_layers,
+            "base_model": cfg.model.name,
+            "step": self.step,
+            "dev_cer": None if dev is None else dev["cer"],
+            "dev_wer": None if dev is None else dev["wer"],
+            "restricted_vocab": self.allowed_ids is not None,
+        }
+        export_model(self.unwrapped.model, self.processor, self.out / "best", info, self.allowed_ids)
+
+    def _log(self, *, train_loss, dev, samples_per_s, elapsed) -> None:
+        if not self.is_main:
+            return
+        self.log.add(
+            step=self.step,
+            epoch=round(self.step / self.steps_per_epoch, 3),
+            train_loss=train_loss,
+            lr=self.scheduler.get_last_lr()[0],
+            dev_cer=None if dev is None else dev["cer"],
+            dev_wer=None if dev is None else dev["wer"],
+            samples_per_s=round(samples_per_s, 3),
+            elapsed_s=round(elapsed, 2),
+        )
+        if dev is not None or self.step == self.total_steps:
+            plot_curve(self.log.records, self.out / "curve.png", title=f"{self.cfg.train.regime} ({self.language})")
+
+    def _checkpoint(self, elapsed: float) -> None:
+        ckpt.write_rank_rng(self.ckpt_root, self.step, self.acc.process_index)
+        self.acc.wait_for_everyone()
+        if self.is_main:
+            state = {
+                "epoch": self.epoch,
+                "pos": self.pos,
+                "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
+                "best_step": self.best_step,
+                "bad_evals": self.bad_evals,
+                "stopped_early": self.stopped_early,
+                "elapsed_s": elapsed,
+                "world_size": self.acc.num_processes,
+                "config": json.loads(self.cfg.to_json()),
+            }
+            ckpt.save_checkpoint(
+                self.ckpt_root, self.step, model=self.unwrapped.model, optimizer=self.optimizer,
+                scheduler=self.scheduler, state=state, keep=self.cfg.train.keep_checkpoints,
+            )  # fmt: skip
+        self.acc.wait_for_everyone()
+
+
+def train(cfg: RecipeConfig, progress: bool = True) -> dict:
+    """Run a whole training as configured; returns a summary (steps, best dev CER)."""
+    return Trainer(cfg, progress=progress).train()
+
+
+__all__ = ["Trainer", "train", "lr_lambda", "mixed_precision", "whisper_of"]

@@ -1,0 +1,137 @@
+"""Every training regime learns on a tiny model; vocabulary options keep a plain Whisper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import config_from_dict
+from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("regimes")
+    model_dir = save_tiny_whisper(root / "model")
+    data = write_tiny_corpus(root / "data", n_train=12, n_dev=3)
+    return model_dir, data
+
+
+def make_cfg(assets, out, **train):
+    model_dir, data = assets
+    t = {"lr": 3e-3, "warmup_steps": 1, "max_steps": 10, "batch_seconds": 4.0, "eval_every": 0,
+         "log_every": 1, "threads": 1, **train}  # fmt: skip
+    return config_from_dict(
+        {
+            "data": {"lang": "sa", "manifests_dir": str(data)},
+            "model": {"name": str(model_dir)},
+            "train": t,
+            "augment": {"speed_perturb": [0.9, 1.0, 1.1], "time_masks": 1},
+            "decode": {"batch_size": 4},
+            "output_dir": str(out),
+        }
+    )
+
+
+def losses(out):
+    return [json.loads(line)["train_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"regime": "full"},
+        {"regime": "freeze-encoder", "encoder_trainable_top_layers": 1},
+        {"regime": "cached-encoder"},
+        {"regime": "cached-encoder", "encoder_trainable_top_layers": 1},
+        {"regime": "lora", "lr": 5e-2, "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj", "out_proj"]}},
+        {"regime": "full", "trimmed_encoder": False, "max_steps": 6},
+    ],
+    ids=["full", "freeze-top1", "cached-k0", "cached-k1", "lora", "full-padded"],
+)
+def test_loss_decreases(assets, tmp_path, train):
+    out = tmp_path / "exp"
+    summary = Trainer(make_cfg(assets, out, **train), progress=False).train()
+    assert summary["step"] == train.get("max_steps", 10)
+    loss = losses(out)
+    assert len(loss) == summary["step"]
+    # LoRA on a random tiny model only moves attention, so its loss falls less.
+    factor = 0.95 if train["regime"] == "lora" else 0.85
+    assert sum(loss[-2:]) / 2 < factor * sum(loss[:2]) / 2, loss
+    best = out / "best"
+    info = json.loads((best / "asr_adapt.json").read_text())
+    assert info["regime"] == train["regime"]
+    assert info["encoder_input"] == ("padded" if train.get("trimmed_encoder") is False else "trimmed")
+    assert (out / "curve.png").stat().st_size > 1000
+    if train["regime"] == "lora":  # merged on export: a plain Whisper state dict
+        assert not any("lora" in k for k in load_file(str(best / "model.safetensors")))
+
+
+def test_frozen_lower_layers_do_not_change(assets, tmp_path):
+    out = tmp_path / "exp"
+    tr = Trainer(make_cfg(assets, out, regime="cached-encoder", encoder_trainable_top_layers=1, max_steps=3),
+                 progress=False).setup()  # fmt: skip
+    whisper = tr.unwrapped.whisper
+    before = {k: v.clone() for k, v in whisper.state_dict().items()}
+    tr.train()
+    after = whisper.state_dict()
+    assert torch.equal(before["model.encoder.layers.0.fc1.weight"], after["model.encoder.layers.0.fc1.weight"])
+    assert not torch.equal(before["model.encoder.layers.1.fc1.weight"], after["model.encoder.layers.1.fc1.weight"])
+    assert not torch.equal(before["model.decoder.layers.0.fc1.weight"], after["model.decoder.layers.0.fc1.weight"])
+
+
+def test_restrict_vocab_and_frozen_embeddings(assets, tmp_path):
+    out = tmp_path / "exp"
+    tr = Trainer(make_cfg(assets, out, regime="cached-encoder", restrict_vocab=True), progress=False).setup()
+    emb = tr.unwrapped.whisper.get_input_embeddings().weight
+    before = emb.detach().clone()
+    tr.train()
+    allowed = set(tr.allowed_ids)
+    others = [i for i in range(emb.shape[0]) if i not in allowed]
+    assert len(allowed) < 30 < len(others)
+    assert torch.equal(emb.detach()[others], before[others])  # untouched rows stay as they were
+    assert not torch.equal(emb.detach()[sorted(allowed)], before[sorted(allowed)])
+    loss = losses(out)
+    assert loss[-1] < 0.8 * loss[0]
+    gen = json.loads((out / "best" / "generation_config.json").read_text())
+    assert set(gen["suppress_tokens"]) == set(others)
+
+    out2 = tmp_path / "exp2"
+    tr2 = Trainer(make_cfg(assets, out2, regime="full", freeze_token_embeddings=True, max_steps=3), progress=False)
+    tr2.setup()
+    emb2 = tr2.unwrapped.whisper.get_input_embeddings().weight
+    before2 = emb2.detach().clone()
+    tr2.train()
+    assert torch.equal(emb2.detach(), before2)
+    assert emb2.data_ptr() == tr2.unwrapped.whisper.get_output_embeddings().weight.data_ptr()  # still tied
+
+
+def test_cli_run_and_early_stopping(assets, tmp_path, capsys):
+    import yaml
+
+    from pipeline.cli import main
+
+    model_dir, data = assets
+    cfg = {
+        "data": {"lang": "sa", "manifests_dir": str(data)},
+        "model": {"name": str(model_dir)},
+        # A learning rate this small cannot change the dev CER: patience 1 stops at the 2nd evaluation.
+        "train": {"regime": "cached-encoder", "lr": 1e-12, "warmup_steps": 0, "max_steps": 20, "eval_every": 2,
+                  "patience": 1, "batch_seconds": 4.0, "threads": 1},  # fmt: skip
+        "output_dir": str(tmp_path / "exp"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--no-progress", "train.log_every=1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stopped_early"] and summary["step"] == 4 and summary["best_step"] == 2
+    records = [json.loads(x) for x in (tmp_path / "exp" / "log.jsonl").read_text().splitlines()]
+    assert [r["dev_cer"] is not None for r in records] == [False, True, False, True]
+    assert all(r["samples_per_s"] > 0 and r["elapsed_s"] >= 0 for r in records)
+    assert main(["train", "--config", str(path), "train.bogus=1"]) == 2
+    assert "unknown key 'train.bogus'" in capsys.readouterr().err
