@@ -14,6 +14,7 @@ import sys
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "import a corpus into normalized, validated manifests"),
+    "synth-corpus": ("data_prep.synth_corpus", "synthesize the small demo corpus with espeak-ng"),
     "merge": ("data_prep.merge", "merge the outputs of sharded `prepare` runs"),
     "transcribe": ("pipeline.transcribe", "transcribe audio files with a pretrained or fine-tuned model"),
     "convert": ("pipeline.pretrained.cli", "convert a bundled/CTranslate2 Whisper into a transformers directory"),

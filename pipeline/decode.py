@@ -22,8 +22,8 @@ from data_prep.audio import AudioError, load_audio
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.hyps import Hypothesis, write_hyps
 
-#: A batch decoder: 16 kHz mono arrays in, one text per array out.
-BatchDecoder = Callable[[Sequence[np.ndarray]], list[str]]
+#: A batch decoder: 16 kHz mono arrays in, one (text, generated token count) per array out.
+BatchDecoder = Callable[[Sequence[np.ndarray]], list[tuple[str, int]]]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,13 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
                  device: str = "cpu") -> BatchDecoder:
     """Load a model and return a function that decodes one batch of audio."""
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.models.whisper import load_whisper, transcribe_detailed
 
     whisper, processor = load_whisper(model, device=device)
 
-    def decode_batch(audios: Sequence[np.ndarray]) -> list[str]:
-        return transcribe_arrays(whisper, processor, list(audios), language=language, task=task,
-                                 batch_size=batch_size, num_beams=num_beams, progress=False)
+    def decode_batch(audios: Sequence[np.ndarray]) -> list[tuple[str, int]]:
+        out = transcribe_detailed(whisper, processor, list(audios), language=language, task=task,
+                                  batch_size=batch_size, num_beams=num_beams, progress=False)
+        return [(t.text, t.tokens) for t in out]
 
     return decode_batch
 
@@ -99,8 +100,8 @@ def decode_manifest(
             t0 = time.perf_counter()
             texts = decode_batch(audios) if audios else []
             per_utt = (time.perf_counter() - t0) / max(len(ok), 1)
-            for u, text in zip(ok, texts):
-                h = Hypothesis(id=u.id, text=text, model=model_name, seconds=round(per_utt, 4))
+            for u, (text, n_tokens) in zip(ok, texts):
+                h = Hypothesis(id=u.id, text=text, model=model_name, seconds=round(per_utt, 4), tokens=n_tokens)
                 done[u.id] = h
                 sink.write(json.dumps(h.to_json(), ensure_ascii=False) + "\n")
             sink.flush()

@@ -53,8 +53,12 @@ def load_whisper(name_or_path: str | os.PathLike, device: str = "cpu", dtype: to
     from pipeline.pretrained.registry import resolve_model
 
     path = resolve_model(name_or_path)
+    from pipeline.models.encoder import read_adapt_info
+
     model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=dtype)
     model.to(device).eval()
+    # How a fine-tuned directory was trained (e.g. on trimmed encoder input): decoding must match.
+    model.asr_adapt = read_adapt_info(path)
     try:
         processor = AutoProcessor.from_pretrained(path)
     except OSError:
@@ -228,7 +232,11 @@ def transcribe_detailed(
             pieces.append((i, piece))
     # Similar durations share a batch, so the per-batch token budget stays tight.
     order = sorted(range(len(pieces)), key=lambda k: len(pieces[k][1]))
-    gen_kwargs = _generate_kwargs(model, language, task)
+    adapt = getattr(model, "asr_adapt", None) or {}
+    trimmed = adapt.get("encoder_input") == "trimmed"
+    if trimmed:
+        from pipeline.models.encoder import generate_trimmed, mel_length
+    gen_kwargs = _generate_kwargs(model, language or adapt.get("language"), task)
     prompt_len = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     limit = model.config.max_target_positions - prompt_len
     if max_new_tokens is not None:
@@ -247,20 +255,19 @@ def transcribe_detailed(
         eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else (gen.eos_token_id or [None])[0]
         stopper = _LoopStop(eos)
         extra = {"stopping_criteria": StoppingCriteriaList([stopper])} if num_beams == 1 else {}
+        common = dict(num_beams=num_beams, do_sample=False, return_timestamps=False, **extra, **gen_kwargs)
+        # Whisper's generate() counts max_length in new tokens (it adds the prompt itself);
+        # max_new_tokens would clash with the default max_length and warn.
+        common["max_length"] = budget
+        features = feats.input_features.to(device=param.device, dtype=param.dtype)
         with torch.inference_mode(), _quiet_generate():
-            seqs = model.generate(
-                feats.input_features.to(device=param.device, dtype=param.dtype),
-                # Whisper ignores it for <= 30 s input, but generate() warns about batches without it.
-                attention_mask=feats.attention_mask.to(param.device),
-                num_beams=num_beams,
-                do_sample=False,
-                # Whisper's generate() counts max_length in new tokens (it adds the prompt itself);
-                # max_new_tokens would clash with the default max_length and warn.
-                max_length=budget,
-                return_timestamps=False,
-                **extra,
-                **gen_kwargs,
-            )
+            if trimmed:
+                # A model fine-tuned on the clip's real length is decoded the same way (see encoder.py).
+                lengths = [mel_length(len(a)) for a in arrays]
+                seqs = generate_trimmed(model, features, lengths, **common)
+            else:
+                # Whisper ignores the mask for <= 30 s input, but generate() warns about batches without it.
+                seqs = model.generate(features, attention_mask=feats.attention_mask.to(param.device), **common)
         for r, (row, k) in enumerate(zip(seqs.tolist(), batch)):
             own = token_budget(len(pieces[k][1]) / SAMPLE_RATE, limit)
             outputs[k] = _clean(row, gen, own, stopped=r in stopper.stopped)
