@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Punjabi digits: transfer whisper-base to romanized Punjabi digit strings (Kaldi data dir).
+#   1 prepare   Kaldi import, 44.1 kHz FLAC -> 16 kHz, speaker-disjoint split made by the tool
+#               (test = the held-out speaker TEST_SPEAKER, train = the other two)
+#   2 zeroshot  decode + score the held-out speaker with the untouched model (--language pa)
+#   3 train     fine-tune (recipes/punjabi_digits/config.yaml)
+#   4 finetuned decode + score the held-out speaker
+#   5 report    exp/pa_digits/report/report.{html,md}
+# Usage: recipes/punjabi_digits/run.sh [--stage N] [--stop-stage M] [--force]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source recipes/lib/stages.sh
+parse_stage_args "$@"
+
+PY=${PY:-.venv/bin/python}
+CORPUS=${CORPUS:-../shared/corpora/punjabi_digits}
+CONFIG=${CONFIG:-recipes/punjabi_digits/config.yaml}
+TEST_SPEAKER=${TEST_SPEAKER:-PN00F04}
+DATA=data/pa_digits
+EXP=exp/pa_digits
+
+decode_and_score() {  # system kind model
+  local system="$1" kind="$2" model="$3"
+  "$PY" -m pipeline decode --model "$model" --manifest "$DATA/test.jsonl" --out "$EXP/$system/test/hyps.jsonl" \
+    --language pa --batch-size 16
+  "$PY" -m pipeline score --manifest "$DATA/test.jsonl" --hyps "$EXP/$system/test/hyps.jsonl" \
+    --system "$system" --kind "$kind"
+}
+
+report() {
+  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Punjabi digits: whisper-base transfer"
+  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --markdown-table
+}
+
+run_stage 1 prepare "$PY" -m pipeline prepare --format kaldi --src "$CORPUS" --lang pa --script Latn --out "$DATA" \
+  --split-speakers "test=$TEST_SPEAKER" --no-progress
+run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base
+run_stage 3 train "$PY" -m pipeline train --config "$CONFIG"
+run_stage 4 finetuned decode_and_score whisper_ft finetuned "$EXP/whisper_ft/best"
+run_stage 5 report report

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sanskrit: transfer whisper-base to Sanskrit read speech (Common Voice layout corpus).
+#   1 prepare   CV import, audio/text normalization, validation, the corpus's own speaker splits
+#   2 zeroshot  decode + score the test split with the untouched pretrained model (--language sa)
+#   3 train     fine-tune (recipes/sanskrit/config.yaml, or CONFIG=...)
+#   4 finetuned decode + score dev and test with the best checkpoint
+#   5 report    exp/sa/report/report.{html,md}
+# Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source recipes/lib/stages.sh
+parse_stage_args "$@"
+
+PY=${PY:-.venv/bin/python}
+CORPUS=${CORPUS:-../shared/corpora/sanskrit_cv}
+CONFIG=${CONFIG:-recipes/sanskrit/config.yaml}
+SYSTEM=${SYSTEM:-whisper_ft}
+DATA=data/sa
+EXP=exp/sa
+
+decode_and_score() {  # system kind model split
+  local system="$1" kind="$2" model="$3" split="$4"
+  "$PY" -m pipeline decode --model "$model" --manifest "$DATA/$split.jsonl" --out "$EXP/$system/$split/hyps.jsonl" \
+    --language sa --batch-size 16
+  "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
+    --system "$system" --kind "$kind"
+}
+
+finetuned() {
+  decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best" dev
+  decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best" test
+}
+
+report() {
+  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Sanskrit: whisper-base transfer"
+  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --markdown-table
+}
+
+run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress
+run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test
+run_stage 3 train "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
+run_stage 4 finetuned finetuned
+run_stage 5 report report
