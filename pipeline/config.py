@@ -132,7 +132,6 @@ class DecodeConfig:
 
     beam: int = 1
     batch_size: int = 8
-    max_new_tokens_per_second: float = 25.0  # length cap tied to the audio duration (runaway guard)
 
 
 @dataclass

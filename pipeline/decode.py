@@ -42,16 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
                  device: str = "cpu") -> BatchDecoder:
     """Load a model and return a function that decodes one batch of audio."""
-    from pipeline.models.whisper import load_whisper, transcribe_detailed
+    from pipeline.models.whisper import batch_decoder, load_whisper
 
     whisper, processor = load_whisper(model, device=device)
-
-    def decode_batch(audios: Sequence[np.ndarray]) -> list[tuple[str, int]]:
-        out = transcribe_detailed(whisper, processor, list(audios), language=language, task=task,
-                                  batch_size=batch_size, num_beams=num_beams, progress=False)
-        return [(t.text, t.tokens) for t in out]
-
-    return decode_batch
+    return batch_decoder(whisper, processor, language, task, batch_size, num_beams)
 
 
 def _read_partial(path: Path) -> dict[str, Hypothesis]:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,6 +312,23 @@ def _clean(row: list[int], gen, own_budget: int, stopped: bool = False) -> tuple
         # The model stopped by itself: repeated words are what it heard, not a runaway loop.
         return ids, False
     return truncate_loop(ids)
+
+
+def batch_decoder(
+    model, processor, language: str | None, task: str = "transcribe", batch_size: int = 8, num_beams: int = 1
+) -> Callable[[Sequence[np.ndarray]], list[tuple[str, int]]]:
+    """A function decoding one batch of 16 kHz arrays into (text, generated tokens) pairs.
+
+    The decode stage and the trainer's dev evaluation both decode through this,
+    so a model scores the same in both.
+    """
+
+    def decode_batch(audios: Sequence[np.ndarray]) -> list[tuple[str, int]]:
+        out = transcribe_detailed(model, processor, list(audios), language=language, task=task,
+                                  batch_size=batch_size, num_beams=num_beams, progress=False)  # fmt: skip
+        return [(t.text, t.tokens) for t in out]
+
+    return decode_batch
 
 
 def transcribe_arrays(

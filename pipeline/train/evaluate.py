@@ -1,111 +1,90 @@
-"""Dev-set evaluation during training: decode, normalize, WER/CER.
+"""Dev-set evaluation during training: the decode stage's decoding, the score stage's metric.
 
-Decoding goes through the training module's own encoder path (trimmed states,
-cached lower layers when the regime caches them) and the cross-attention mask,
-so the number measured is the number of the model as trained. Hypotheses and
-references both go through the project's text normalizer for the language,
-as the scoring stage does.
+There is one way to decode a model and one way to score it, and the trainer
+uses both: the model, configured by :func:`pipeline.train.export.as_exported`
+exactly as ``best/`` is written (merged weights, the restricted vocabulary's
+``suppress_tokens``, trimmed or padded encoder input, eval mode), goes through
+:func:`pipeline.decode.decode_manifest` with
+:func:`pipeline.models.whisper.batch_decoder` (audio -> features -> encoder ->
+``generate`` with per-utterance token budgets and the loop guard), and the
+hypotheses through :func:`pipeline.score.scorer.score_utterances` (the score
+stage's normalizer and alignments). The dev CER in ``log.jsonl`` is thus the
+CER that ``pipeline decode`` + ``pipeline score`` report for ``best/``.
+
+(An earlier, separate decoding loop on cached encoder states disagreed with the
+decode stage: it searched the full vocabulary although training had restricted
+the softmax, and gave every utterance of a batch the longest one's token budget.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterable
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-import jiwer
-import torch
-import transformers
-from transformers.modeling_outputs import BaseModelOutput
+from data_prep.manifest import Utterance
+from pipeline.decode import decode_manifest
+from pipeline.hyps import Hypothesis
+from pipeline.models.whisper import batch_decoder
+from pipeline.score.scorer import ScoreError, manifest_language, score_utterances
 
-from data_prep.text.normalize import normalize_text
-from pipeline.config import DecodeConfig
-from pipeline.models.encoder import CrossAttentionMask, padding_mask
-from pipeline.models.whisper import truncate_loop
-
-PREFIX_TOKENS = 4  # sot, language, task, notimestamps
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class DevResult:
     cer: float
     wer: float
-    n: int
+    n: int  # utterances scored
+    n_missing: int  # utterances without a hypothesis (unreadable audio): scored as all deletions
     hyps: dict[str, str]
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """generate() logs known, harmless warnings (suppress tokens in two configs, length flags)."""
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
+def scoring_language(utts: Sequence[Utterance], manifest: str | Path, fallback: str) -> str:
+    """The normalizer the score stage would use for ``manifest`` (``fallback`` when it cannot tell)."""
     try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(level)
+        return manifest_language(list(utts), manifest)
+    except ScoreError:
+        return fallback
 
 
-def error_rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
-    """Corpus CER and WER (utterances with an empty reference are left out)."""
-    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
-    if not pairs:
-        return math.nan, math.nan
-    r, h = zip(*pairs)
-    return float(jiwer.cer(list(r), list(h))), float(jiwer.wer(list(r), list(h)))
+def score_hyps(utts: Sequence[Utterance], hyps: Sequence[Hypothesis], lang: str) -> DevResult:
+    """Corpus CER/WER of ``hyps`` against ``utts``, computed by the score stage's code."""
+    by_id = {h.id: h for h in hyps}
+    scored = score_utterances(
+        list(utts), by_id, lang, system="dev", kind="other", testset="dev", n_resamples=0
+    ).results
+    return DevResult(
+        cer=scored.cer, wer=scored.wer, n=scored.n_utts, n_missing=scored.n_missing,
+        hyps={h.id: h.text for h in hyps},
+    )  # fmt: skip
 
 
-@torch.no_grad()
-def decode_batches(
-    module,
-    tokenizer,
-    batches: Iterable[dict],
-    durations: dict[str, float],
+def evaluate_dev(
+    model,
+    processor,
+    utts: Sequence[Utterance],
+    manifest_dir: str | Path,
+    out: str | Path,
     *,
     language: str,
-    decode: DecodeConfig,
-    device: torch.device,
-) -> dict[str, str]:
-    """Greedy/beam decoding of collated batches with the training module's encoder path."""
-    whisper = module.whisper
-    limit = whisper.config.max_target_positions - PREFIX_TOKENS
-    was_training = module.training
-    module.eval()
-    out: dict[str, str] = {}
-    try:
-        for batch in batches:
-            features = batch.get("features")
-            states = batch.get("states")
-            hidden, lengths = module.encode(
-                None if features is None else features.to(device),
-                None if states is None else states.to(device),
-                batch["lengths"].to(device),
-            )
-            seconds = max(durations[i] for i in batch["ids"])
-            budget = max(1, min(limit, 10 + math.ceil(decode.max_new_tokens_per_second * seconds)))
-            keep = padding_mask(lengths.to(device), hidden.shape[1])
-            with CrossAttentionMask(whisper, keep), _quiet_transformers():
-                tokens = whisper.generate(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                    language=language,
-                    task="transcribe",
-                    num_beams=decode.beam,
-                    max_new_tokens=budget,
-                )
-            special = set(tokenizer.all_special_ids)
-            for utt_id, row in zip(batch["ids"], tokens.tolist()):
-                row = [t for t in row if t not in special]
-                row, _ = truncate_loop(row)
-                out[utt_id] = tokenizer.decode(row, skip_special_tokens=True).strip()
-    finally:
-        module.train(was_training)
-    return out
+    lang: str,
+    batch_size: int,
+    num_beams: int = 1,
+    name: str = "",
+) -> DevResult:
+    """Decode ``utts`` with ``model`` as the decode stage would, write ``out`` (hyps.jsonl), score.
 
-
-def score(hyps: dict[str, str], refs: dict[str, str], lang: str) -> DevResult:
-    """Normalize both sides with the language's normalizer and compute CER/WER."""
-    ids = [i for i in refs if i in hyps]
-    r = [normalize_text(refs[i], lang) for i in ids]
-    h = [normalize_text(hyps[i], lang) for i in ids]
-    cer, wer = error_rates(r, h)
-    return DevResult(cer=cer, wer=wer, n=len(ids), hyps=hyps)
+    ``model`` must be configured as when loaded from its exported directory
+    (see :func:`pipeline.train.export.as_exported`); ``language``: the language
+    token code to force; ``lang``: the normalizer name for scoring.
+    """
+    out = Path(out)
+    # A .partial left by an evaluation that was killed belongs to other weights: never resume from it.
+    out.with_name(out.name + ".partial").unlink(missing_ok=True)
+    decode_batch = batch_decoder(model, processor, language, "transcribe", batch_size, num_beams)
+    hyps, errors = decode_manifest(list(utts), Path(manifest_dir), decode_batch, out, batch_size, name)
+    for e in errors:
+        log.warning("dev: %s", e)
+    return score_hyps(utts, hyps, lang)

@@ -9,15 +9,18 @@ encoder was trained on trimmed input (decode with
 :func:`pipeline.models.encoder.generate_trimmed`), the language, the regime.
 With ``restrict_vocab`` the tokens the model never trained to score are listed
 in ``generation_config.suppress_tokens``, so plain ``generate`` searches the
-same vocabulary the model was trained on.
+same vocabulary the model was trained on. :func:`as_exported` gives the in-memory
+model configured exactly so, for the trainer's dev evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,28 +36,58 @@ def _merged(model):
     return model
 
 
+def restricted_suppress_tokens(suppress: list[int] | None, vocab: int, allowed_ids: list[int]) -> list[int]:
+    """``suppress`` plus every token outside ``allowed_ids`` (those the model never trained to score)."""
+    allowed = set(allowed_ids)
+    return sorted(set(suppress or []) | {i for i in range(vocab) if i not in allowed})
+
+
+@contextlib.contextmanager
+def as_exported(model, info: dict, allowed_ids: list[int] | None = None) -> Iterator:
+    """The plain Whisper exactly as :func:`export_model` writes it, in eval mode, for decoding or saving.
+
+    Inside the block the model (a merged copy for LoRA, else ``model`` itself)
+    carries the exported ``generation_config.suppress_tokens`` and
+    ``asr_adapt`` (what :func:`pipeline.models.whisper.load_whisper` attaches
+    on load), so :func:`pipeline.models.whisper.transcribe_detailed` decodes it
+    as it decodes the saved ``best/``. Afterwards ``model`` is as it was (its
+    train/eval mode included), except that the model config no longer carries
+    generation settings (see below).
+    """
+    plain = _merged(model)
+    gen = plain.generation_config
+    saved_suppress = gen.suppress_tokens
+    saved_adapt = getattr(plain, "asr_adapt", None)
+    was_training = [m.training for m in (model, plain)]
+    if allowed_ids is not None:
+        vocab = plain.get_output_embeddings().weight.shape[0]
+        gen.suppress_tokens = restricted_suppress_tokens(saved_suppress, vocab, allowed_ids)
+    # generate warns when the model config also carries suppress tokens; the generation config owns them.
+    for key in ("suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"):
+        if getattr(plain.config, key, None) is not None:
+            setattr(plain.config, key, None)
+    plain.asr_adapt = dict(info)
+    plain.eval()
+    try:
+        yield plain
+    finally:
+        gen.suppress_tokens = saved_suppress
+        if saved_adapt is None:
+            del plain.asr_adapt
+        else:
+            plain.asr_adapt = saved_adapt
+        for m, training in zip((model, plain), was_training):
+            m.train(training)
+
+
 def export_model(model, processor, out_dir: str | Path, info: dict, allowed_ids: list[int] | None = None) -> Path:
     """Save ``model`` + ``processor`` + ``asr_adapt.json`` to ``out_dir``, replacing it atomically."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    plain = _merged(model)
-    gen = plain.generation_config
-    saved_suppress = gen.suppress_tokens
-    if allowed_ids is not None:
-        vocab = plain.get_output_embeddings().weight.shape[0]
-        allowed = set(allowed_ids)
-        gen.suppress_tokens = sorted(set(saved_suppress or []) | {i for i in range(vocab) if i not in allowed})
-    # generate warns when the model config also carries suppress tokens; the generation config owns them.
-    for key in ("suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"):
-        if getattr(plain.config, key, None) is not None:
-            setattr(plain.config, key, None)
-    try:
-        with torch.no_grad():
-            plain.save_pretrained(tmp)
-    finally:
-        gen.suppress_tokens = saved_suppress
+    with as_exported(model, info, allowed_ids) as plain, torch.no_grad():
+        plain.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     old = out_dir.with_name(f".{out_dir.name}.old")

@@ -102,12 +102,25 @@ class LabelEncoder:
         self.transcribe = int(gen.task_to_id["transcribe"])
         self.notimestamps = int(gen.no_timestamps_token_id)
         self.prefix = [self.sot, self.lang, self.transcribe, self.notimestamps]
+        # Tokens generate() forbids as the first one (Whisper's blank suppression: [" ", <|endoftext|>]).
+        self.begin_suppressed = {int(i) for i in (getattr(gen, "begin_suppress_tokens", None) or [])}
+
+    def text_ids(self, text: str) -> list[int]:
+        """Text tokens of a transcript, in a form the decoder can actually produce first."""
+        text = text.strip()
+        # A leading space, as in Whisper's own transcripts: the first word then uses the
+        # same word-initial pieces as every other word ...
+        ids = self.tokenizer(" " + text, add_special_tokens=False).input_ids
+        if ids and ids[0] in self.begin_suppressed:
+            # ... unless the space stays a token of its own (scripts the BPE never merged with a
+            # space, e.g. Gurmukhi, Devanagari): decoding suppresses a bare space as the first
+            # token, so the model would learn a first step it can never take, and at decode time
+            # start from its second choice: a stray continuation byte (U+FFFD) or a wrong word.
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return ids
 
     def __call__(self, text: str) -> tuple[list[int], int]:
-        # A leading space, as in Whisper's own transcripts: the first word then uses the
-        # same word-initial pieces as every other word.
-        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
-        return [*self.prefix, *ids, self.eot], len(self.prefix)
+        return [*self.prefix, *self.text_ids(text), self.eot], len(self.prefix)
 
     def special_ids(self) -> list[int]:
         return [*self.prefix, self.eot]

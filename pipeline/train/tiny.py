@@ -53,9 +53,14 @@ def tiny_tokenizer(merges: list[tuple[str, str]] | None = None) -> WhisperTokeni
 
 
 def build_tiny_whisper(
-    *, d_model: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128, seed: int = 0
+    *, d_model: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128, seed: int = 0,
+    begin_suppress: bool = False,
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    """A random tiny multilingual Whisper and its processor (80 mel bins, 30 s window)."""
+    """A random tiny multilingual Whisper and its processor (80 mel bins, 30 s window).
+
+    ``begin_suppress``: like the released models, forbid a bare space and
+    ``<|endoftext|>`` as the first generated token (``begin_suppress_tokens``).
+    """
     tok = tiny_tokenizer([("Ġ", "a"), ("a", "b"), ("Ġ", "b")])
     ids = {t: tok.convert_tokens_to_ids(t) for t in _special_tokens()}
     eot = ids["<|endoftext|>"]
@@ -92,6 +97,7 @@ def build_tiny_whisper(
         task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
         no_timestamps_token_id=ids["<|notimestamps|>"],
         prev_sot_token_id=ids["<|startofprev|>"],
+        begin_suppress_tokens=[tok.convert_tokens_to_ids("Ġ"), eot] if begin_suppress else None,
     )
     model.generation_config = gen
     processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok)

@@ -27,14 +27,14 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from data_prep.manifest import atomic_write_text
+from data_prep.manifest import Utterance, atomic_write_text, read_manifest
 from pipeline.config import RecipeConfig
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
 from pipeline.train.curves import TrainLog, plot_curve
-from pipeline.train.data import BatchPlan, Example, FeatureDataset, Item, StateDataset, collate, load_examples
-from pipeline.train.evaluate import decode_batches, score
-from pipeline.train.export import export_model
+from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, collate, load_examples
+from pipeline.train.evaluate import evaluate_dev, scoring_language
+from pipeline.train.export import as_exported, export_model
 from pipeline.train.language import LabelEncoder, language_token, setup_language
 from pipeline.train.regimes import (
     Seq2SeqTrainModule,
@@ -124,11 +124,16 @@ class Trainer:
             cfg.data.manifest("train"), self.labels, max_duration=cfg.data.max_duration,
             min_duration=cfg.data.min_duration, max_labels=max_labels,
         )  # fmt: skip
-        self.dev_ex: list[Example] = []
-        dev_path = Path(cfg.data.manifest("dev")) if (cfg.data.dev or cfg.data.manifests_dir) else None
+        # Dev is decoded from its audio as the decode stage decodes it (every utterance, any length),
+        # so it needs no labels and no cached encoder states.
+        self.dev_utts: list[Utterance] = []
+        self.dev_lang = cfg.data.lang
+        self.dev_path = Path(cfg.data.manifest("dev")) if (cfg.data.dev or cfg.data.manifests_dir) else None
+        dev_path = self.dev_path
         if dev_path is not None and dev_path.is_file():
-            dev, _ = load_examples(dev_path, self.labels, max_duration=30.0, max_labels=max_labels)
-            self.dev_ex = dev[: t.dev_limit] if t.dev_limit > 0 else dev
+            dev = read_manifest(dev_path)
+            self.dev_utts = dev[: t.dev_limit] if t.dev_limit > 0 else dev
+            self.dev_lang = scoring_language(self.dev_utts, dev_path, cfg.data.lang)
         elif self.is_main:
             log.warning("no dev manifest (%s): no evaluation, best/ is the final model", dev_path)
         self.allowed_ids = None
@@ -175,7 +180,7 @@ class Trainer:
             log.info(
                 "%d train clips (%s skipped), %d dev clips; %d steps (%d per epoch), regime %s, split layer %d, "
                 "%d trainable parameters",
-                len(self.train_ex), sum(self.train_skipped.values()), len(self.dev_ex), self.total_steps,
+                len(self.train_ex), sum(self.train_skipped.values()), len(self.dev_utts), self.total_steps,
                 self.steps_per_epoch, t.regime, self.split, self.n_trainable,
             )  # fmt: skip
         self._setup_done = True
@@ -206,7 +211,7 @@ class Trainer:
         ]
 
     def _build_cache(self, model) -> EncoderStateCache:
-        """Compute (main process) or wait for the lower encoder states of train (all speeds) and dev."""
+        """Compute (main process) or wait for the lower encoder states of the train clips (all speeds)."""
         cfg, t = self.cfg, self.cfg.train
         encoder = model.model.encoder
         fe = self.processor.feature_extractor
@@ -216,10 +221,7 @@ class Trainer:
         meta = {"base_model": cfg.model.name, "stop_layer": self.split, **extra}
         if self.is_main:
             cache = EncoderStateCache(root, fingerprint, meta)
-            for examples, factors, what in (
-                (self.train_ex, cfg.augment.speed_perturb, "train"),
-                (self.dev_ex, [1.0], "dev"),
-            ):
+            for examples, factors, what in ((self.train_ex, cfg.augment.speed_perturb, "train"),):
                 if not examples:
                     continue
                 plain = FeatureDataset(examples, fe, None, t.seed, trimmed=True)
@@ -357,7 +359,7 @@ class Trainer:
                         break
         finally:
             bar.close()
-        if not self.dev_ex and self.is_main:
+        if not self.dev_utts and self.is_main:
             self._export_best(None)
         self.acc.wait_for_everyone()
         return self.summary()
@@ -374,30 +376,39 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- eval / io
 
-    def _dev_batches(self):
-        d = self.cfg.decode
-        order = sorted(range(len(self.dev_ex)), key=lambda i: self.dev_ex[i].utt.duration)
-        batches = [[Item(i, 1.0, 0) for i in order[s : s + d.batch_size]] for s in range(0, len(order), d.batch_size)]
-        if self.cache is not None:
-            dataset = StateDataset(self.dev_ex, self.cache, None, self.cfg.train.seed)
-        else:
-            dataset = FeatureDataset(
-                self.dev_ex, self.processor.feature_extractor, None, self.cfg.train.seed, self.cfg.train.trimmed_encoder
-            )
-        return self._loader(dataset, batches, 0)
+    def _adapt_info(self, dev: dict | None) -> dict:
+        """``asr_adapt.json`` of the exported model: how to decode it (encoder input, language) and its origin."""
+        cfg = self.cfg
+        return {
+            "encoder_input": "trimmed" if cfg.train.trimmed_encoder else "padded",
+            "language": self.language,
+            "language_token": language_token(self.language),
+            "regime": cfg.train.regime,
+            "encoder_trainable_top_layers": cfg.train.encoder_trainable_top_layers,
+            "base_model": cfg.model.name,
+            "step": self.step,
+            "dev_cer": None if dev is None else dev["cer"],
+            "dev_wer": None if dev is None else dev["wer"],
+            "restricted_vocab": self.allowed_ids is not None,
+        }
 
     def _evaluate(self) -> dict | None:
-        """Dev CER/WER on the main process; best/ and early stopping follow. All ranks get the result."""
-        if not self.dev_ex:
+        """Dev CER/WER on the main process; best/ and early stopping follow. All ranks get the result.
+
+        The model is decoded exactly as its export would be by the decode stage (see
+        :mod:`pipeline.train.evaluate`); the hypotheses are kept in ``dev_hyps/step-N.jsonl``.
+        """
+        if not self.dev_utts:
             return None
         result = [None]
         if self.is_main:
-            hyps = decode_batches(
-                self.unwrapped, self.processor.tokenizer, self._dev_batches(),
-                {ex.utt.id: ex.utt.duration for ex in self.dev_ex}, language=self.language,
-                decode=self.cfg.decode, device=self.acc.device,
-            )  # fmt: skip
-            res = score(hyps, {ex.utt.id: ex.utt.text for ex in self.dev_ex}, self.cfg.data.lang)
+            d = self.cfg.decode
+            with as_exported(self.unwrapped.model, self._adapt_info(None), self.allowed_ids) as plain:
+                res = evaluate_dev(
+                    plain, self.processor, self.dev_utts, self.dev_path.parent,
+                    self.out / "dev_hyps" / f"step-{self.step:07d}.jsonl", language=self.language,
+                    lang=self.dev_lang, batch_size=d.batch_size, num_beams=d.beam, name=f"step {self.step}",
+                )  # fmt: skip
             result = [{"cer": res.cer, "wer": res.wer, "n": res.n}]
         if self.acc.num_processes > 1:
             torch.distributed.broadcast_object_list(result, src=0)
@@ -416,20 +427,7 @@ class Trainer:
         return dev
 
     def _export_best(self, dev: dict | None) -> None:
-        cfg = self.cfg
-        info = {
-            "encoder_input": "trimmed" if cfg.train.trimmed_encoder else "padded",
-            "language": self.language,
-            "language_token": language_token(self.language),
-            "regime": cfg.train.regime,
-            "encoder_trainable_top_layers": cfg.train.encoder_trainable_top_layers,
-            "base_model": cfg.model.name,
-            "step": self.step,
-            "dev_cer": None if dev is None else dev["cer"],
-            "dev_wer": None if dev is None else dev["wer"],
-            "restricted_vocab": self.allowed_ids is not None,
-        }
-        export_model(self.unwrapped.model, self.processor, self.out / "best", info, self.allowed_ids)
+        export_model(self.unwrapped.model, self.processor, self.out / "best", self._adapt_info(dev), self.allowed_ids)
 
     def _log(self, *, train_loss, dev, samples_per_s, elapsed) -> None:
         if not self.is_main:
