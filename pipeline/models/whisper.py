@@ -168,19 +168,24 @@ class _LoopStop:
 
 
 class _DropMessage(logging.Filter):
-    def __init__(self, fragment: str):
+    def __init__(self, *fragments: str):
         super().__init__()
-        self.fragment = fragment
+        self.fragments = fragments
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.fragment not in record.getMessage()
+        message = record.getMessage()
+        return not any(f in message for f in self.fragments)
 
 
 @contextlib.contextmanager
 def _quiet_generate():
-    """Hide one warning that transformers' own Whisper generate() triggers on every call (not ours to fix)."""
+    """Hide warnings that transformers' own Whisper generate() raises on every call (not ours to fix).
+
+    The attention-mask one concerns decoder padding, which a Whisper prompt never has; on
+    trimmed encoder states the encoder padding is handled by the cross-attention mask.
+    """
     logger = logging.getLogger("transformers.generation.utils")
-    flt = _DropMessage("together with generation-related arguments")
+    flt = _DropMessage("together with generation-related arguments", "The attention mask is not set with a batched input")
     logger.addFilter(flt)
     try:
         yield

@@ -32,7 +32,7 @@ run_stage 3 train "$PY" -m pipeline train --config "$CONFIG"
 run_stage 4 finetuned decode_and_score whisper_ft finetuned "$EXP/whisper_ft/best"
 report() {
   "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Demo: whisper-base -> synthetic Punjabi"
-  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --markdown-table
+  "$PY" -m pipeline report "$EXP" --markdown-table
   echo "report: $EXP/report/report.html"
 }
 

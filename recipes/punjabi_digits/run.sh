@@ -29,7 +29,7 @@ decode_and_score() {  # system kind model
 
 report() {
   "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Punjabi digits: whisper-base transfer"
-  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --markdown-table
+  "$PY" -m pipeline report "$EXP" --markdown-table
 }
 
 run_stage 1 prepare "$PY" -m pipeline prepare --format kaldi --src "$CORPUS" --lang pa --script Latn --out "$DATA" \

@@ -33,7 +33,7 @@ finetuned() {
 
 report() {
   "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Sanskrit: whisper-base transfer"
-  "$PY" -m pipeline report "$EXP" --out "$EXP/report" --markdown-table
+  "$PY" -m pipeline report "$EXP" --markdown-table
 }
 
 run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress
