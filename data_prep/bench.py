@@ -7,15 +7,21 @@ cache (every file is read once first). The bare loop only decodes and
 resamples (:func:`data_prep.audio.load_audio`); ``prepare`` does everything
 (import, text, conditioning, FLAC cache from cold, splits, vocab, stats).
 Reported: times real time for each and their ratio (what matters on a shared
-machine), plus the resumed rerun with a warm cache.
+machine), plus the resumed rerun with a warm cache. Each loop's CPU seconds
+(user + system, this process and its reaped workers) are reported too: on a
+machine other jobs share, wall time swings with their load while the CPU
+ratio stays put, so it tells whether a change helped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import multiprocessing as mp
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -28,26 +34,34 @@ from data_prep.process import ProcessConfig
 from data_prep.validate import mark_duplicates
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have ended."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _bare(path: str) -> float:
     return len(load_audio(path)) / TARGET_SR
 
 
-def bare_loop(paths: list[str], jobs: int) -> tuple[float, float]:
-    """(seconds of audio, wall seconds) of decoding + resampling every file."""
-    t = time.perf_counter()
-    with mp.get_context("fork").Pool(jobs) as pool:
+def bare_loop(paths: list[str], jobs: int) -> tuple[float, float, float]:
+    """(seconds of audio, wall seconds, CPU seconds) of decoding + resampling every file."""
+    t, c = time.perf_counter(), cpu_seconds()
+    with mp.get_context("fork").Pool(jobs) as pool:  # leaving the block reaps the workers
         audio_s = sum(pool.imap(_bare, paths, chunksize=8))
-    return audio_s, time.perf_counter() - t
+    return audio_s, time.perf_counter() - t, cpu_seconds() - c
 
 
-def prepare_loop(rows: list, src: Path, out: Path, lang: str, jobs: int, cache_format: str) -> float:
-    """Wall seconds of processing and assembling ``rows`` into ``out``."""
-    t = time.perf_counter()
+def prepare_loop(rows: list, src: Path, out: Path, lang: str, jobs: int, cache_format: str
+                 ) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of processing and assembling ``rows`` into ``out``."""
+    t, c = time.perf_counter(), cpu_seconds()
     cfg = ProcessConfig(out_dir=str(out), root=str(src), rules=lang, language=lang, cache_format=cache_format)
     results = run_rows(rows, list(range(len(rows))), cfg, jobs, progress=False)
     opts = SplitOptions(split_by="ratio")
-    assemble(out, results, settings_json(cfg, opts, {"input_rows": len(rows)}), opts)
-    return time.perf_counter() - t
+    with contextlib.redirect_stdout(io.StringIO()):  # the per-run summary, repeated, would hide the report
+        assemble(out, results, settings_json(cfg, opts, {"input_rows": len(rows)}), opts)
+    return time.perf_counter() - t, cpu_seconds() - c
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,28 +84,32 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:  # warm the page cache so neither loop pays for the disk
         Path(path).read_bytes()
     formats = args.cache_formats.split(",")
-    bare: list[float] = []
-    cold: dict[str, list[float]] = {f: [] for f in formats}
-    warm: dict[str, list[float]] = {f: [] for f in formats}
+    bare: list[tuple[float, float]] = []
+    cold: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
+    warm: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
     for _ in range(args.repeats):  # interleaved, so load from other users hits both alike
-        audio_s, t = bare_loop(paths, args.jobs)
-        bare.append(t)
+        audio_s, t, c = bare_loop(paths, args.jobs)
+        bare.append((t, c))
         for fmt in formats:
             with tempfile.TemporaryDirectory(prefix="bench_prep_", dir=args.tmp) as tmp:
                 cold[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
                 warm[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
-    bare_s = min(bare)
+    bare_s, bare_cpu = min(t for t, _ in bare), min(c for _, c in bare)
     report = {
         "rows": len(rows), "audio_hours": round(audio_s / 3600, 4), "jobs": args.jobs, "repeats": args.repeats,
-        "note": "best of the repeats for each loop",
-        "bare_decode_resample": {"wall_s": round(bare_s, 2), "x_realtime": round(audio_s / bare_s, 1)},
+        "note": "best of the repeats for each loop and measure",
+        "bare_decode_resample": {"wall_s": round(bare_s, 2), "x_realtime": round(audio_s / bare_s, 1),
+                                 "cpu_s": round(bare_cpu, 2)},
     }
     for fmt in formats:
-        cold_s, warm_s = min(cold[fmt]), min(warm[fmt])
+        cold_s, warm_s = min(t for t, _ in cold[fmt]), min(t for t, _ in warm[fmt])
+        cold_cpu, warm_cpu = min(c for _, c in cold[fmt]), min(c for _, c in warm[fmt])
         report[f"prepare_{fmt}"] = {
             "cold_wall_s": round(cold_s, 2), "cold_x_realtime": round(audio_s / cold_s, 1),
             "resumed_wall_s": round(warm_s, 2), "resumed_x_realtime": round(audio_s / warm_s, 1),
             "cold_over_bare": round(cold_s / bare_s, 3),
+            "cold_cpu_s": round(cold_cpu, 2), "resumed_cpu_s": round(warm_cpu, 2),
+            "cold_cpu_over_bare": round(cold_cpu / bare_cpu, 3),
         }
     print(json.dumps(report, indent=1))
     return 0

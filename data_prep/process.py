@@ -6,16 +6,21 @@ a 16-bit FLAC cache ``cache/<k[:2]>/<k>.flac`` under the output folder. ``k``
 is a hash of the source's identity (resolved path, size, mtime; or the pipe
 command), the window (offset, duration) and :data:`AUDIO_VERSION` plus the
 processing parameters, so a rerun (after ``kill -9`` too) skips every clip
-whose FLAC and sidecar ``<k>.json`` exist, and a changed source or recipe gets
-a new key. The sidecar holds what the manifest needs (duration, flags, or the
-audio-level reject) and, for clips over the limit, the VAD's speech regions.
-Text checks and split planning are cheap and are redone on every run.
+whose FLAC exists, and a changed source or recipe gets a new key. What the
+manifest needs (duration, flags, source rate and channels, SNR) is JSON in the
+FLAC's own comment tag, so a clip is ONE file, written atomically (temp +
+rename): creating files is the costliest system call of a cold run. A sidecar
+``<k>.json`` exists only for an audio-level reject (no FLAC) and for the VAD
+speech regions of clips over the limit; caches written before the tag (meta in
+the sidecar) are still read. Text checks and split planning are cheap and are
+redone on every run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -140,66 +145,107 @@ def trim(y: np.ndarray, db: np.ndarray, snr: float, cfg: ProcessConfig, flags: l
     return A.pad_bounds(int(regions[0][0] * sr), int(regions[-1][1] * sr), len(y), sr, cfg.trim_pad_s)
 
 
-def condition(data: np.ndarray, sr: int, cfg: ProcessConfig) -> tuple[np.ndarray, list[str], float]:
-    """Mono 16 kHz, DC removed, silence trimmed, level normalized, as int16; the flags; the SNR."""
+def condition(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool = False,
+              bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str], float]:
+    """Mono 16 kHz, DC removed, silence trimmed, level normalized, as int16; the flags; the SNR.
+
+    ``overwrite=True`` lets the steps work in place in ``data`` (the caller's decoded
+    buffer) instead of copying the clip at each step; ``bounds`` may pass
+    ``(data.min(), data.max())``. Neither changes the result.
+    """
     flags = []
     if data.shape[1] > 1:
         flags.append("downmixed")
-    if A.clipped_fraction(data) > CLIP_FRACTION:
+    if A.clipped_fraction(data, bounds=bounds) > CLIP_FRACTION:
         flags.append("clipping")
-    y = data[:, 0] if data.shape[1] == 1 else A.to_mono(data)
+    y = A.to_mono(data)
     if sr != A.TARGET_SR:
         flags.append("resampled")
     y = A.resample(y, sr, A.TARGET_SR)
-    y, dc = A.remove_dc(y)
+    # a downmix or a resampling made a new array: scratch space even if data is not
+    scratch = overwrite or not np.may_share_memory(y, data)
+    y, dc = A.remove_dc(y, overwrite=scratch)
     if abs(dc) > DC_FLAG:
         flags.append("dc_offset")
     db = A.frame_db(y, A.TARGET_SR)  # measured once for SNR, trimming and level
     snr = A.snr_db(y, A.TARGET_SR, db)
-    bounds = trim(y, db, snr, cfg, flags)
-    if bounds is None:
+    span = trim(y, db, snr, cfg, flags)
+    if span is None:
         flags.append("silent")
-    elif bounds != (0, len(y)):
-        y = y[bounds[0] : bounds[1]]
+    elif span != (0, len(y)):
+        y = y[span[0] : span[1]]
         flags.append("trimmed")
-    gain_db = A.level_gain_db(y, A.TARGET_SR, target_db=cfg.target_db, db=db)
-    return A.to_pcm16(y, gain_db), flags, snr
+    top = A.peak_abs(y)
+    gain_db = A.level_gain_db(y, A.TARGET_SR, target_db=cfg.target_db, db=db, top=top)
+    # y is ours now (remove_dc worked in scratch space or made a copy), so scale it in place
+    return A.to_pcm16(y, gain_db, overwrite=True, top=top), flags, snr
 
 
 def _write_meta(path: Path, meta: dict) -> None:
     A.write_bytes_atomic(path, (json.dumps(meta, sort_keys=True) + "\n").encode())
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or not ours
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def cached_meta(audio: Path) -> dict | None:
+    """The cache entry of ``audio`` (a cached clip's path): its meta, or None if not (completely) cached.
+
+    Looked up in the clip's own comment tag, else in the sidecar: an audio-level
+    reject, or a clip cached before the meta moved into the tag.
+    """
+    tag = A.read_comment(audio)
+    if tag is not None:
+        try:
+            meta = json.loads(tag)
+        except ValueError:
+            meta = None
+        if isinstance(meta, dict) and "duration" in meta:
+            return meta
+    meta = _read_json(audio.with_suffix(".json"))
+    if meta is not None and ("reject" in meta or ("duration" in meta and audio.is_file())):
+        return meta
+    return None
+
+
 def cached_audio(row: RawRow, cfg: ProcessConfig) -> tuple[str, dict]:
-    """(FLAC path relative to the output folder, sidecar dict), processing the audio unless cached."""
+    """(FLAC path relative to the output folder, its meta), processing the audio unless cached."""
     key = audio_key(row, cfg)
     relpath = f"{CACHE_DIR}/{key[:2]}/{key}.{cfg.cache_format}"
-    flac = Path(cfg.out_dir) / relpath
-    meta_path = flac.with_suffix(".json")
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if "reject" in meta or flac.is_file():
-            return relpath, meta
+    audio = Path(cfg.out_dir) / relpath
+    meta = cached_meta(audio)
+    if meta is not None:
+        return relpath, meta
     try:
         data, sr = _decode(row, cfg)
     except A.AudioError as e:
         meta = {"reject": ["unreadable_audio", str(e)]}
     else:
+        # min and max propagate NaN and show infinities: they screen the samples and,
+        # passed on, settle clipping, without an isfinite mask of the whole clip
+        lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
         if data.size == 0:
             meta = {"reject": ["zero_length", "audio decodes to no samples (or the segment lies past its end)"]}
-        elif not np.isfinite(data).all():
+        elif not (math.isfinite(lo) and math.isfinite(hi)):
             meta = {"reject": ["nan_samples", f"{int((~np.isfinite(data)).sum())} NaN/infinite samples"]}
         else:
-            y, flags, snr = condition(data, sr, cfg)
-            A.write_flac(flac, y, A.TARGET_SR, cfg.cache_format)
+            y, flags, snr = condition(data, sr, cfg, overwrite=True, bounds=(lo, hi))
             meta = {"duration": round(len(y) / A.TARGET_SR, 4), "flags": flags, "source_sr": sr,
                     "source_channels": int(data.shape[1]), "snr_db": round(snr, 1)}
-    _write_meta(meta_path, meta)
+            # one file per clip: the meta rides in the clip's comment tag, written atomically with it
+            A.write_flac(audio, y, A.TARGET_SR, cfg.cache_format, comment=json.dumps(meta, sort_keys=True))
+            return relpath, meta
+    _write_meta(audio.with_suffix(".json"), meta)
     return relpath, meta
 
 
 def _speech(relpath: str, meta: dict, cfg: ProcessConfig) -> list:
-    """VAD speech regions of a cached clip, computed once and kept in the sidecar.
+    """VAD speech regions of a cached clip, computed once and kept in its sidecar ``<key>.json``.
 
     ``vad="auto"``: the energy detector when the clip's SNR lets it be trusted,
     else Silero (~50x slower, and importing torch costs seconds per process).
@@ -207,11 +253,13 @@ def _speech(relpath: str, meta: dict, cfg: ProcessConfig) -> list:
     vad = cfg.vad
     if vad == "auto":
         vad = "energy" if meta.get("snr_db", 0.0) >= MIN_SNR_DB else "silero"
-    speech = meta.setdefault("speech", {})
+    audio = Path(cfg.out_dir) / relpath
+    side = _read_json(audio.with_suffix(".json")) or {}  # also a sidecar from before meta tags
+    speech = side.setdefault("speech", {})
     if vad not in speech:
-        y = A.load_audio(Path(cfg.out_dir) / relpath)
+        y = A.load_audio(audio)
         speech[vad] = [[round(s, 3), round(e, 3)] for s, e in speech_regions(y, A.TARGET_SR, vad)]
-        _write_meta((Path(cfg.out_dir) / relpath).with_suffix(".json"), meta)
+        _write_meta(audio.with_suffix(".json"), side)
     return [tuple(r) for r in speech[vad]]
 
 

@@ -15,6 +15,7 @@ run in a fixed order and the first failing one gives the reason:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -44,9 +45,15 @@ def mark_duplicates(rows: Iterable[Row]) -> list[Row]:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _real_root(root: str) -> str:
+    # the corpus root is the same for every row: resolve it (one lstat per component) once
+    return os.path.realpath(root)
+
+
 def inside(path: str, root: str) -> bool:
     """Whether ``path`` (after resolving symlinks and ``..``) lies inside ``root``."""
-    real, base = os.path.realpath(path), os.path.realpath(root)
+    real, base = os.path.realpath(path), _real_root(root)
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 

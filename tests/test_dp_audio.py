@@ -74,3 +74,103 @@ def test_flac_cache_is_16bit_and_reused(tmp_path, monkeypatch):
 def test_run_pipe_chains_stages_without_shell(tmp_path):
     assert run_pipe("printf abc | tr a-c x-z |", 10) == b"xyz"
     assert run_pipe("echo $HOME;ls |", 10) == b"$HOME;ls\n"  # no expansion, no command separator
+
+
+# -- the fast paths give the same bytes as the plain ones --
+
+
+def test_condition_in_place_equals_copying_and_leaves_input_alone_by_default(tmp_path):
+    rng = np.random.default_rng(3)
+    cases = [
+        (clip(("p", 0.4), ("s", 0.7), ("p", 0.3))[:, None] + 0.02, 16000),
+        (np.stack([clip(("p", .3), ("s", .5), sr=44100)] * 2, axis=1), 44100),
+        (np.clip(rng.normal(0, 2, (16001, 1)), -1, 1).astype(np.float32), 16000),
+        (np.zeros((321, 1), np.float32), 16000),
+    ]
+    for data, sr in cases:
+        before = data.copy()
+        plain = condition(data, sr, cfg(tmp_path))
+        assert np.array_equal(data, before)
+        scratch = data.copy()
+        fast = condition(scratch, sr, cfg(tmp_path), overwrite=True, bounds=(float(data.min()), float(data.max())))
+        assert plain[0].tobytes() == fast[0].tobytes() and plain[1:] == fast[1:]
+
+
+def test_frame_db_pads_only_the_last_frame_like_zero_padding():
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 319, 320, 321, 16000, 16007):
+        y = rng.normal(0, 0.1, n).astype(np.float32)
+        padded = np.pad(y, (0, (-n) % 320)).reshape(-1, 320)
+        ref = (10 * np.log10(np.maximum(np.einsum("ij,ij->i", padded, padded) / 320, 1e-20))).astype(np.float32)
+        assert A.frame_db(y, 16000).tobytes() == ref.tobytes()
+
+
+def test_to_pcm16_with_known_peak_and_in_place_matches_plain():
+    rng = np.random.default_rng(5)
+    y = rng.normal(0, 0.3, 5000).astype(np.float32)
+    for gain_db in (-6.0, 0.0, 12.0):  # 12 dB drives samples past full scale: clipping must still happen
+        ref = A.to_pcm16(y, gain_db)
+        assert np.array_equal(A.to_pcm16(y.copy(), gain_db, overwrite=True, top=A.peak_abs(y)), ref)
+    assert A.to_pcm16(y, 12.0).max() == 32767 and A.to_pcm16(y, 12.0).min() == -32768
+
+
+def test_cache_file_carries_its_meta_in_the_comment_tag(tmp_path):
+    pcm = (np.random.default_rng(6).normal(0, 3000, 20000)).astype(np.int16)
+    long_meta = '{"flags": ["' + "x" * 6000 + '"]}'  # beyond the first 4 KiB read
+    for fmt in A.CACHE_FORMATS:
+        path = tmp_path / f"a.{fmt}"
+        for comment in ('{"duration": 1.25}', long_meta):
+            A.write_flac(path, pcm, 16000, fmt, comment=comment)
+            assert A.read_comment(path) == comment
+            assert np.array_equal(sf.read(path, dtype="int16")[0], pcm)
+        A.write_flac(path, pcm, 16000, fmt)
+        assert A.read_comment(path) is None
+    (tmp_path / "junk.flac").write_bytes(b"fLaC\x84\xff\xff")  # truncated header
+    assert A.read_comment(tmp_path / "junk.flac") is None
+    assert A.read_comment(tmp_path / "missing.flac") is None
+
+
+def test_a_cached_clip_is_one_file_and_the_old_sidecar_layout_is_still_read(tmp_path, monkeypatch):
+    import json
+
+    import data_prep.process as P
+
+    path = tmp_path / "a.wav"
+    sf.write(path, clip(("p", .3), ("s", 1.0), ("p", .3)), 16000)
+    row = RawRow(id="a", audio=str(path), text_raw="क", source=Source("x", 1))
+    c = cfg(tmp_path)
+    rel, meta = cached_audio(row, c)
+    assert [p.name for p in (tmp_path / "out" / "cache").rglob("*") if p.is_file()] == [rel.split("/")[-1]]
+    monkeypatch.setattr(P, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("not cached")))
+    assert cached_audio(row, c) == (rel, meta)
+    # layout before the tag: FLAC without comment + <key>.json with the meta
+    flac = tmp_path / "out" / rel
+    A.write_flac(flac, sf.read(flac, dtype="int16")[0], 16000)
+    flac.with_suffix(".json").write_text(json.dumps(meta))
+    assert cached_audio(row, c) == (rel, meta)
+
+
+def test_cache_writes_from_threads_and_forked_processes_do_not_mix(tmp_path):
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+
+    clips = [(np.random.default_rng(k).normal(0, 3000, 8000 + 500 * k)).astype(np.int16) for k in range(8)]
+    A.write_flac(tmp_path / "parent.flac", clips[0])  # the parent's scratch file exists before the fork
+
+    def write(k: int) -> None:
+        A.write_flac(tmp_path / f"{k}.flac", clips[k], comment=str(k))
+
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(write, range(8)))
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_write_numbered, [(tmp_path, k) for k in range(8, 12)])
+    for k in range(8):
+        assert np.array_equal(sf.read(tmp_path / f"{k}.flac", dtype="int16")[0], clips[k])
+        assert A.read_comment(tmp_path / f"{k}.flac") == str(k)
+    for k in range(8, 12):
+        assert sf.read(tmp_path / f"{k}.flac", dtype="int16")[0].size == 1000 * k
+
+
+def _write_numbered(item: tuple) -> None:
+    folder, k = item
+    A.write_flac(folder / f"{k}.flac", np.full(1000 * k, k, np.int16))

@@ -113,9 +113,9 @@ def test_rerun_and_partial_cache_give_identical_outputs(zoo, zoo_out, tmp_path):
     assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
     first = snapshot(out)
     assert first == snapshot(zoo_out)  # a fresh run in another folder: byte-identical
-    # simulate kill -9: half the sidecars gone, a FLAC without sidecar, a stray temp file
-    sidecars = sorted((out / "cache").rglob("*.json"))
-    for p in sidecars[::2]:
+    # simulate kill -9: half the cached clips and sidecars (rejects, VAD regions) gone, a stray temp file
+    cached = sorted((out / "cache").rglob("*.flac")) + sorted((out / "cache").rglob("*.json"))
+    for p in cached[::2]:
         p.unlink()
     next((out / "cache").rglob("*.flac")).with_name(".x.flac.tmp").write_bytes(b"partial")
     (out / "manifest.jsonl").unlink()
