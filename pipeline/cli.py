@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("pipeline.score.cli", "score hypotheses against a manifest (WER/CER, alignments, CIs)"),
     "report": ("pipeline.report.cli", "compare experiments in report.html / report.md"),
     "train": ("pipeline.train.cli", "fine-tune a pretrained model from a recipe config"),
+    "lm": ("pipeline.lm.cli", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),
 }
 
 

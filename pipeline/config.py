@@ -135,6 +135,29 @@ class DecodeConfig:
 
 
 @dataclass
+class CTCConfig:
+    """CTC models (``model.type: ctc``): the encoder, the new character head, learning rates, the word LM."""
+
+    encoder: str = ""  # "" = model.name (a Whisper registry name or directory); else a wav2vec2/XLS-R/MMS directory
+    head: str = "transformer"  # linear | transformer | bilstm
+    head_dim: int = 256
+    head_layers: int = 2
+    head_heads: int = 4
+    head_ffn: int = 1024
+    head_dropout: float = 0.1
+    init_blank_prob: float | None = None  # blank-bias start of the output layer (None: neutral)
+    trainable_top_layers: int = 0  # Whisper encoder: 0 frozen (lower states cached), k top layers, -1 all
+    head_lr: float = 1e-3  # the new head (and MMS adapters)
+    encoder_lr: float = 3e-5  # the pretrained encoder's trainable part
+    label_margin: int = 0  # reject clips whose labels need more than (output frames - margin) frames
+    collapse_threshold: float = 0.8  # fraction of empty dev outputs that counts as blank collapse
+    lm_order: int = 3  # word n-gram order of `python -m pipeline lm`
+    lm_beam_width: int = 32
+    lm_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
+    lm_betas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0])
+
+
+@dataclass
 class RecipeConfig:
     """A whole recipe."""
 
@@ -143,6 +166,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    ctc: CTCConfig = field(default_factory=CTCConfig)
     output_dir: str = ""
 
     @property
@@ -308,6 +332,15 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad("augment.noise_snr_db must be [low, high]")
     if cfg.decode.beam < 1 or cfg.decode.batch_size < 1:
         bad("decode.beam and decode.batch_size must be >= 1")
+    c = cfg.ctc
+    if c.head not in ("linear", "transformer", "bilstm"):
+        bad(f"ctc.head must be linear, transformer or bilstm, got {c.head!r}")
+    if c.trainable_top_layers < -1:
+        bad("ctc.trainable_top_layers must be -1 (all), 0 (frozen) or k > 0")
+    if c.head_lr <= 0 or c.encoder_lr <= 0:
+        bad("ctc.head_lr and ctc.encoder_lr must be > 0")
+    if c.lm_order < 2 or c.lm_beam_width < 1 or not c.lm_alphas or not c.lm_betas:
+        bad("ctc.lm_order must be >= 2, ctc.lm_beam_width >= 1, ctc.lm_alphas/lm_betas non-empty")
 
 
 def config_from_dict(tree: dict, source: str = "<dict>", overrides: list[str] | None = None) -> RecipeConfig:

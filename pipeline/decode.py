@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (0 = all)")
     p.add_argument("--device", default="cpu")
+    ctc = p.add_argument_group("CTC checkpoints (directories with ctc_config.json)")
+    ctc.add_argument("--lm", default=None, help="word LM for beam search: lm.arpa, its lm.json or their directory")
+    ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
+    ctc.add_argument("--lm-beta", type=float, default=None, help="word bonus (default: lm.json's)")
+    ctc.add_argument("--beam-width", type=int, default=None, help="beam search width (default: greedy without --lm)")
 
 
 def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
@@ -115,7 +120,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.manifest}: manifest is empty", file=sys.stderr)
         return 1
     language = None if args.no_language else (args.language or utts[0].language or None)
-    decode_batch = load_decoder(args.model, language, args.task, args.batch_size, args.num_beams, args.device)
+    from pipeline.models.ctc import is_ctc_checkpoint
+
+    if is_ctc_checkpoint(args.model):
+        from pipeline.decode_ctc import load_ctc_decoder
+
+        try:
+            decode_batch = load_ctc_decoder(args.model, lm=args.lm, alpha=args.lm_alpha, beta=args.lm_beta,
+                                            beam_width=args.beam_width, device=args.device)  # fmt: skip
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    elif args.lm is not None:
+        print(f"error: --lm needs a CTC checkpoint; {args.model} has no ctc_config.json", file=sys.stderr)
+        return 2
+    else:
+        decode_batch = load_decoder(args.model, language, args.task, args.batch_size, args.num_beams, args.device)
     hyps, errors = decode_manifest(utts, args.manifest.parent, decode_batch, args.out, args.batch_size, args.model)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)

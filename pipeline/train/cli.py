@@ -1,7 +1,8 @@
 """``python -m pipeline train --config recipes/<name>/config.yaml [key=value ...]``.
 
 Trains as the recipe config says and writes ``<output_dir>/best/`` (a plain
-transformers model directory), ``checkpoints/``, ``log.jsonl`` and
+transformers model directory; with ``model.type: ctc`` a CTC checkpoint, see
+:mod:`pipeline.train.ctc_trainer`), ``checkpoints/``, ``log.jsonl`` and
 ``curve.png``. Running the same command again after an interruption resumes
 from the newest checkpoint. Works unchanged under ``accelerate launch``.
 """
@@ -34,8 +35,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from pipeline.train.trainer import Trainer
+    if cfg.model.type == "ctc":
+        from pipeline.train.ctc_trainer import CTCTrainer
 
-    summary = Trainer(cfg, progress=not args.no_progress).train()
+        summary = CTCTrainer(cfg, progress=not args.no_progress).train()
+    else:
+        from pipeline.train.trainer import Trainer
+
+        summary = Trainer(cfg, progress=not args.no_progress).train()
     print(json.dumps(summary))
     return 0
