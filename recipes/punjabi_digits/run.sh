@@ -3,7 +3,7 @@
 #   1 prepare   Kaldi import, 44.1 kHz FLAC -> 16 kHz, speaker-disjoint split made by the tool
 #               (test = the held-out speaker TEST_SPEAKER, train = the other two)
 #   2 zeroshot  decode + score the held-out speaker with the untouched model (--language pa)
-#   3 train     fine-tune (recipes/punjabi_digits/config.yaml)
+#   3 train     fine-tune (recipes/punjabi_digits/config.yaml, or CONFIG=... SYSTEM=...)
 #   4 finetuned decode + score the held-out speaker
 #   5 report    exp/pa_digits/report/report.{html,md}
 # Usage: recipes/punjabi_digits/run.sh [--stage N] [--stop-stage M] [--force]
@@ -16,6 +16,7 @@ PY=${PY:-.venv/bin/python}
 CORPUS=${CORPUS:-../shared/corpora/punjabi_digits}
 CONFIG=${CONFIG:-recipes/punjabi_digits/config.yaml}
 TEST_SPEAKER=${TEST_SPEAKER:-PN00F04}
+SYSTEM=${SYSTEM:-whisper_ft}
 DATA=data/pa_digits
 EXP=exp/pa_digits
 
@@ -35,6 +36,6 @@ report() {
 run_stage 1 prepare "$PY" -m pipeline prepare --format kaldi --src "$CORPUS" --lang pa --script Latn --out "$DATA" \
   --split-speakers "test=$TEST_SPEAKER" --no-progress
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base
-run_stage 3 train "$PY" -m pipeline train --config "$CONFIG"
-run_stage 4 finetuned decode_and_score whisper_ft finetuned "$EXP/whisper_ft/best"
+run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
+run_stage 4 "finetuned.$SYSTEM" decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best"
 run_stage 5 report report

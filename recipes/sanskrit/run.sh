@@ -38,6 +38,6 @@ report() {
 
 run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test
-run_stage 3 train "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
-run_stage 4 finetuned finetuned
+run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
+run_stage 4 "finetuned.$SYSTEM" finetuned
 run_stage 5 report report
