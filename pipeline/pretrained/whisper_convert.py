@@ -116,6 +116,21 @@ def _split_fused(c: _Consumer, src: str, dsts: Sequence[str], sd: dict[str, torc
             sd[f"{dst}.bias"] = bias_parts[i].clone()
 
 
+def _self_attention(c: _Consumer, s: str, d: str, sd: dict[str, torch.Tensor]) -> None:
+    """A layer's self-attention: CT2 fuses Q, K and V into one projection."""
+    _split_fused(c, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], sd)
+    _linear(c, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", sd)
+    _layer_norm(c, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", sd)
+
+
+def _ffn(c: _Consumer, s: str, d: str, sd: dict[str, torch.Tensor]) -> None:
+    """A layer's feed-forward block and its layer norm."""
+    _linear(c, f"{s}/ffn/linear_0", f"{d}.fc1", sd)
+    _linear(c, f"{s}/ffn/linear_1", f"{d}.fc2", sd)
+    _layer_norm(c, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", sd)
+
+
+
 def ct2_to_state_dict(ct2: CT2Model) -> tuple[dict[str, torch.Tensor], dict]:
     """Map every CT2 Whisper variable to a transformers state dict; returns it and the inferred config fields."""
     if ct2.spec != "WhisperSpec":
@@ -151,12 +166,8 @@ def ct2_to_state_dict(ct2: CT2Model) -> tuple[dict[str, torch.Tensor], dict]:
     n_enc = _num_layers(ct2, "encoder")
     for i in range(n_enc):
         s, d = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        _split_fused(c, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], sd)
-        _linear(c, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", sd)
-        _layer_norm(c, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", sd)
-        _linear(c, f"{s}/ffn/linear_0", f"{d}.fc1", sd)
-        _linear(c, f"{s}/ffn/linear_1", f"{d}.fc2", sd)
-        _layer_norm(c, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", sd)
+        _self_attention(c, s, d, sd)
+        _ffn(c, s, d, sd)
 
     sd[f"{dec}.embed_tokens.weight"] = c.tensor("decoder/embeddings/weight")
     sd[f"{dec}.embed_positions.weight"] = c.tensor("decoder/position_encodings/encodings")
@@ -164,16 +175,12 @@ def ct2_to_state_dict(ct2: CT2Model) -> tuple[dict[str, torch.Tensor], dict]:
     n_dec = _num_layers(ct2, "decoder")
     for i in range(n_dec):
         s, d = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        _split_fused(c, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], sd)
-        _linear(c, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", sd)
-        _layer_norm(c, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", sd)
+        _self_attention(c, s, d, sd)
         _linear(c, f"{s}/attention/linear_0", f"{d}.encoder_attn.q_proj", sd)
         _split_fused(c, f"{s}/attention/linear_1", [f"{d}.encoder_attn.{p}_proj" for p in "kv"], sd)
         _linear(c, f"{s}/attention/linear_2", f"{d}.encoder_attn.out_proj", sd)
         _layer_norm(c, f"{s}/attention/layer_norm", f"{d}.encoder_attn_layer_norm", sd)
-        _linear(c, f"{s}/ffn/linear_0", f"{d}.fc1", sd)
-        _linear(c, f"{s}/ffn/linear_1", f"{d}.fc2", sd)
-        _layer_norm(c, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", sd)
+        _ffn(c, s, d, sd)
 
     projection = c.tensor("decoder/projection/weight")
     tied = torch.equal(projection, sd[f"{dec}.embed_tokens.weight"])
