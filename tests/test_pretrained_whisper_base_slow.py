@@ -92,4 +92,5 @@ def test_transcripts_and_logits_match_ctranslate2(name, language, tmp_path):
         with torch.inference_mode():
             logits = model(input_features=torch.from_numpy(feats), decoder_input_ids=torch.tensor([prompt])).logits
         diff = float(np.abs(logits[0, -1].numpy() - ref_logits).max())
+        print(f"{name}: first-step logits max abs diff {diff:.2e} ({sentence!r})")  # the BENCHMARKS figure (-s)
         assert diff <= 1e-3, f"{name}: first-step logits differ by {diff}"
