@@ -1,0 +1,191 @@
+"""Training regimes raced on the same data: samples/s and wall time to reach the same dev CER.
+
+    python -m pipeline.train.time_to_cer --config recipes/demo/config.yaml --out exp/bench/regimes \\
+        --variant cached= \\
+        --variant full_padded=train.regime=full,train.trimmed_encoder=false,train.restrict_vocab=false \\
+        [--target-cer 0.3] [--threads 1]
+
+Each ``--variant NAME=OVERRIDES`` (comma-separated ``key=value`` config overrides;
+empty = the config as it is) trains with ``python -m pipeline train`` in its
+own process into ``OUT/NAME``, one after the other on the same machine, so the
+variants share the data, the dev split, the evaluation schedule and the CPU.
+The first variant is the baseline of the ratios.
+
+What is compared (from each run's ``log.jsonl`` and the measured process time):
+
+* samples/s: training clips per second of optimizer-step time (evaluations and
+  set-up excluded), averaged over the run weighted by steps;
+* wall time to the target dev CER: set-up (model load, encoder-state cache for
+  ``cached-encoder``: everything before the first step) plus the training time
+  until the first evaluation whose dev CER is at or below the target. The
+  evaluations are counted (each regime decodes its dev set the way it trains:
+  a padded-window model decodes padded windows). The default target is the
+  worst of the variants' best dev CERs: the lowest CER that every variant reached.
+
+A variant that never reaches the target shows ``not reached``, and the ratio is
+a lower bound (``>=``) computed from its whole wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.manifest import atomic_write_text
+
+
+@dataclass
+class RunResult:
+    """What one variant's training run measured."""
+
+    name: str
+    overrides: list[str]
+    wall_s: float  # the whole `pipeline train` process
+    train_s: float  # elapsed_s of the last log record: the loop, evaluations included
+    samples_per_s: float
+    evals: list[tuple[int, float, float]] = field(default_factory=list)  # (step, elapsed_s, dev CER)
+
+    @property
+    def setup_s(self) -> float:
+        """Everything outside the training loop: start-up, model load, cache, export."""
+        return max(0.0, self.wall_s - self.train_s)
+
+    @property
+    def best_cer(self) -> float:
+        return min((c for _, _, c in self.evals), default=float("inf"))
+
+    def time_to(self, target: float) -> float | None:
+        """Set-up + loop time until the first evaluation at or below ``target`` (None: never)."""
+        for _, elapsed, cer in self.evals:
+            if cer <= target + 1e-12:
+                return self.setup_s + elapsed
+        return None
+
+
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """``NAME=k=v,k=v`` -> (NAME, [k=v, ...])."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"--variant {spec!r}: expected NAME=OVERRIDES (OVERRIDES may be empty)"
+        )
+    overrides = [o for o in rest.split(",") if o]
+    for o in overrides:
+        if "=" not in o:
+            raise argparse.ArgumentTypeError(f"--variant {spec!r}: override {o!r} is not key=value")
+    return name, overrides
+
+
+def read_log(path: Path) -> tuple[float, float, list[tuple[int, float, float]]]:
+    """(final elapsed_s, step-weighted samples/s, evaluations) of a trainer's ``log.jsonl``."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{path}: empty training log")
+    evals = [(r["step"], r["elapsed_s"], r["dev_cer"]) for r in records if r.get("dev_cer") is not None]
+    weighted, steps, prev = 0.0, 0, 0
+    for r in records:
+        n = r["step"] - prev
+        prev = r["step"]
+        if r.get("samples_per_s"):
+            weighted += r["samples_per_s"] * n
+            steps += n
+    return records[-1]["elapsed_s"], weighted / max(steps, 1), evals
+
+
+def run_variant(config: str, out: Path, name: str, overrides: list[str], threads: int) -> RunResult:
+    run_dir = out / name
+    if (run_dir / "log.jsonl").exists() or (run_dir / "checkpoints").exists():
+        raise FileExistsError(
+            f"{run_dir}: already holds a run; remove it (a resumed run would not be timed fairly)"
+        )
+    cmd = [sys.executable, "-m", "pipeline", "train", "--config", config, f"output_dir={run_dir}",
+           f"train.threads={threads}", *overrides]  # fmt: skip
+    print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    train_s, sps, evals = read_log(run_dir / "log.jsonl")
+    return RunResult(name, overrides, wall, train_s, sps, evals)
+
+
+def compare(results: list[RunResult], target: float | None = None) -> tuple[float, list[dict]]:
+    """The target CER and one row per variant (ratios against the first variant)."""
+    if target is None:
+        target = max(r.best_cer for r in results)
+    base = results[0]
+    base_time = base.time_to(target)
+    rows = []
+    for r in results:
+        t = r.time_to(target)
+        reached = t is not None
+        shown = t if reached else r.wall_s
+        if base_time is None:
+            ratio = None
+        else:
+            ratio = shown / base_time  # >1: slower than the baseline
+        rows.append({
+            "variant": r.name, "overrides": r.overrides, "samples_per_s": round(r.samples_per_s, 3),
+            "speed_ratio_vs_baseline": round(base.samples_per_s / r.samples_per_s, 2) if r.samples_per_s else None,
+            "setup_s": round(r.setup_s, 1), "best_dev_cer": round(r.best_cer, 4),
+            "time_to_target_s": round(shown, 1), "reached": reached,
+            "time_ratio_vs_baseline": None if ratio is None else round(ratio, 2),
+        })  # fmt: skip
+    return target, rows
+
+
+def markdown(target: float, rows: list[dict]) -> str:
+    lines = [
+        f"Target dev CER: {100 * target:.1f} %",
+        "",
+        "| variant | samples/s | x slower per sample | set-up s | best dev CER | wall s to target | x slower to target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        reach = f"{r['time_to_target_s']}" if r["reached"] else f"not reached ({r['time_to_target_s']} total)"
+        ratio = r["time_ratio_vs_baseline"]
+        ratio_s = "-" if ratio is None else (f"{ratio}" if r["reached"] else f">= {ratio}")
+        lines.append(f"| {r['variant']} | {r['samples_per_s']} | {r['speed_ratio_vs_baseline']} | {r['setup_s']} | "
+                     f"{100 * r['best_dev_cer']:.1f} % | {reach} | {ratio_s} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.train.time_to_cer", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--config", required=True, help="recipe config shared by all variants")
+    ap.add_argument("--out", required=True, type=Path, help="one run directory per variant goes here")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        required=True,
+        help="NAME=key=value,key=value (config overrides; the first variant is the baseline)",
+    )
+    ap.add_argument(
+        "--target-cer", type=float, default=None, help="default: the worst best dev CER of the variants"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of every run (same for all)")
+    args = ap.parse_args(argv)
+    names = [n for n, _ in args.variant]
+    if len(set(names)) != len(names):
+        ap.error(f"variant names must differ: {names}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [run_variant(args.config, args.out, n, o, args.threads) for n, o in args.variant]
+    target, rows = compare(results, args.target_cer)
+    table = markdown(target, rows)
+    atomic_write_text(
+        args.out / "results.json", json.dumps({"target_cer": target, "rows": rows}, indent=1) + "\n"
+    )
+    atomic_write_text(args.out / "results.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
