@@ -28,9 +28,20 @@ def test_bundled_rules_cover_required_languages():
 def test_sanskrit_keeps_marks_and_removes_punctuation():
     raw = "मृद्\u200dघटे स:, धौ\u200dम्यः ।  अहो-दौर्भाग्यम्! ॥ १२ `~_"
     out = normalize_text(raw, "sa")
-    assert out == "मृद्घटे सः धौम्यः अहो दौर्भाग्यम् १२"
+    assert out == "मृद्घटे सः धौम्यः अहो दौर्भाग्यं १२"  # word-final म् -> ं (nasal rule)
     for mark in "\u094d\u0903\u093e\u094c\u0943":  # virama, visarga, vowel signs
         assert mark in out or mark not in raw
+
+
+def test_sanskrit_nasal_spellings_compare_equal():
+    # Both spellings occur for the same words in the corpus (अहम् / अहं): one canonical form.
+    for a, b in [("अहम्", "अहं"), ("सम्पूर्णम्", "संपूर्णं"), ("मञ्जरी", "मंजरी"), ("भवन्ति", "भवंति"),
+                 ("कङ्कणम्।", "कंकणं")]:
+        assert normalize_text(a, "sa") == normalize_text(b, "sa") == b.rstrip("।")
+    # Not homorganic, or not before a consonant: untouched.
+    for word in ("अन्यः", "नम्रः", "मन्मथः", "जन्म", "सम्यक्", "ब्रह्मन्"):
+        assert normalize_text(word, "sa") == word
+    assert normalize_text("रामम् अहम्", "hi") == "रामम् अहम्"  # Hindi keeps its own rules
 
 
 def test_nukta_precomposed_and_decomposed_are_unified():
