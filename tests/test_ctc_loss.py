@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -174,3 +175,12 @@ def test_blank_collapse_monitor(caplog):
     assert not mon.update(300, ["ab", "", "ca"]).collapsed
     with pytest.raises(ValueError):
         BlankCollapseMonitor(10, threshold=0.0)
+
+
+def test_blank_collapse_monitor_state_survives_a_restart():
+    mon = BlankCollapseMonitor(warmup_steps=0, threshold=0.5, patience=2)
+    mon.update(10, ["", ""])  # first strike
+    restored = BlankCollapseMonitor(warmup_steps=0, threshold=0.5, patience=2)
+    restored.load_state_dict(json.loads(json.dumps(mon.state_dict())))  # as a checkpoint stores it
+    assert restored.strikes == 1 and [r.step for r in restored.history] == [10]
+    assert restored.update(20, ["", ""]).collapsed  # the second strike counts across the restart

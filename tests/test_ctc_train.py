@@ -98,11 +98,12 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
     summary = a.train()
     assert summary["step"] == 6 and summary["label_too_long"] == 1
     assert summary["blank_collapse"]  # 6 steps of a random tiny model: dev outputs are all blank, and it is said
-    cfg_b = config_from_dict(recipe(assets, tmp_path / "b", max_steps=6, eval_every=0, checkpoint_every=3))
+    cfg_b = config_from_dict(recipe(assets, tmp_path / "b", max_steps=6, eval_every=3, checkpoint_every=3))
     assert CTCTrainer(cfg_b, progress=False).train(until_step=4)["interrupted"]  # killed after the step-3 checkpoint
     assert [s for s, _ in list_checkpoints(tmp_path / "b" / "checkpoints")] == [3]
     b = CTCTrainer(cfg_b, progress=False).setup()
     assert b.step == 3
+    assert [r.step for r in b.monitor.history] == [3]  # the blank-collapse monitor resumes too
     assert b.train()["step"] == 6
     for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6), name

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +68,11 @@ class BlankCollapseMonitor:
         report = CollapseReport(step=step, empty_fraction=empty, n=n, collapsed=collapsed, message=msg)
         self.history.append(report)
         return report
+
+    def state_dict(self) -> dict:
+        """What a checkpoint stores, so that a resumed run keeps its strike count and history."""
+        return {"strikes": self.strikes, "history": [asdict(r) for r in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.strikes = int(state.get("strikes", 0))
+        self.history = [CollapseReport(**r) for r in state.get("history", [])]

@@ -274,6 +274,7 @@ class CTCTrainer:
         self.bad_evals = state["bad_evals"]
         self.elapsed_before = state["elapsed_s"]
         self.stopped_early = state["stopped_early"]
+        self.monitor.load_state_dict(state.get("collapse_monitor", {}))
         log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
 
     # ------------------------------------------------------------------------------- loop
@@ -429,6 +430,7 @@ class CTCTrainer:
             "epoch": self.epoch, "pos": self.pos, "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
             "best_step": self.best_step, "bad_evals": self.bad_evals, "stopped_early": self.stopped_early,
             "elapsed_s": elapsed, "world_size": 1, "config": json.loads(self.cfg.to_json()),
+            "collapse_monitor": self.monitor.state_dict(),
         }  # fmt: skip
         ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, optimizer=self.optimizer,
                              scheduler=self.scheduler, state=state, keep=self.cfg.train.keep_checkpoints)  # fmt: skip
