@@ -64,8 +64,10 @@ class ModelConfig:
     name: str = "whisper-base"  # registry name or a transformers directory
     language: str = ""  # language token code (<|xx|>); defaults to data.lang minus its script ("pa-Latn" -> "pa")
     new_language_init_from: str = ""  # existing language whose token initialises a new one
-    vocabulary: str = "whisper"  # whisper | sentencepiece
-    vocabulary_size: int = 0  # size of a new sentencepiece vocabulary
+    # whisper | bpe: a byte-level BPE learnt from the train text (pipeline.train.new_vocab)
+    vocabulary: str = "whisper"
+    # bpe: text tokens incl. the 256 byte pieces (0 = 1000); Whisper's special tokens come on top
+    vocabulary_size: int = 0
 
 
 @dataclass
@@ -306,8 +308,17 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
 
     if cfg.model.type not in ("whisper", "ctc"):
         bad(f"model.type must be whisper or ctc, got {cfg.model.type!r}")
-    if cfg.model.vocabulary not in ("whisper", "sentencepiece"):
-        bad(f"model.vocabulary must be whisper or sentencepiece, got {cfg.model.vocabulary!r}")
+    if cfg.model.vocabulary not in ("whisper", "bpe"):
+        bad(f"model.vocabulary must be whisper or bpe, got {cfg.model.vocabulary!r}")
+    if cfg.model.vocabulary == "bpe" and cfg.model.type != "whisper":
+        bad("model.vocabulary bpe is a decoder vocabulary: it needs model.type whisper")
+    if cfg.model.vocabulary_size and cfg.model.vocabulary != "bpe":
+        bad("model.vocabulary_size applies to model.vocabulary bpe only")
+    if cfg.model.vocabulary_size and cfg.model.vocabulary_size < 300:  # pipeline.train.new_vocab.MIN_SIZE
+        bad(
+            "model.vocabulary_size must be 0 (default 1000) or >= 300 (256 byte pieces + merges), "
+            f"got {cfg.model.vocabulary_size}"
+        )
     t = cfg.train
     if t.regime not in REGIMES:
         bad(f"train.regime must be one of {', '.join(REGIMES)}, got {t.regime!r}")

@@ -1,7 +1,8 @@
 """Fine-tuning Whisper from a recipe config (``python -m pipeline train``).
 
 Modules, in the order a run uses them: ``trainer`` (the loop, on accelerate) ·
-``language`` (language token, label sequences) · ``data`` (examples, dynamic
+``language`` (language token, label sequences) · ``new_vocab`` (a decoder
+vocabulary learnt from the train text, ``model.vocabulary: bpe``) · ``data`` (examples, dynamic
 batches, datasets) · ``cache`` (encoder-state cache) · ``regimes`` (what trains,
 the loss) · ``evaluate`` (dev WER/CER) · ``checkpoint`` (exact resume) ·
 ``export`` (``best/`` as a plain transformers directory) · ``curves`` (log + plot) ·

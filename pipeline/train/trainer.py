@@ -1,7 +1,8 @@
 """The training loop: one recipe config in, ``output_dir/{best/,checkpoints/,log.jsonl}`` out.
 
 Order of work in :meth:`Trainer.setup` (each step deterministic given the config):
-load the base model -> language token -> label sequences -> trainable weights
+load the base model -> language token -> new decoder vocabulary (``model.vocabulary: bpe``,
+see :mod:`pipeline.train.new_vocab`) -> label sequences -> trainable weights
 (regime) -> encoder-state cache (cached-encoder) -> batch plan -> AdamW + LR
 schedule -> ``accelerate`` -> resume from the newest checkpoint, if any.
 
@@ -36,6 +37,9 @@ from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, c
 from pipeline.train.evaluate import evaluate_dev, scoring_language
 from pipeline.train.export import as_exported, export_model
 from pipeline.train.language import LabelEncoder, language_token, setup_language
+from pipeline.train.new_vocab import DEFAULT_SIZE as DEFAULT_VOCAB_SIZE
+from pipeline.train.new_vocab import INFO_FILE as VOCAB_INFO_FILE
+from pipeline.train.new_vocab import adopt_vocabulary, build_vocabulary, load_vocabulary
 from pipeline.train.regimes import (
     Seq2SeqTrainModule,
     configure_trainable,
@@ -89,8 +93,8 @@ class Trainer:
             raise ValueError("output_dir is not set in the config")
         if cfg.model.type != "whisper":
             raise ValueError(f"this trainer trains seq2seq Whisper models, not model.type={cfg.model.type!r}")
-        if cfg.model.vocabulary != "whisper":
-            raise ValueError("model.vocabulary=sentencepiece is not implemented for Whisper yet; use whisper")
+        if cfg.model.vocabulary not in ("whisper", "bpe"):
+            raise ValueError(f"model.vocabulary must be whisper or bpe, not {cfg.model.vocabulary!r}")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.acc = accelerator or Accelerator(mixed_precision=mixed_precision(cfg.train.dtype))
@@ -118,6 +122,8 @@ class Trainer:
         self.processor = processor
         self.language = cfg.language
         setup_language(model, processor, self.language, cfg.model.new_language_init_from)
+        self.ckpt_root = self.out / "checkpoints"
+        self.vocab_info = self._new_vocabulary(model) if cfg.model.vocabulary == "bpe" else None
         self.labels = LabelEncoder(processor, model, self.language)
         max_labels = model.config.max_target_positions
         self.train_ex, self.train_skipped = load_examples(
@@ -172,7 +178,6 @@ class Trainer:
         )
         self.module, self.optimizer = self.acc.prepare(module, optimizer)
         self.scheduler = scheduler
-        self.ckpt_root = self.out / "checkpoints"
         self._resume()
         self.log = TrainLog(self.out / "log.jsonl", resume_step=self.step) if self.is_main else None
         if self.is_main:
@@ -209,6 +214,34 @@ class Trainer:
             {"params": decay, "weight_decay": self.cfg.train.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+    def _new_vocabulary(self, model) -> dict:
+        """Learn (main process) or reuse ``output_dir/vocab/``, then move model and processor onto it.
+
+        With ``restrict_vocab`` the softmax is further limited to the new tokens the train
+        labels use (it then mostly drops the timestamp and other language tokens).
+        """
+        cfg = self.cfg
+        vocab_dir = self.out / "vocab"
+        info = None
+        if self.is_main:
+            info = build_vocabulary(
+                vocab_dir,
+                read_manifest(cfg.data.manifest("train")),
+                cfg.model.vocabulary_size or DEFAULT_VOCAB_SIZE,
+                self.processor.tokenizer,
+                may_replace=ckpt.latest_checkpoint(self.ckpt_root) is None,
+            )
+        self.acc.wait_for_everyone()
+        adopt_vocabulary(model, self.processor, load_vocabulary(vocab_dir))
+        info = info or json.loads((vocab_dir / VOCAB_INFO_FILE).read_text(encoding="utf-8"))
+        if self.is_main:
+            log.info(
+                "decoder vocabulary %s: %d text tokens + %d added; %.2f tokens per train text (was %.2f)",
+                vocab_dir, info["text_tokens"], info["added_tokens"], info["tokens_per_train_text"],
+                info["old_tokens_per_train_text"],
+            )  # fmt: skip
+        return info
 
     def _build_cache(self, model) -> EncoderStateCache:
         """Compute (main process) or wait for the lower encoder states of the train clips (all speeds)."""
@@ -390,6 +423,8 @@ class Trainer:
             "dev_cer": None if dev is None else dev["cer"],
             "dev_wer": None if dev is None else dev["wer"],
             "restricted_vocab": self.allowed_ids is not None,
+            "vocabulary": cfg.model.vocabulary,
+            "vocabulary_text_tokens": None if self.vocab_info is None else self.vocab_info["text_tokens"],
         }
 
     def _evaluate(self) -> dict | None:
