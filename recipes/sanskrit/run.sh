@@ -3,7 +3,9 @@
 #   1 prepare   CV import, audio/text normalization, validation, the corpus's own speaker splits
 #   2 zeroshot  decode + score the test split with the untouched pretrained model (--language sa)
 #   3 train     fine-tune (recipes/sanskrit/config.yaml, or CONFIG=...)
-#   4 finetuned decode + score dev and test with the best checkpoint
+#   4 finetuned decode + score dev and test with the best checkpoint; a CTC checkpoint also
+#               gets a word 3-gram LM from the train text, weights tuned on dev, and is decoded
+#               again with it as system <SYSTEM>_lm
 #   5 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
@@ -18,17 +20,23 @@ SYSTEM=${SYSTEM:-whisper_ft}
 DATA=data/sa
 EXP=exp/sa
 
-decode_and_score() {  # system kind model split
-  local system="$1" kind="$2" model="$3" split="$4"
+decode_and_score() {  # system kind model split [extra decode arguments]
+  local system="$1" kind="$2" model="$3" split="$4"; shift 4
   "$PY" -m pipeline decode --model "$model" --manifest "$DATA/$split.jsonl" --out "$EXP/$system/$split/hyps.jsonl" \
-    --language sa --batch-size 16
+    --language sa --batch-size 16 "$@"
   "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
     --system "$system" --kind "$kind"
 }
 
 finetuned() {
-  decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best" dev
-  decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best" test
+  local best="$EXP/$SYSTEM/best"
+  decode_and_score "$SYSTEM" finetuned "$best" dev
+  decode_and_score "$SYSTEM" finetuned "$best" test
+  if [ -f "$best/ctc_config.json" ]; then  # CTC: n-gram LM beam search, tuned on dev only
+    "$PY" -m pipeline lm --config "$CONFIG" --out "$EXP/$SYSTEM/lm" --tune-on "$DATA/dev.jsonl" --model "$best"
+    decode_and_score "${SYSTEM}_lm" finetuned "$best" dev --lm "$EXP/$SYSTEM/lm"
+    decode_and_score "${SYSTEM}_lm" finetuned "$best" test --lm "$EXP/$SYSTEM/lm"
+  fi
 }
 
 report() {
