@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.train.time_to_cer import RunResult, compare, markdown, parse_variant, read_log
+from pipeline.train.time_to_cer import RunResult, compare, first_reaching, markdown, parse_variant, read_log
 
 
 def test_parse_variant():
@@ -71,3 +71,13 @@ def test_compare_default_target_is_worst_best_and_ratios_against_first():
     target, rows = compare([fast, slow], target=0.35)
     assert not rows[1]["reached"] and rows[1]["time_to_target_s"] == 500.0
     assert ">= 10.0" in markdown(target, rows)
+
+
+def test_first_reaching_finds_the_first_evaluation_at_or_below_the_target(tmp_path):
+    log = tmp_path / "log.jsonl"
+    assert first_reaching(log, 0.5) is None  # no log yet
+    rows = [{"step": 10, "dev_cer": None}, {"step": 20, "dev_cer": 0.6}, {"step": 40, "dev_cer": 0.5}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert first_reaching(log, 0.5) == 40
+    assert first_reaching(log, 0.7) == 20
+    assert first_reaching(log, 0.4) is None
