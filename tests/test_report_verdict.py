@@ -86,6 +86,14 @@ def test_domain_shift_gap():
     assert ds.data["in_domain"] == "test" and ds.data["shifted"] == "test_noisy"
 
 
+def test_dev_is_not_a_shifted_test_set():
+    # A system scored on dev and test: dev tuned it (same domain, other speakers), so no shift gap.
+    rs = [make_results(make_utts(40, 0, "a"), "ft", "finetuned", 0.1, "test", 2),
+          make_results(make_utts(40, 1, "b"), "ft", "finetuned", 0.5, "dev", 3)]
+    (ds,) = by_section(transfer_verdict(rs, n_resamples=100), "domain_shift")
+    assert ds.status == "na"
+
+
 def test_no_common_utterances_cannot_be_compared():
     rs = [make_results(make_utts(10, 0, "a"), "ft", "finetuned", 0.1),
           make_results(make_utts(10, 0, "b"), "zs", "zeroshot", 0.9)]
