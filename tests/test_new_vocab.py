@@ -308,3 +308,13 @@ def test_whisper_base_moves_onto_a_devanagari_bpe(tmp_path):
     again = WhisperForConditionalGeneration.from_pretrained(tmp_path / "m")
     assert torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
     assert WhisperProcessor.from_pretrained(tmp_path / "m").tokenizer.get_vocab() == new.get_vocab()
+
+
+def test_vocab_bench_tokens_reports_lengths(tmp_path):
+    from pipeline.train.vocab_bench import tokens
+
+    model_dir = save_tiny_whisper(tmp_path / "model")
+    data = write_corpus(tmp_path / "data")
+    base, floor, bpe = tokens(data / "train.jsonl", [300], str(model_dir))
+    assert floor["tokens_per_text"] <= bpe["tokens_per_text"] < 0.5 * base["tokens_per_text"]
+    assert bpe["text_tokens"] < 300  # one sentence saturates the merges
