@@ -7,14 +7,12 @@ import os
 import random
 import unicodedata
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from data_prep.manifest import Source, Utterance, write_jsonl  # noqa: E402
 from pipeline.config import ConfigError, config_from_dict  # noqa: E402
 from pipeline.train.language import LabelEncoder  # noqa: E402
 from pipeline.train.new_vocab import (  # noqa: E402
@@ -23,7 +21,7 @@ from pipeline.train.new_vocab import (  # noqa: E402
     mean_tokens,
     train_bpe,
 )
-from pipeline.train.tiny import TINY_LANGUAGES, build_tiny_whisper, save_tiny_whisper  # noqa: E402
+from pipeline.train.tiny import TINY_LANGUAGES, build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 #: Sanskrit sentences (NFC): conjuncts with virama, vowel signs, anusvara, visarga, avagraha-free.
@@ -157,18 +155,7 @@ TEXT = SENTENCES[4]
 
 def write_corpus(root, n: int = 4):
     """``n`` train clips (a tone each) that all say :data:`TEXT`, and a dev manifest of one of them."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    utts = []
-    for i in range(n):
-        t = np.arange(8000) / 16000
-        wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
-        sf.write(root / f"c{i}.wav", wave, 16000)
-        utts.append(Utterance(id=f"c{i}", audio=f"c{i}.wav", duration=0.5, text=TEXT, text_raw=TEXT, language="sa",
-                              speaker="s", split="train", source=Source("t.tsv", i + 1)))  # fmt: skip
-    write_jsonl(root / "train.jsonl", utts)
-    write_jsonl(root / "dev.jsonl", utts[:1])
-    return root
+    return write_same_text_corpus(root, TEXT, "sa", n=n, dev=True)
 
 
 def make_cfg(model_dir, data, out, **train):

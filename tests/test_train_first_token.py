@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from data_prep.manifest import Source, Utterance, write_jsonl  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.train.language import LabelEncoder  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, save_tiny_whisper  # noqa: E402
+from pipeline.train.tiny import build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 TEXT = "ਅੱਜ ਚਾਰ"
@@ -49,17 +47,7 @@ def test_labels_skip_a_leading_space_the_decoder_suppresses():
 
 def write_corpus(root, n: int = 4):
     """``n`` clips (a tone each) that all say :data:`TEXT`; train manifest only."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    utts = []
-    for i in range(n):
-        t = np.arange(8000) / 16000
-        wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
-        sf.write(root / f"c{i}.wav", wave, 16000)
-        utts.append(Utterance(id=f"c{i}", audio=f"c{i}.wav", duration=0.5, text=TEXT, text_raw=TEXT, language="pa",
-                              speaker="s", split="train", source=Source("t.tsv", i + 1)))  # fmt: skip
-    write_jsonl(root / "train.jsonl", utts)
-    return root
+    return write_same_text_corpus(root, TEXT, "pa", n=n)
 
 
 @pytest.mark.parametrize("restrict_vocab", [True, False], ids=["restricted", "full-vocab"])

@@ -155,3 +155,29 @@ def write_tiny_corpus(
             )
         write_jsonl(root / f"{split}.jsonl", utts)
     return root
+
+
+def write_same_text_corpus(root: str | Path, text: str, lang: str, *, n: int = 4, dev: bool = False) -> Path:
+    """``n`` train clips (a 0.5 s tone each) that all say ``text``; with ``dev``, a dev manifest of the first.
+
+    For tests that need a model to memorise one sentence. Returns ``root``.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from data_prep.manifest import Source, Utterance, write_jsonl
+
+    root = Path(root)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(n):
+        t = np.arange(8000) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+        sf.write(root / f"c{i}.wav", wave, 16000)
+        utts.append(Utterance(id=f"c{i}", audio=f"c{i}.wav", duration=0.5, text=text, text_raw=text, language=lang,
+                              speaker="s", split="train", source=Source("t.tsv", i + 1)))  # fmt: skip
+    write_jsonl(root / "train.jsonl", utts)
+    if dev:
+        write_jsonl(root / "dev.jsonl", utts[:1])
+    return root
