@@ -110,6 +110,21 @@ class CTCBeamDecoder:
         )
         return self._clean(text)
 
+    def decode_nbest(self, logits_np, length: int | None = None, n: int = 4) -> list[str]:
+        """The ``n`` best distinct texts of one utterance, best first."""
+        x = _as_numpy(logits_np)[:length]
+        beams = self._decoder.decode_beams(
+            x, beam_width=self.beam_width, beam_prune_logp=self.beam_prune_logp, token_min_logp=self.token_min_logp
+        )
+        out: list[str] = []
+        for beam in beams:
+            text = self._clean(beam[0])
+            if text not in out:
+                out.append(text)
+            if len(out) == n:
+                break
+        return out
+
     def decode_batch(self, logits, lengths: Sequence[int] | torch.Tensor | None = None) -> list[str]:
         """Texts of a list of (T_i, V) arrays, or of a (B, T, V) batch with (B,) lengths."""
         if lengths is None:

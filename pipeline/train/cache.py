@@ -169,3 +169,40 @@ class EncoderStateCache:
             bar.close()
             encoder.train(was_training)
         return len(todo)
+
+
+def train_state_cache_id(encoder: torch.nn.Module, stop: int, feature_extractor) -> tuple[str, dict]:
+    """(fingerprint, settings) of the trimmed train-state cache for ``encoder`` below layer ``stop``."""
+    extra = {"n_mels": feature_extractor.feature_size, "sr": feature_extractor.sampling_rate, "trimmed": True}
+    return encoder_fingerprint(encoder, stop, extra), extra
+
+
+def build_train_state_cache(
+    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
+    speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
+    device, progress: bool = True,
+) -> EncoderStateCache:  # fmt: skip
+    """Lower encoder states (after layer ``stop``) of every train example at every speed factor.
+
+    Shared by the Whisper decoder and CTC trainers: the same encoder and split point
+    give the same fingerprint, so one recipe's second system reuses the first one's cache.
+    """
+    from pipeline.train.data import FeatureDataset, Item
+
+    fingerprint, extra = train_state_cache_id(encoder, stop, feature_extractor)
+    cache = EncoderStateCache(root, fingerprint, {"base_model": base_model, "stop_layer": stop, **extra})
+    plain = FeatureDataset(examples, feature_extractor, None, seed, trimmed=True)
+    by_id = {ex.utt.id: ex.index for ex in examples}
+
+    def features_of(utt_id: str, factor: float) -> tuple[torch.Tensor, int]:
+        s = plain[Item(by_id[utt_id], factor, 0)]
+        return s["features"], s["length"]
+
+    # Longest first within similar lengths: batches pad little.
+    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))),
+                  key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
+    n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
+                    device=device, progress=progress)  # fmt: skip
+    if n:
+        log.info("cached encoder states (after layer %d) of %d train clips in %s", stop, n, cache.dir)
+    return cache

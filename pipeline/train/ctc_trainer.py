@@ -53,7 +53,7 @@ from pipeline.models.ctc import (
 )
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
-from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
+from pipeline.train.cache import EncoderStateCache, build_train_state_cache
 from pipeline.train.curves import TrainLog, plot_curve
 from pipeline.train.data import WINDOW_S, BatchPlan, Example, FeatureDataset, Item, StateDataset, collate
 from pipeline.train.evaluate import score_hyps, scoring_language
@@ -195,26 +195,12 @@ class CTCTrainer:
     def _build_cache(self) -> EncoderStateCache:
         """Lower encoder states (below the trainable top layers) of every train clip at every speed."""
         cfg, t = self.cfg, self.cfg.train
-        enc, split = self.model.encoder, self.model.split_layer
-        extra = {"n_mels": self.fe.feature_size, "sr": self.fe.sampling_rate, "trimmed": True}
-        root = Path(t.cache_dir) if t.cache_dir else self.out / "encoder_cache"
-        cache = EncoderStateCache(root, encoder_fingerprint(enc, split, extra),
-                                  {"base_model": self.model.config.base_model, "stop_layer": split, **extra})
-        plain = FeatureDataset(self.train_ex, self.fe, None, t.seed, trimmed=True)
-
-        def features_of(utt_id: str, factor: float) -> tuple[torch.Tensor, int]:
-            s = plain[Item(self._index[utt_id], factor, 0)]
-            return s["features"], s["length"]
-
-        self._index = {ex.utt.id: ex.index for ex in self.train_ex}
-        factors = sorted(set(cfg.augment.speed_perturb))
-        jobs = sorted(((ex.utt.id, f) for ex in self.train_ex for f in factors),
-                      key=lambda j: self.train_ex[self._index[j[0]]].utt.duration / j[1])  # fmt: skip
-        n = cache.build(enc, jobs, features_of, stop=split, batch_size=cfg.decode.batch_size,
-                        shard_size=t.cache_shard_size, device=self.device, progress=self.progress)  # fmt: skip
-        if n:
-            log.info("cached encoder states (after layer %d) of %d train clips in %s", split, n, cache.dir)
-        return cache
+        return build_train_state_cache(
+            Path(t.cache_dir) if t.cache_dir else self.out / "encoder_cache", self.model.encoder,
+            self.model.split_layer, self.fe, self.train_ex, cfg.augment.speed_perturb,
+            base_model=self.model.config.base_model, seed=t.seed, batch_size=cfg.decode.batch_size,
+            shard_size=t.cache_shard_size, device=self.device, progress=self.progress,
+        )  # fmt: skip
 
     def setup(self) -> CTCTrainer:
         cfg, t = self.cfg, self.cfg.train

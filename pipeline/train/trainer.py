@@ -31,7 +31,7 @@ from tqdm import tqdm
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest
 from pipeline.config import RecipeConfig
 from pipeline.train import checkpoint as ckpt
-from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
+from pipeline.train.cache import EncoderStateCache, build_train_state_cache, train_state_cache_id
 from pipeline.train.curves import TrainLog, plot_curve
 from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, collate, load_examples
 from pipeline.train.evaluate import evaluate_dev, scoring_language
@@ -246,36 +246,16 @@ class Trainer:
     def _build_cache(self, model) -> EncoderStateCache:
         """Compute (main process) or wait for the lower encoder states of the train clips (all speeds)."""
         cfg, t = self.cfg, self.cfg.train
-        encoder = model.model.encoder
-        fe = self.processor.feature_extractor
-        extra = {"n_mels": fe.feature_size, "sr": fe.sampling_rate, "trimmed": True}
-        fingerprint = encoder_fingerprint(encoder, self.split, extra)
+        encoder, fe = model.model.encoder, self.processor.feature_extractor
         root = Path(t.cache_dir) if t.cache_dir else self.out / "encoder_cache"
-        meta = {"base_model": cfg.model.name, "stop_layer": self.split, **extra}
-        if self.is_main:
-            cache = EncoderStateCache(root, fingerprint, meta)
-            for examples, factors, what in ((self.train_ex, cfg.augment.speed_perturb, "train"),):
-                if not examples:
-                    continue
-                plain = FeatureDataset(examples, fe, None, t.seed, trimmed=True)
-                by_id = {ex.utt.id: ex.index for ex in examples}
-
-                def features_of(utt_id: str, factor: float, plain=plain, by_id=by_id) -> tuple[torch.Tensor, int]:
-                    s = plain[Item(by_id[utt_id], factor, 0)]
-                    return s["features"], s["length"]
-
-                jobs = sorted(
-                    ((ex.utt.id, f) for ex in examples for f in sorted(set(factors))),
-                    key=lambda j: examples[by_id[j[0]]].utt.duration / j[1],
-                )
-                n = cache.build(
-                    encoder, jobs, features_of, stop=self.split, batch_size=self.cfg.decode.batch_size,
-                    shard_size=t.cache_shard_size, device=self.acc.device, progress=self.progress,
-                )  # fmt: skip
-                if n:
-                    log.info("cached encoder states of %d %s clips in %s", n, what, cache.dir)
+        if self.is_main and self.train_ex:
+            build_train_state_cache(
+                root, encoder, self.split, fe, self.train_ex, cfg.augment.speed_perturb, base_model=cfg.model.name,
+                seed=t.seed, batch_size=cfg.decode.batch_size, shard_size=t.cache_shard_size,
+                device=self.acc.device, progress=self.progress,
+            )  # fmt: skip
         self.acc.wait_for_everyone()
-        return EncoderStateCache(root, fingerprint)
+        return EncoderStateCache(root, train_state_cache_id(encoder, self.split, fe)[0])
 
     def _resume(self) -> None:
         if self.is_main:

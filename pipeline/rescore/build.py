@@ -1,0 +1,118 @@
+"""Build the scored N-best lists of a manifest: propose candidates, score each with every model.
+
+Resumable like ``decode``: finished batches go to ``<out>.partial`` as they
+complete; the final file is written atomically in manifest order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_prep.audio import AudioError, load_audio
+from data_prep.manifest import Utterance
+from data_prep.text.normalize import normalize_text
+from pipeline.rescore.candidates import Candidate, NBest, write_nbest
+from pipeline.rescore.scorers import CTCScorer, WhisperScorer, WordLM
+
+
+def _read_partial(path: Path) -> dict[str, NBest]:
+    done: dict[str, NBest] = {}
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    nb = NBest.from_json(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut by a kill: that batch is done again
+                done[nb.id] = nb
+    return done
+
+
+def score_batch(
+    waves: Sequence, lang: str, whisper: WhisperScorer, ctc: CTCScorer | None, lm: WordLM | None,
+    beams: int, n: int,
+) -> list[list[Candidate]]:  # fmt: skip
+    """Candidates of each clip: Whisper's N-best, then the CTC model's own proposals, all scored by all."""
+    durations = [len(w) / 16000 for w in waves]
+    encoded = whisper.encode(waves)
+    proposals = [[(normalize_text(t, lang), "beam") for t in texts]
+                 for texts in whisper.nbest(encoded, durations, beams, n)]  # fmt: skip
+    logp = lengths = None
+    if ctc is not None:
+        logp, lengths = ctc.frames(waves)
+        for i in range(len(waves)):
+            proposals[i] += [(normalize_text(t, lang), "ctc") for t in ctc.propose(logp[i], int(lengths[i]))]
+    out: list[list[Candidate]] = []
+    for props in proposals:
+        seen, cands = set(), []
+        for text, source in props:
+            if text in seen:
+                continue
+            seen.add(text)
+            cands.append(Candidate(text=text, source=source, att=0.0, words=len(text.split())))
+        out.append(cands)
+    flat = [(i, c) for i, cands in enumerate(out) for c in cands]
+    att = whisper.log_probs(encoded, [i for i, _ in flat], [c.text for _, c in flat])
+    for (_, c), a in zip(flat, att):
+        c.att = a
+    for i, cands in enumerate(out):
+        if ctc is not None:
+            for c, s in zip(cands, ctc.score(logp[i], int(lengths[i]), [c.text for c in cands])):
+                c.ctc = s
+        if lm is not None:
+            for c in cands:
+                c.lm = lm(c.text)
+    return out
+
+
+def build_nbest(
+    utts: Sequence[Utterance],
+    manifest_dir: Path,
+    out: Path,
+    whisper: WhisperScorer,
+    ctc: CTCScorer | None = None,
+    lm: WordLM | None = None,
+    *,
+    lang: str,
+    beams: int = 8,
+    n: int = 8,
+    batch_size: int = 8,
+) -> tuple[list[NBest], list[str]]:
+    """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
+    partial = out.with_name(out.name + ".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _read_partial(partial)
+    todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
+    errors: list[str] = []
+    with open(partial, "a", encoding="utf-8") as sink, tqdm(
+        total=len(utts), initial=len(utts) - len(todo), desc="n-best", unit="utt", file=sys.stderr
+    ) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch, waves = [], []
+            for u in todo[start : start + batch_size]:
+                try:
+                    waves.append(load_audio(u.audio_path(manifest_dir), u.offset, u.duration or None))
+                    batch.append(u)
+                except AudioError as e:
+                    errors.append(f"{u.id}: {e}")
+            if batch:
+                t0 = time.perf_counter()
+                cands = score_batch(waves, lang, whisper, ctc, lm, beams, n)
+                per_utt = round((time.perf_counter() - t0) / len(batch), 4)
+                for u, cs in zip(batch, cands):
+                    done[u.id] = NBest(id=u.id, candidates=cs, seconds=per_utt)
+                    sink.write(json.dumps(done[u.id].to_json(), ensure_ascii=False) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+            bar.update(len(todo[start : start + batch_size]))
+    records = [done[u.id] for u in utts if u.id in done]
+    write_nbest(out, records)
+    partial.unlink(missing_ok=True)
+    return records, errors

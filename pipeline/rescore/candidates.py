@@ -1,0 +1,57 @@
+"""N-best records: the candidate transcripts of one utterance and their scores.
+
+A candidate is scored by every model at hand, once; choosing among them with
+different weights is then a cheap sum (see :mod:`pipeline.rescore.combine`), so
+the weights can be tuned on dev by grid search without decoding again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from data_prep.manifest import ManifestError, read_jsonl, write_jsonl
+
+
+@dataclass
+class Candidate:
+    text: str  # normalized transcript
+    source: str  # who proposed it: "beam" (the attention decoder), "ctc" (CTC greedy / CTC + LM beam)
+    att: float  # log P(text | audio) under the attention decoder, nats, end token included
+    ctc: float | None = None  # log P(text | audio) under the CTC model (all alignments), nats
+    lm: float | None = None  # word n-gram LM log-probability with sentence boundaries, nats
+    words: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class NBest:
+    id: str  # the manifest's utterance id
+    candidates: list[Candidate] = field(default_factory=list)
+    seconds: float = 0.0  # wall time spent proposing and scoring this utterance's candidates
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "seconds": self.seconds, "candidates": [c.to_json() for c in self.candidates]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> NBest:
+        names = {f.name for f in dataclasses.fields(Candidate)}
+        cands = [Candidate(**{k: v for k, v in c.items() if k in names}) for c in d["candidates"]]
+        return cls(id=d["id"], candidates=cands, seconds=float(d.get("seconds", 0.0)))
+
+
+def read_nbest(path: str | os.PathLike) -> list[NBest]:
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(NBest.from_json(obj))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{path}:{lineno}: bad N-best record ({e})") from e
+    return out
+
+
+def write_nbest(path: str | os.PathLike, records: list[NBest]) -> int:
+    return write_jsonl(path, records)

@@ -1,0 +1,104 @@
+"""``python -m pipeline rescore``: Whisper's N-best, rescored with a CTC model and a word LM.
+
+    # dev: build the scored N-best lists, tune the weights on them, write hyps
+    python -m pipeline rescore --model exp/sa/whisper_ft/best --ctc exp/sa/ctc_ft/best \\
+        --lm exp/sa/ctc_ft/lm --manifest data/sa/dev.jsonl --out exp/sa/hybrid/dev/hyps.jsonl --tune
+    # test: the same models, the dev weights
+    python -m pipeline rescore --model exp/sa/whisper_ft/best --ctc exp/sa/ctc_ft/best \\
+        --lm exp/sa/ctc_ft/lm --manifest data/sa/test.jsonl --out exp/sa/hybrid/test/hyps.jsonl \\
+        --weights exp/sa/hybrid/dev/weights.json
+
+Next to ``hyps.jsonl`` it writes ``nbest.jsonl`` (every candidate with its
+scores: rerunning with other weights costs no decoding) and, with ``--tune``,
+``weights.json`` (the chosen weights and the whole dev grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from data_prep.manifest import read_manifest
+from pipeline.hyps import Hypothesis, write_hyps
+from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="fine-tuned Whisper directory (or bundled name / hub id)")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
+    p.add_argument("--ctc", default=None, help="CTC checkpoint directory: scores every candidate, proposes its own")
+    p.add_argument("--lm", default=None, help="word LM: lm.arpa, its lm.json or their directory")
+    p.add_argument("--beams", type=int, default=8, help="Whisper beam width")
+    p.add_argument("--nbest", type=int, default=8, help="candidates kept from Whisper's beam (<= --beams)")
+    p.add_argument("--ctc-proposals", type=int, default=4, help="CTC + LM beam texts added as candidates")
+    p.add_argument("--language", default=None, help="language token (default: the manifest's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=0, help="only the first N utterances (0 = all)")
+    p.add_argument("--device", default="cpu")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--tune", action="store_true", help="tune the weights on this (DEV) manifest -> weights.json")
+    w.add_argument("--weights", type=Path, default=None, help="weights.json from a --tune run on dev")
+
+
+def _lm_arpa(lm: str) -> Path:
+    from pipeline.decode_ctc import read_lm_settings
+
+    path = Path(lm)
+    if path.suffix == ".arpa":
+        return path
+    return read_lm_settings(path).arpa
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.tune and args.manifest.stem.startswith("test"):
+        print(f"error: {args.manifest}: tune the weights on dev, never on the test split", file=sys.stderr)
+        return 2
+    utts = read_manifest(args.manifest)
+    if args.limit:
+        utts = utts[: args.limit]
+    if not utts:
+        print(f"{args.manifest}: manifest is empty", file=sys.stderr)
+        return 1
+    try:
+        weights = load_weights(args.weights) if args.weights else Weights()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    lang = utts[0].language
+    from pipeline.models.whisper import load_whisper
+    from pipeline.rescore.build import build_nbest
+    from pipeline.rescore.scorers import CTCScorer, WhisperScorer, WordLM
+
+    try:
+        model, processor = load_whisper(args.model, device=args.device)
+        whisper = WhisperScorer(model, processor, args.language or lang)
+        ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
+        lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    nbest_path = args.out.parent / "nbest.jsonl"
+    nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, lang=lang,
+                                 beams=args.beams, n=args.nbest, batch_size=args.batch_size)  # fmt: skip
+    if args.tune:
+        refs = {u.id: u.text for u in utts}
+        tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests])
+        tuned.tuned_on = str(args.manifest)
+        tuned.save(args.out.parent / "weights.json")
+        weights = tuned.weights
+        print(f"weights tuned on {args.manifest}: {weights} (dev WER {tuned.wer:.4f}, CER {tuned.cer:.4f})",
+              file=sys.stderr)
+    hyps = []
+    for nb in nbests:
+        best = choose(nb, weights)
+        hyps.append(Hypothesis(id=nb.id, text=best.text if best else "", model=args.model, seconds=nb.seconds))
+    write_hyps(args.out, hyps)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    print(f"wrote {len(hyps)} hypotheses to {args.out}" + (f" ({len(errors)} unreadable)" if errors else ""),
+          file=sys.stderr)
+    return 1 if errors else 0

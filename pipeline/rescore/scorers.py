@@ -1,0 +1,180 @@
+"""The models that propose and score candidates: Whisper's beam (N-best + exact log-probabilities),
+a CTC model (log-probability over all alignments, plus its own greedy / LM-beam texts), a word LM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.ctc_vocab import CTCVocab
+
+SAMPLE_RATE = 16000
+
+
+class WhisperScorer:
+    """N-best lists from Whisper's beam search, and teacher-forced log P(text | audio) of any text.
+
+    The encoder runs once per batch; its states serve both the beam search and the scoring.
+    Clips must be <= 30 s (``prepare`` guarantees it).
+    """
+
+    def __init__(self, model, processor, language: str | None):
+        from pipeline.train.language import LabelEncoder
+
+        self.model, self.processor = model, processor
+        adapt = getattr(model, "asr_adapt", None) or {}
+        self.trimmed = adapt.get("encoder_input") == "trimmed"
+        self.language = language or adapt.get("language")
+        self.labels = LabelEncoder(processor, model, self.language)
+        self.param = next(model.parameters())
+
+    def encode(self, audios: Sequence[np.ndarray]):
+        """Encoder states of a batch and the (B, S) keep-mask (None: all frames are real)."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from pipeline.models.encoder import encode_for_decoder, mel_length
+
+        for a in audios:
+            if len(a) > 30 * SAMPLE_RATE:
+                raise ValueError(f"a clip of {len(a) / SAMPLE_RATE:.1f} s: N-best rescoring takes clips <= 30 s")
+        arrays = [np.asarray(a, np.float32) if len(a) else np.zeros(160, np.float32) for a in audios]
+        feats = self.processor.feature_extractor(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        features = feats.input_features.to(device=self.param.device, dtype=self.param.dtype)
+        with torch.inference_mode():
+            if self.trimmed:
+                return encode_for_decoder(self.model, features, [mel_length(len(a)) for a in arrays])
+            return BaseModelOutput(last_hidden_state=self.model.get_encoder()(features).last_hidden_state), None
+
+    def nbest(self, encoded, durations: Sequence[float], beams: int, n: int) -> list[list[str]]:
+        """``n`` beam-search texts per clip (raw decoder text; duplicates possible)."""
+        from transformers.generation.utils import GenerationMixin
+
+        from pipeline.models.encoder import CrossAttentionMask
+        from pipeline.models.whisper import (
+            _clean,
+            _quiet_generate,
+            allowed_tokens_only,
+            beam_search_cache,
+            token_budget,
+        )
+
+        states, keep = encoded
+        gen = self.model.generation_config
+        limit = self.model.config.max_target_positions - len(self.labels.prefix)
+        n = min(n, beams)
+        prompt = torch.tensor([self.labels.prefix] * len(durations), device=self.param.device)
+        # Whisper's own generate() cannot return an N-best list (with num_return_sequences it
+        # runs n copies of the beam and keeps each one's best); the generic one can, from the
+        # same prompt, with the same token suppression (taken from the generation config).
+        with torch.inference_mode(), _quiet_generate(), CrossAttentionMask(self.model, keep), \
+                allowed_tokens_only(self.model):
+            seqs = GenerationMixin.generate(self.model, encoder_outputs=states, decoder_input_ids=prompt,
+                                            cache=beam_search_cache(),
+                                            num_beams=beams, num_return_sequences=n, do_sample=False,
+                                            max_new_tokens=token_budget(max(durations), limit))  # fmt: skip
+        rows = seqs.tolist()
+        out = []
+        for i, secs in enumerate(durations):
+            texts = []
+            for row in rows[i * n : (i + 1) * n]:
+                ids, _ = _clean(row, gen, token_budget(secs, limit))
+                texts.append(self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
+            out.append(texts)
+        return out
+
+    def log_probs(self, encoded, clip_of: Sequence[int], texts: Sequence[str]) -> list[float]:
+        """log P(text + end | audio, prompt) for each (clip index, text) pair, in nats."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from pipeline.models.encoder import CrossAttentionMask
+
+        if not texts:
+            return []
+        states, keep = encoded
+        seqs = [self.labels(t)[0] for t in texts]
+        start = len(self.labels.prefix)
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.labels.eot, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+        index = torch.as_tensor(list(clip_of), dtype=torch.long)
+        hidden = states.last_hidden_state[index.to(states.last_hidden_state.device)]
+        keep_rows = keep[index.to(keep.device)] if keep is not None else None
+        ids = ids.to(self.param.device)
+        from pipeline.models.whisper import allowed_tokens_only
+
+        with torch.inference_mode(), CrossAttentionMask(self.model, keep_rows), allowed_tokens_only(self.model):
+            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                decoder_input_ids=ids[:, :-1]).logits  # fmt: skip
+        logp = logits.float().log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1).cpu()
+        # Position p predicts token p + 1: the text and end tokens are the targets from start - 1 on.
+        return [float(logp[r, start - 1 : len(s) - 1].sum()) for r, s in enumerate(seqs)]
+
+
+def ctc_log_probs(logp: torch.Tensor, length: int, vocab: CTCVocab, texts: Sequence[str]) -> list[float]:
+    """log P(text | audio) summed over all CTC alignments, for each text; -inf where none fits the frames."""
+    if not texts:
+        return []
+    targets = [vocab.encode(t) for t in texts]
+    k = len(texts)
+    x = logp[:length].float().unsqueeze(1).expand(length, k, logp.shape[-1])
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    loss = F.ctc_loss(x, flat, torch.full((k,), length, dtype=torch.long),
+                      torch.tensor([len(t) for t in targets], dtype=torch.long),
+                      blank=vocab.blank, reduction="none", zero_infinity=False)  # fmt: skip
+    return [-float(v) if math.isfinite(float(v)) else float("-inf") for v in loss]
+
+
+class WordLM:
+    """Sentence log-probability (nats, with <s> and </s>) under an ARPA word n-gram model."""
+
+    def __init__(self, arpa: str | Path):
+        import kenlm
+
+        self.path = Path(arpa)
+        self._model = kenlm.Model(str(self.path))
+
+    def __call__(self, text: str) -> float:
+        return self._model.score(text, bos=True, eos=True) * math.log(10.0)
+
+
+class CTCScorer:
+    """A CTC checkpoint: frame log-probabilities of a batch, its own candidates, and their scores."""
+
+    def __init__(self, model_dir: str | Path, lm: str | Path | None = None, n_proposals: int = 4,
+                 device: str = "cpu"):  # fmt: skip
+        from pipeline.decode_ctc import read_lm_settings, whisper_feature_extractor
+        from pipeline.lm.decode import CTCBeamDecoder
+        from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
+
+        self.model, self.vocab = load_ctc_model(model_dir, device=device)
+        self.fe = whisper_feature_extractor(model_dir, self.model) if isinstance(self.model, WhisperEncoderCTC) else None
+        self.device = device
+        self.n_proposals = n_proposals
+        self.beam = None
+        if lm is not None and n_proposals > 1:
+            s = read_lm_settings(lm)  # the weights tuned for CTC + LM beam search on dev
+            self.beam = CTCBeamDecoder(self.vocab, s.arpa, alpha=s.alpha, beta=s.beta, beam_width=s.beam_width)
+
+    def frames(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        from pipeline.decode_ctc import ctc_logits
+
+        return ctc_logits(self.model, waves, self.fe, self.device)
+
+    def propose(self, logp: torch.Tensor, length: int) -> list[str]:
+        """Greedy text, then (with an LM) the best distinct texts of CTC + LM beam search."""
+        from pipeline.lm.decode import greedy_decode
+
+        texts = [greedy_decode(logp, self.vocab, length)]
+        if self.beam is not None:
+            texts += [t for t in self.beam.decode_nbest(logp, length, self.n_proposals) if t not in texts]
+        return texts
+
+    def score(self, logp: torch.Tensor, length: int, texts: Sequence[str]) -> list[float]:
+        return ctc_log_probs(logp, length, self.vocab, texts)

@@ -1,0 +1,267 @@
+"""N-best rescoring: exact scores from each model, the weight search, the command end to end;
+and the two decoding speed-ups it brought (allowed-token projection, beam cache)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pipeline.models.ctc_vocab import CTCVocab  # noqa: E402
+from pipeline.models.whisper import allowed_tokens_only, beam_search_cache  # noqa: E402
+from pipeline.rescore.candidates import Candidate, NBest, read_nbest, write_nbest  # noqa: E402
+from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights  # noqa: E402
+from pipeline.rescore.scorers import WhisperScorer, ctc_log_probs  # noqa: E402
+from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _restricted_tiny(allowed_tokens=("a", "b", "Ġa", "Ġb", "ab")):
+    """A tiny Whisper whose generation config suppresses all but a few tokens (as restrict_vocab exports)."""
+    model, processor = build_tiny_whisper(seed=3)
+    tok = processor.tokenizer
+    gen = model.generation_config
+    keep = {tok.convert_tokens_to_ids(t) for t in allowed_tokens} | {gen.eos_token_id}
+    gen.suppress_tokens = [i for i in range(model.config.vocab_size) if i not in keep]
+    return model, processor, sorted(keep)
+
+
+# ---------------------------------------------------------------- allowed-token projection
+
+
+def test_allowed_projection_keeps_allowed_logits_and_restores_the_model():
+    model, _, keep = _restricted_tiny()
+    head, suppress = model.proj_out, list(model.generation_config.suppress_tokens)
+    ids = torch.tensor([[model.generation_config.decoder_start_token_id, keep[0], keep[1]]])
+    enc = torch.randn(1, 20, model.config.d_model)
+    with torch.no_grad():
+        full = model(encoder_outputs=(enc,), decoder_input_ids=ids).logits
+        with allowed_tokens_only(model):
+            assert model.generation_config.suppress_tokens is None
+            part = model(encoder_outputs=(enc,), decoder_input_ids=ids).logits
+    assert torch.allclose(part[..., keep], full[..., keep], atol=1e-5)
+    others = [i for i in range(full.shape[-1]) if i not in keep]
+    assert torch.isinf(part[..., others]).all() and (part[..., others] < 0).all()
+    assert model.proj_out is head and model.generation_config.suppress_tokens == suppress
+
+
+def test_allowed_projection_leaves_unrestricted_models_alone():
+    model, _ = build_tiny_whisper(seed=3)
+    head = model.proj_out
+    with allowed_tokens_only(model):
+        assert model.proj_out is head
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_transcription_is_unchanged_by_the_allowed_projection(beams, monkeypatch):
+    import contextlib
+
+    import numpy as np
+
+    import pipeline.models.whisper as W
+
+    model, processor, _ = _restricted_tiny()
+    rng = np.random.default_rng(0)
+    audios = [rng.standard_normal(int(16000 * s)).astype(np.float32) * 0.1 for s in (0.5, 1.0, 1.5)]
+    fast = W.transcribe_detailed(model, processor, audios, "sa", batch_size=3, num_beams=beams, progress=False)
+    monkeypatch.setattr(W, "allowed_tokens_only", lambda m: contextlib.nullcontext(m))
+    slow = W.transcribe_detailed(model, processor, audios, "sa", batch_size=3, num_beams=beams, progress=False)
+    if beams == 1:  # the argmax cannot change
+        assert [t.text for t in fast] == [t.text for t in slow]
+    for t in fast:  # never a suppressed token: the projection restricts what generate can emit
+        assert set(t.text) <= set("ab ")
+
+
+def test_beam_cache_gives_the_same_nbest_as_the_default_cache():
+    from transformers.generation.utils import GenerationMixin
+
+    model, _ = build_tiny_whisper(seed=5)
+    gen = model.generation_config
+    from transformers.modeling_outputs import BaseModelOutput
+
+    enc = BaseModelOutput(last_hidden_state=torch.randn(2, 30, model.config.d_model))
+    prompt = torch.tensor([[gen.decoder_start_token_id]] * 2)
+    kw = dict(encoder_outputs=enc, decoder_input_ids=prompt, num_beams=4, num_return_sequences=3,
+              do_sample=False, max_new_tokens=12, output_scores=True, return_dict_in_generate=True)  # fmt: skip
+    with torch.no_grad():
+        a = GenerationMixin.generate(model, **kw)
+        b = GenerationMixin.generate(model, cache=beam_search_cache(), **kw)
+    assert torch.equal(a.sequences, b.sequences)
+    assert torch.allclose(a.sequences_scores, b.sequences_scores, atol=1e-5)
+
+
+# ---------------------------------------------------------------- model scores
+
+
+def test_attention_log_probs_match_a_manual_teacher_forced_pass():
+    import numpy as np
+
+    model, processor = build_tiny_whisper(seed=7)
+    scorer = WhisperScorer(model, processor, "sa")
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(8000).astype(np.float32) * 0.1, rng.standard_normal(16000).astype(np.float32) * 0.1]
+    encoded = scorer.encode(waves)
+    texts = ["ab", "ba ab", "b"]
+    got = scorer.log_probs(encoded, [0, 1, 1], texts)
+    states = encoded[0].last_hidden_state
+    for (clip, text), value in zip([(0, "ab"), (1, "ba ab"), (1, "b")], got):
+        seq = torch.tensor([scorer.labels(text)[0]])
+        with torch.no_grad():
+            logits = model(encoder_outputs=(states[clip : clip + 1],), decoder_input_ids=seq[:, :-1]).logits
+        logp = logits.log_softmax(-1)[0]
+        start = len(scorer.labels.prefix) - 1
+        want = sum(float(logp[p, seq[0, p + 1]]) for p in range(start, seq.shape[1] - 1))
+        assert value == pytest.approx(want, abs=1e-4)
+
+
+def test_nbest_returns_n_texts_per_clip():
+    import numpy as np
+
+    model, processor = build_tiny_whisper(seed=7)
+    scorer = WhisperScorer(model, processor, "sa")
+    waves = [np.zeros(8000, np.float32), np.ones(12000, np.float32) * 0.01]
+    out = scorer.nbest(scorer.encode(waves), [0.5, 0.75], beams=4, n=3)
+    assert len(out) == 2 and all(len(texts) == 3 for texts in out)
+
+
+def _brute_force_ctc(logp: torch.Tensor, labels: list[int], blank: int) -> float:
+    """log of the summed probability of every frame path that collapses to ``labels``."""
+    total = 0.0
+    for path in itertools.product(range(logp.shape[1]), repeat=logp.shape[0]):
+        collapsed, prev = [], None
+        for s in path:
+            if s != prev and s != blank:
+                collapsed.append(s)
+            prev = s
+        if collapsed == labels:
+            total += math.exp(sum(float(logp[t, s]) for t, s in enumerate(path)))
+    return math.log(total) if total > 0 else float("-inf")
+
+
+def test_ctc_log_probs_sum_over_all_alignments():
+    voc = CTCVocab({"<pad>": 0, "<unk>": 1, "|": 2, "a": 3, "b": 4})
+    logp = torch.randn(4, 5, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+    texts = ["ab", "a", "aa", "a b", "a b a"]  # the last: 5 labels, more than the 4 frames
+    got = ctc_log_probs(logp, 4, voc, texts)
+    for text, value in zip(texts, got):
+        want = _brute_force_ctc(logp, voc.encode(text), voc.blank)
+        if math.isinf(want):
+            assert math.isinf(value) and value < 0
+        else:
+            assert value == pytest.approx(want, abs=1e-4)
+    assert math.isinf(got[4]) and all(math.isfinite(v) for v in got[:4])
+
+
+# ---------------------------------------------------------------- choosing and tuning
+
+
+def _cand(text, att, ctc=None, lm=None):
+    return Candidate(text=text, source="beam", att=att, ctc=ctc, lm=lm, words=len(text.split()))
+
+
+def test_weights_score_and_choose():
+    nb = NBest("u1", [_cand("a b", -1.0, ctc=-9.0, lm=-5.0), _cand("a c", -1.5, ctc=-2.0, lm=-1.0)])
+    assert choose(nb, Weights()).text == "a b"  # the decoder's own choice
+    assert choose(nb, Weights(ctc_weight=0.5)).text == "a c"
+    assert choose(nb, Weights(lm_weight=0.5)).text == "a c"
+    assert choose(NBest("u2", []), Weights()) is None
+    short = NBest("u3", [_cand("a", -1.0), _cand("a b c", -2.0)])
+    assert choose(short, Weights(word_bonus=1.0)).text == "a b c"
+
+
+def test_tuning_finds_weights_that_fix_the_decoder_and_prefers_no_change_on_ties():
+    refs = ["x y", "p q", "m n"]
+    nbests = [
+        NBest("1", [_cand("x z", -1.0, ctc=-8, lm=-9), _cand("x y", -1.2, ctc=-3, lm=-2)]),
+        NBest("2", [_cand("p q", -0.5, ctc=-2, lm=-2), _cand("p r", -0.9, ctc=-6, lm=-7)]),
+        NBest("3", [_cand("m n", -0.1, ctc=-1, lm=-1)]),
+    ]
+    tuned = tune_weights(nbests, refs, ctc_weights=(0.0, 0.5), lm_weights=(0.0, 0.5), word_bonuses=(0.0,))
+    assert tuned.wer == 0.0 and tuned.cer == 0.0
+    # (0.5, 0.0) and (0.0, 0.5) both fix utterance 1: the smaller total weight wins, then the order.
+    assert tuned.weights.ctc_weight + tuned.weights.lm_weight == 0.5
+    assert len(tuned.grid) == 4
+    no_gain = tune_weights(nbests[1:], refs[1:], ctc_weights=(0.0, 0.5), lm_weights=(0.0, 0.5), word_bonuses=(0.0,))
+    assert no_gain.weights == Weights()
+
+
+def test_tuning_skips_scores_no_candidate_has():
+    nbests = [NBest("1", [_cand("x", -1.0), _cand("y", -2.0)])]
+    tuned = tune_weights(nbests, ["y"], word_bonuses=(0.0, 1.0))
+    assert len(tuned.grid) == 2 and tuned.weights.ctc_weight == 0.0 and tuned.weights.lm_weight == 0.0
+
+
+def test_weights_and_nbest_files_round_trip(tmp_path):
+    tuned = tune_weights([NBest("1", [_cand("x", -1.0, lm=-1.0)])], ["x"], word_bonuses=(0.0,))
+    tuned.save(tmp_path / "weights.json")
+    assert load_weights(tmp_path / "weights.json") == tuned.weights
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json"):
+        load_weights(tmp_path / "bad.json")
+    records = [NBest("1", [_cand("x", -1.0, ctc=float("-inf"), lm=-1.0)], seconds=0.5)]
+    write_nbest(tmp_path / "nbest.jsonl", records)
+    back = read_nbest(tmp_path / "nbest.jsonl")
+    assert back[0].candidates[0].text == "x" and back[0].seconds == 0.5
+    assert math.isinf(back[0].candidates[0].ctc)
+
+
+# ---------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    from pipeline.train.tiny import save_tiny_whisper
+
+    root = tmp_path_factory.mktemp("rescore")
+    data = write_tiny_corpus(root / "data", n_train=2, n_dev=5)
+    (data / "test.jsonl").write_text((data / "dev.jsonl").read_text())  # same clips, named test
+    return save_tiny_whisper(root / "model", seed=2), data
+
+
+def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, tmp_path, capsys):
+    from pipeline.cli import main
+    from pipeline.hyps import read_hyps
+    from pipeline.lm.build import build_ngram_lm
+
+    model, data = tiny_assets
+    lm = build_ngram_lm(["ab ba", "aab bb ab", "ba ba"], 2, tmp_path / "lm" / "lm.arpa")
+    dev_out = tmp_path / "dev" / "hyps.jsonl"
+    base = ["rescore", "--model", str(model), "--lm", str(lm), "--beams", "3", "--nbest", "2",
+            "--batch-size", "2"]  # fmt: skip
+    assert main([*base, "--manifest", str(data / "dev.jsonl"), "--out", str(dev_out), "--tune"]) == 0
+    weights = json.loads((dev_out.parent / "weights.json").read_text())
+    assert weights["n_utts"] == 5 and weights["tuned_on"].endswith("dev.jsonl") and weights["grid"]
+    nbests = read_nbest(dev_out.parent / "nbest.jsonl")
+    assert [nb.id for nb in nbests] == [f"dev{i:03d}" for i in range(5)]
+    assert all(1 <= len(nb.candidates) <= 2 and all(c.lm is not None and c.ctc is None for c in nb.candidates)
+               for nb in nbests)  # fmt: skip
+    assert len(read_hyps(dev_out)) == 5
+
+    # Never tune on test.
+    test_out = tmp_path / "test" / "hyps.jsonl"
+    assert main([*base, "--manifest", str(data / "test.jsonl"), "--out", str(test_out), "--tune"]) == 2
+    assert "never on the test split" in capsys.readouterr().err
+
+    # Resume: a finished record in the partial file is kept, not decoded again.
+    test_out.parent.mkdir(parents=True)
+    kept = NBest("dev002", [_cand("bb bb bb", -0.1)], seconds=123.0)
+    (test_out.parent / "nbest.jsonl.partial").write_text(json.dumps(kept.to_json()) + "\n" + '{"id": "dev0')
+    args = [*base, "--manifest", str(data / "test.jsonl"), "--out", str(test_out),
+            "--weights", str(dev_out.parent / "weights.json")]  # fmt: skip
+    assert main(args) == 0
+    hyps = {h.id: h for h in read_hyps(test_out)}
+    assert len(hyps) == 5 and hyps["dev002"].text == "bb bb bb" and hyps["dev002"].seconds == 123.0
+    assert not (test_out.parent / "nbest.jsonl.partial").exists()
