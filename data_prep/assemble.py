@@ -13,7 +13,8 @@ Output folder::
     vocab.json oov.json     (spm.model/spm.vocab with --sentencepiece N)
     stats.json stats.md durations.png
     prepare.json            the settings of the run
-    cache/                  16 kHz FLAC + sidecars (see data_prep/process.py)
+    cache/                  16 kHz FLAC + sidecars (see data_prep/process.py); with
+                            --cache-format none only ref/*.jsonl (data_prep/refcache.py)
 """
 
 from __future__ import annotations

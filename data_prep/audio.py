@@ -7,6 +7,7 @@ transcription and in training, so every stage hears the same samples.
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 
@@ -70,6 +71,71 @@ def load_audio(
         raise AudioError(f"{os.fspath(path)}: file not found")
     data, file_sr = read_audio(path, offset, duration)
     return resample(to_mono(data), file_sr, sr)
+
+
+#: Decoded before a window of a lossy file and dropped. An MP3 seek lands without the bit
+#: reservoir and overlap of the frames before it, so its first ~80 ms come out wrong (up to
+#: 0.9 of full scale measured on the Sanskrit CV clips); 0.2 s left 3 of 1,744 seeks off,
+#: 0.3 s made all 4,641 tried sample-exact. Also keeps the resampler's start transient out.
+SEEK_PREROLL_S = 0.5
+#: Decoded after a window that is resampled and dropped: the resampler's end transient.
+RESAMPLE_TAIL_S = 0.1
+#: Formats whose seeks may not be sample-exact (libsndfile's lossy decoders).
+LOSSY_FORMATS = frozenset({"MP3", "OGG"})
+
+
+def window_frames(offset: float, duration: float | None, file_sr: int, sr: int, lossy: bool
+                  ) -> tuple[int, int, int, int]:
+    """(first source frame, source frames or -1 for all, output samples to drop, to keep or -1).
+
+    The window is placed on the ``sr`` grid, as slicing the whole file's resampled
+    samples would place it. Reading starts ``SEEK_PREROLL_S`` earlier, snapped back to
+    an instant that lies on both the file's and the output's sample grid, so the
+    resampled samples fall on the same instants as the whole file's.
+    """
+    start = int(round(offset * sr))
+    keep = -1 if duration is None else int(round(duration * sr))
+    if not lossy and file_sr == sr:
+        return start, keep, 0, keep
+    g = math.gcd(file_sr, sr)
+    step_in, step_out = file_sr // g, sr // g  # one instant common to both grids, in frames of each
+    first_out = max(0, start - int(SEEK_PREROLL_S * sr)) // step_out * step_out
+    first = first_out // step_out * step_in
+    if keep < 0:
+        return first, -1, start - first_out, -1
+    tail = int(RESAMPLE_TAIL_S * sr) if file_sr != sr else 0
+    frames = math.ceil((start + keep + tail) * file_sr / sr) - first
+    return first, frames, start - first_out, keep
+
+
+def load_window(
+    path: str | os.PathLike, offset: float = 0.0, duration: float | None = None, sr: int = TARGET_SR
+) -> np.ndarray:
+    """Mono float32 at ``sr`` of [offset, offset + duration): the whole file decoded and resampled, then sliced.
+
+    What a manifest record that points into a source file needs (``prepare
+    --cache-format none``): ``prepare`` measured the trim and the level on the whole
+    clip, so a window must give those samples, which a plain seek into an MP3 or a
+    resampled window does not at its edges. Decodes only the window plus margins;
+    for a PCM/FLAC file already at ``sr`` it is exactly :func:`load_audio`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: file not found")
+    try:
+        with sf.SoundFile(path) as f:
+            file_sr, lossy = f.samplerate, f.format in LOSSY_FORMATS
+            first, frames, drop, keep = window_frames(offset, duration, file_sr, sr, lossy)
+            if first:
+                f.seek(min(first, f.frames))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        # what only librosa reads is decoded from the start anyway (read_audio's fallback)
+        return load_audio(path, offset, duration, sr)
+    y = resample(to_mono(data), file_sr, sr)
+    if drop == 0 and (keep < 0 or keep >= len(y)):
+        return y
+    return y[drop:] if keep < 0 else y[drop : drop + keep]
 
 
 # -- Conditioning for data prep (decode -> mono -> 16 kHz -> DC -> trim -> level) --

@@ -1,13 +1,15 @@
 """Throughput of ``prepare`` against a bare decode+resample loop, in the same run.
 
-    python -m data_prep.bench --src ../shared/corpora/sanskrit_cv --format cv --lang sa --split train --jobs 2
+    python -m data_prep.bench --src ../shared/corpora/sanskrit_cv --format cv --lang sa --split train --jobs 2 \
+        --cache-formats flac,wav,none
 
 Both loops use the same rows, the same number of processes and a warm page
 cache (every file is read once first). The bare loop only decodes and
 resamples (:func:`data_prep.audio.load_audio`); ``prepare`` does everything
-(import, text, conditioning, FLAC cache from cold, splits, vocab, stats).
-Reported: times real time for each and their ratio (what matters on a shared
-machine), plus the resumed rerun with a warm cache. Each loop's CPU seconds
+(import, text, conditioning, the audio cache from cold -- or, for ``none``,
+reference mode's journal and no audio -- splits, vocab, stats). Reported:
+times real time for each and their ratio (what matters on a shared
+machine), the resumed rerun with a warm cache, and the cache's size on disk. Each loop's CPU seconds
 (user + system, this process and its reaped workers) are reported too: on a
 machine other jobs share, wall time swings with their load while the CPU
 ratio stays put, so it tells whether a change helped.
@@ -30,7 +32,7 @@ from data_prep.assemble import SplitOptions, assemble, settings_json
 from data_prep.audio import TARGET_SR, load_audio
 from data_prep.importers import RawRow, import_corpus
 from data_prep.prepare import run_rows
-from data_prep.process import ProcessConfig
+from data_prep.process import CACHE_DIR, ProcessConfig
 from data_prep.validate import mark_duplicates
 
 
@@ -64,6 +66,11 @@ def prepare_loop(rows: list, src: Path, out: Path, lang: str, jobs: int, cache_f
     return time.perf_counter() - t, cpu_seconds() - c
 
 
+def tree_mb(folder: Path) -> float:
+    """Bytes of the files under ``folder``, in MB (what a cache format costs on disk)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--src", required=True)
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train", help="corpus split to use ('' = all rows)")
     p.add_argument("--jobs", type=int, default=os.cpu_count())
     p.add_argument("--limit", type=int, default=0, help="first N rows only (0 = all)")
-    p.add_argument("--cache-formats", default="flac,wav", help="cache formats to time, comma-separated")
+    p.add_argument("--cache-formats", default="flac,wav,none",
+                   help="cache formats to time, comma-separated (none: reference mode, no audio written)")
     p.add_argument("--repeats", type=int, default=1, help="repeat both loops, report the best of each")
     p.add_argument("--tmp", default=None, help="folder for the temporary output (default: system temp)")
     args = p.parse_args(argv)
@@ -87,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     bare: list[tuple[float, float]] = []
     cold: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
     warm: dict[str, list[tuple[float, float]]] = {f: [] for f in formats}
+    disk: dict[str, float] = {}
     for _ in range(args.repeats):  # interleaved, so load from other users hits both alike
         audio_s, t, c = bare_loop(paths, args.jobs)
         bare.append((t, c))
@@ -94,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="bench_prep_", dir=args.tmp) as tmp:
                 cold[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
                 warm[fmt].append(prepare_loop(rows, src, Path(tmp), args.lang, args.jobs, fmt))
+                disk[fmt] = tree_mb(Path(tmp) / CACHE_DIR)
     bare_s, bare_cpu = min(t for t, _ in bare), min(c for _, c in bare)
     report = {
         "rows": len(rows), "audio_hours": round(audio_s / 3600, 4), "jobs": args.jobs, "repeats": args.repeats,
@@ -110,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "cold_over_bare": round(cold_s / bare_s, 3),
             "cold_cpu_s": round(cold_cpu, 2), "resumed_cpu_s": round(warm_cpu, 2),
             "cold_cpu_over_bare": round(cold_cpu / bare_cpu, 3),
+            "cache_mb": round(disk[fmt], 3),
         }
     print(json.dumps(report, indent=1))
     return 0

@@ -22,10 +22,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.assemble import SplitOptions, assemble, settings_json
-from data_prep.audio import CACHE_FORMATS
 from data_prep.importers import IMPORTERS, CorpusError, Row, import_corpus
 from data_prep.manifest import Reject, atomic_write_text, write_jsonl
-from data_prep.process import ProcessConfig, RowResult, init_worker, process_row, work
+from data_prep.process import (
+    CACHE_CHOICES,
+    CACHE_DIR,
+    REFERENCE,
+    ProcessConfig,
+    RowResult,
+    init_worker,
+    process_row,
+    work,
+)
+from data_prep.refcache import ref_cache
 from data_prep.segment import VADS
 from data_prep.splits import SPLIT_BY, SplitError, parse_ratios, parse_speakers
 from data_prep.text.normalize import RulesError, base_language, canonical_name, get_normalizer
@@ -50,6 +59,8 @@ def run_rows(rows: list[Row], indices: list[int], cfg: ProcessConfig, jobs: int,
              ) -> list[RowResult]:
     """Process the rows at ``indices`` (in that order) on ``jobs`` processes."""
     items = [(i, rows[i]) for i in indices]
+    if cfg.cache_format == REFERENCE:  # read the journals once, here: forked workers inherit them
+        ref_cache(Path(cfg.out_dir) / CACHE_DIR, reload=True)
     bar = tqdm(total=len(items), desc="prepare", unit="row", disable=not progress, file=sys.stderr)
     results: list[RowResult] = []
     if jobs <= 1:
@@ -92,6 +103,8 @@ def prepare(
     """Prepare one corpus (or one shard of it) into ``out``; returns the exit status."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} must be in [0, {num_shards})")
+    if cache_format not in CACHE_CHOICES:
+        raise ValueError(f"unknown --cache-format {cache_format!r}; known: {', '.join(CACHE_CHOICES)}")
     src, out = Path(src).resolve(), Path(out).resolve()
     rules_name = rules or canonical_name(lang, script)
     get_normalizer(rules_name)  # fail now, not in every worker
@@ -145,8 +158,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="VAD for pauses in long clips (auto: energy if the clip's SNR allows, else silero)")
     p.add_argument("--trim-vad", choices=("silero", "none"), default="silero",
                    help="who trims clips whose SNR is too low for the energy trimmer (none: keep whole)")
-    p.add_argument("--cache-format", choices=CACHE_FORMATS, default="flac",
-                   help="16-bit audio cache: flac (default) or wav (~10x cheaper to write, ~2.6x the disk)")
+    p.add_argument("--cache-format", choices=CACHE_CHOICES, default="flac",
+                   help="16-bit audio cache: flac (default) or wav (~10x cheaper to write, 1.6-2.6x the disk); "
+                   "none: write no audio, records point into the source files with offset/gain (fastest, "
+                   "no disk, but every load decodes the source again and it must stay in place)")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -14,10 +14,20 @@ rename): creating files is the costliest system call of a cold run. A sidecar
 speech regions of clips over the limit; caches written before the tag (meta in
 the sidecar) are still read. Text checks and split planning are cheap and are
 redone on every run.
+
+Reference mode (``--cache-format none``) runs the same analysis but writes no
+audio: the record points at the source file itself, with the trim as
+``offset``/``duration`` and the level and DC removal as ``gain``/``dc_offset``,
+which :meth:`~data_prep.manifest.Utterance.load_audio` applies, so it gives
+the FLAC entry's samples without its int16 rounding. The per-clip meta goes to
+append-only journals instead of tags (:mod:`data_prep.refcache`); long clips
+are split into windows of the source. Kaldi pipes have no file to point into,
+so their clips are still cached as FLAC.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,6 +42,7 @@ import numpy as np
 from data_prep import audio as A
 from data_prep.importers.base import RawRow, Row, rel
 from data_prep.manifest import Reject, Utterance
+from data_prep.refcache import ref_cache
 from data_prep.segment import plan_split, speech_regions
 from data_prep.text.normalize import get_normalizer
 from data_prep.validate import check_text, reject, screen_row
@@ -39,6 +50,10 @@ from data_prep.validate import check_text, reject, screen_row
 #: Bump when the audio processing changes, so caches are rebuilt.
 AUDIO_VERSION = "audio-v2"
 CACHE_DIR = "cache"
+#: ``--cache-format none``: no audio is written; records point into the source (reference mode)
+REFERENCE = "none"
+#: What ``--cache-format`` accepts.
+CACHE_CHOICES = (*A.CACHE_FORMATS, REFERENCE)
 CLIP_FRACTION = 1e-3  # flag clipping above 0.1 % of samples at full scale
 DC_FLAG = 0.01  # flag a DC offset above 1 % of full scale
 MIN_SNR_DB = 20.0  # below this, energy trimming is unsure and the VAD decides
@@ -63,7 +78,7 @@ class ProcessConfig:
     target_db: float = -20.0
     trim_pad_s: float = 0.15
     trim_vad: str = "silero"  # for low-SNR clips: "silero" or "none" (keep whole)
-    cache_format: str = "flac"  # or "wav": faster to write, bigger
+    cache_format: str = "flac"  # or "wav": faster to write, bigger; or "none" (REFERENCE): no audio written
 
 
 def run_pipe(command: str, timeout: float, cwd: str | None = None) -> bytes:
@@ -105,13 +120,13 @@ def run_pipe(command: str, timeout: float, cwd: str | None = None) -> bytes:
     return out
 
 
-def audio_key(row: RawRow, cfg: ProcessConfig) -> str:
-    """Cache key of a row's processed audio (see the module docstring)."""
+def audio_key(row: RawRow, cfg: ProcessConfig, real: str | None = None) -> str:
+    """Cache key of a row's processed audio (see the module docstring); ``real`` may pass the resolved path."""
     if row.is_pipe:
         ident: list = ["pipe", row.audio]
     else:
         st = os.stat(row.audio)
-        ident = [os.path.realpath(row.audio), st.st_size, st.st_mtime_ns]
+        ident = [real or os.path.realpath(row.audio), st.st_size, st.st_mtime_ns]
     params = [AUDIO_VERSION, A.TARGET_SR, cfg.target_db, cfg.trim_pad_s, cfg.trim_vad, MIN_SNR_DB, cfg.cache_format]
     blob = json.dumps([params, ident, row.offset, row.duration])
     return hashlib.sha1(blob.encode()).hexdigest()
@@ -145,9 +160,23 @@ def trim(y: np.ndarray, db: np.ndarray, snr: float, cfg: ProcessConfig, flags: l
     return A.pad_bounds(int(regions[0][0] * sr), int(regions[-1][1] * sr), len(y), sr, cfg.trim_pad_s)
 
 
-def condition(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool = False,
-              bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str], float]:
-    """Mono 16 kHz, DC removed, silence trimmed, level normalized, as int16; the flags; the SNR.
+@dataclass(frozen=True)
+class Conditioning:
+    """What conditioning decided for one clip: the FLAC cache applies it, reference mode records it."""
+
+    y: np.ndarray  # mono 16 kHz, DC removed, NOT trimmed or scaled
+    start: int  # trimmed clip = y[start:stop] (samples)
+    stop: int
+    dc: float  # mean removed before measuring
+    gain_db: float
+    top: float  # peak_abs(y[start:stop])
+    flags: list[str]
+    snr: float
+
+
+def analyse(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool = False,
+            bounds: tuple[float, float] | None = None) -> Conditioning:
+    """Mono 16 kHz with DC removed, and the trim, level, flags and SNR measured on it.
 
     ``overwrite=True`` lets the steps work in place in ``data`` (the caller's decoded
     buffer) instead of copying the clip at each step; ``bounds`` may pass
@@ -172,13 +201,24 @@ def condition(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool 
     span = trim(y, db, snr, cfg, flags)
     if span is None:
         flags.append("silent")
+        span = (0, len(y))
     elif span != (0, len(y)):
-        y = y[span[0] : span[1]]
         flags.append("trimmed")
-    top = A.peak_abs(y)
-    gain_db = A.level_gain_db(y, A.TARGET_SR, target_db=cfg.target_db, db=db, top=top)
-    # y is ours now (remove_dc worked in scratch space or made a copy), so scale it in place
-    return A.to_pcm16(y, gain_db, overwrite=True, top=top), flags, snr
+    clip = y[span[0] : span[1]]
+    top = A.peak_abs(clip)
+    gain_db = A.level_gain_db(clip, A.TARGET_SR, target_db=cfg.target_db, db=db, top=top)
+    return Conditioning(y, span[0], span[1], dc, gain_db, top, flags, snr)
+
+
+def condition(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool = False,
+              bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str], float]:
+    """Mono 16 kHz, DC removed, silence trimmed, level normalized, as int16; the flags; the SNR.
+
+    :func:`analyse` with its decisions applied (arguments as there).
+    """
+    c = analyse(data, sr, cfg, overwrite=overwrite, bounds=bounds)
+    # c.y is ours (remove_dc worked in scratch space or made a copy), so scale it in place
+    return A.to_pcm16(c.y[c.start : c.stop], c.gain_db, overwrite=True, top=c.top), c.flags, c.snr
 
 
 def _write_meta(path: Path, meta: dict) -> None:
@@ -213,6 +253,25 @@ def cached_meta(audio: Path) -> dict | None:
     return None
 
 
+def _process_audio(row: RawRow, cfg: ProcessConfig) -> tuple[dict, Conditioning | None]:
+    """(meta, conditioning) of a row's audio, decoded now; (reject meta, None) when it is unusable."""
+    try:
+        data, sr = _decode(row, cfg)
+    except A.AudioError as e:
+        return {"reject": ["unreadable_audio", str(e)]}, None
+    # min and max propagate NaN and show infinities: they screen the samples and,
+    # passed on, settle clipping, without an isfinite mask of the whole clip
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if data.size == 0:
+        return {"reject": ["zero_length", "audio decodes to no samples (or the segment lies past its end)"]}, None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return {"reject": ["nan_samples", f"{int((~np.isfinite(data)).sum())} NaN/infinite samples"]}, None
+    c = analyse(data, sr, cfg, overwrite=True, bounds=(lo, hi))
+    meta = {"duration": round((c.stop - c.start) / A.TARGET_SR, 4), "flags": c.flags, "source_sr": sr,
+            "source_channels": int(data.shape[1]), "snr_db": round(c.snr, 1)}
+    return meta, c
+
+
 def cached_audio(row: RawRow, cfg: ProcessConfig) -> tuple[str, dict]:
     """(FLAC path relative to the output folder, its meta), processing the audio unless cached."""
     key = audio_key(row, cfg)
@@ -221,46 +280,84 @@ def cached_audio(row: RawRow, cfg: ProcessConfig) -> tuple[str, dict]:
     meta = cached_meta(audio)
     if meta is not None:
         return relpath, meta
-    try:
-        data, sr = _decode(row, cfg)
-    except A.AudioError as e:
-        meta = {"reject": ["unreadable_audio", str(e)]}
-    else:
-        # min and max propagate NaN and show infinities: they screen the samples and,
-        # passed on, settle clipping, without an isfinite mask of the whole clip
-        lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-        if data.size == 0:
-            meta = {"reject": ["zero_length", "audio decodes to no samples (or the segment lies past its end)"]}
-        elif not (math.isfinite(lo) and math.isfinite(hi)):
-            meta = {"reject": ["nan_samples", f"{int((~np.isfinite(data)).sum())} NaN/infinite samples"]}
-        else:
-            y, flags, snr = condition(data, sr, cfg, overwrite=True, bounds=(lo, hi))
-            meta = {"duration": round(len(y) / A.TARGET_SR, 4), "flags": flags, "source_sr": sr,
-                    "source_channels": int(data.shape[1]), "snr_db": round(snr, 1)}
-            # one file per clip: the meta rides in the clip's comment tag, written atomically with it
-            A.write_flac(audio, y, A.TARGET_SR, cfg.cache_format, comment=json.dumps(meta, sort_keys=True))
-            return relpath, meta
+    meta, c = _process_audio(row, cfg)
+    if c is not None:
+        # c.y is ours (decoded for this call), so it is scaled in place
+        pcm = A.to_pcm16(c.y[c.start : c.stop], c.gain_db, overwrite=True, top=c.top)
+        # one file per clip: the meta rides in the clip's comment tag, written atomically with it
+        A.write_flac(audio, pcm, A.TARGET_SR, cfg.cache_format, comment=json.dumps(meta, sort_keys=True))
+        return relpath, meta
     _write_meta(audio.with_suffix(".json"), meta)
     return relpath, meta
 
 
-def _speech(relpath: str, meta: dict, cfg: ProcessConfig) -> list:
-    """VAD speech regions of a cached clip, computed once and kept in its sidecar ``<key>.json``.
+def referenced_audio(row: RawRow, cfg: ProcessConfig, real: str) -> tuple[str, dict]:
+    """(cache key, meta) of a row's clip in reference mode: from the journal, else decoded now.
 
-    ``vad="auto"``: the energy detector when the clip's SNR lets it be trusted,
-    else Silero (~50x slower, and importing torch costs seconds per process).
+    The meta holds what a record needs to cut and scale the source at load time:
+    ``start`` (trimmed samples at 16 kHz), ``duration`` (exact, not rounded, so the
+    record's window has the cached clip's sample count), ``gain`` (linear) and
+    ``dc_offset``. Nothing is written but one journal line (:mod:`data_prep.refcache`).
+    ``real`` is the resolved path of ``row.audio``.
     """
-    vad = cfg.vad
-    if vad == "auto":
-        vad = "energy" if meta.get("snr_db", 0.0) >= MIN_SNR_DB else "silero"
+    key = audio_key(row, cfg, real)
+    cache = ref_cache(Path(cfg.out_dir) / CACHE_DIR)
+    meta = cache.meta.get(key)
+    if meta is None:
+        meta, c = _process_audio(row, cfg)
+        if c is not None:
+            meta.update(duration=(c.stop - c.start) / A.TARGET_SR, start=c.start,
+                        gain=float(10 ** (c.gain_db / 20)), dc_offset=c.dc)
+        cache.put_meta(key, meta)
+    return key, meta
+
+
+def reference_fields(row: RawRow, meta: dict, real: str) -> dict:
+    """The Utterance fields of a reference-mode record: the source file itself, cut and scaled at load time.
+
+    The path is ``real``, the resolved one that :func:`audio_key` hashed and the
+    root check passed, so a load reads the very file prepare measured. The offset
+    is exact to the 16 kHz sample (1/16000 s has 7 decimals; rounding only hides
+    float noise).
+    """
+    return {"audio": real, "offset": round(row.offset + meta["start"] / A.TARGET_SR, 7),
+            "gain": meta["gain"], "dc_offset": meta["dc_offset"], "sample_rate": meta["source_sr"],
+            "channels": meta["source_channels"]}
+
+
+def _vad_for(meta: dict, cfg: ProcessConfig) -> str:
+    """``vad="auto"``: the energy detector when the clip's SNR lets it be trusted, else Silero
+    (~50x slower, and importing torch costs seconds per process)."""
+    if cfg.vad != "auto":
+        return cfg.vad
+    return "energy" if meta.get("snr_db", 0.0) >= MIN_SNR_DB else "silero"
+
+
+def _regions(y: np.ndarray, vad: str) -> list[list[float]]:
+    return [[round(s, 3), round(e, 3)] for s, e in speech_regions(y, A.TARGET_SR, vad)]
+
+
+def _speech(relpath: str, meta: dict, cfg: ProcessConfig) -> list:
+    """VAD speech regions of a cached clip, computed once and kept in its sidecar ``<key>.json``."""
+    vad = _vad_for(meta, cfg)
     audio = Path(cfg.out_dir) / relpath
     side = _read_json(audio.with_suffix(".json")) or {}  # also a sidecar from before meta tags
     speech = side.setdefault("speech", {})
     if vad not in speech:
-        y = A.load_audio(audio)
-        speech[vad] = [[round(s, 3), round(e, 3)] for s, e in speech_regions(y, A.TARGET_SR, vad)]
+        speech[vad] = _regions(A.load_audio(audio), vad)
         _write_meta(audio.with_suffix(".json"), side)
     return [tuple(r) for r in speech[vad]]
+
+
+def _reference_speech(key: str, clip: Utterance, meta: dict, cfg: ProcessConfig) -> list:
+    """VAD speech regions of a referenced clip (``clip``: its whole record), computed once and journaled."""
+    vad = _vad_for(meta, cfg)
+    cache = ref_cache(Path(cfg.out_dir) / CACHE_DIR)
+    regions = cache.speech.get(key, {}).get(vad)
+    if regions is None:
+        regions = _regions(clip.load_audio(cfg.out_dir), vad)
+        cache.put_speech(key, vad, regions)
+    return [tuple(r) for r in regions]
 
 
 def process_row(row: Row, cfg: ProcessConfig) -> RowResult:
@@ -276,8 +373,15 @@ def process_row(row: Row, cfg: ProcessConfig) -> RowResult:
         return bad
     if not row.is_pipe and not os.path.isfile(row.audio):
         return reject(row, "missing_audio", f"{row.audio}: file not found")
+    # a pipe has no file a record could point into: in reference mode its clip is cached as FLAC
+    reference = cfg.cache_format == REFERENCE and not row.is_pipe
+    real = os.path.realpath(row.audio) if reference else ""  # resolved once for the key and the record
     try:
-        relpath, meta = cached_audio(row, cfg)
+        if reference:
+            key, meta = referenced_audio(row, cfg, real)
+        else:
+            relpath, meta = cached_audio(row, cfg if cfg.cache_format != REFERENCE else
+                                         dataclasses.replace(cfg, cache_format="flac"))
     except OSError as e:  # e.g. the file vanished or became unreadable after the checks above
         return reject(row, "unreadable_audio", f"{row.audio}: {e}")
     if "reject" in meta:
@@ -285,7 +389,6 @@ def process_row(row: Row, cfg: ProcessConfig) -> RowResult:
     duration = meta["duration"]
     base = Utterance(
         id=row.id,
-        audio=relpath,
         duration=duration,
         text=text,
         text_raw=row.text_raw,
@@ -295,13 +398,14 @@ def process_row(row: Row, cfg: ProcessConfig) -> RowResult:
         source_audio=row.audio if row.is_pipe else rel(row.audio, cfg.root),
         split=row.split,
         flags=tuple(meta["flags"]),
+        **(reference_fields(row, meta, real) if reference else {"audio": relpath}),
     )
     if duration < cfg.min_duration:
         return reject(row, "too_short", f"{duration:.2f} s after trimming < --min-duration {cfg.min_duration}")
     if duration <= cfg.max_duration:
         return [base]
-    pieces = plan_split(_speech(relpath, meta, cfg), duration, row.text_raw, norm, cfg.max_duration,
-                        cfg.min_duration)
+    speech = _reference_speech(key, base, meta, cfg) if reference else _speech(relpath, meta, cfg)
+    pieces = plan_split(speech, duration, row.text_raw, norm, cfg.max_duration, cfg.min_duration)
     if pieces is None:
         return reject(row, "too_long", f"{duration:.2f} s > --max-duration {cfg.max_duration} and no pause "
                       "matches a text boundary (see data_prep/segment.py)")
@@ -309,7 +413,8 @@ def process_row(row: Row, cfg: ProcessConfig) -> RowResult:
     return [
         base.replace(
             id=f"{row.id}-{k}",
-            offset=p.start,
+            # a cached clip starts at 0; a reference starts at its trim point in the source
+            offset=round(base.offset + p.start, 7) if reference else p.start,
             duration=round(p.end - p.start, 4),
             text=norm.normalize(p.text_raw),
             text_raw=p.text_raw,

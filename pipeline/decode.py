@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.audio import AudioError, load_audio
+from data_prep.audio import AudioError
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.hyps import Hypothesis, write_hyps
 
@@ -92,7 +92,7 @@ def decode_manifest(
             audios, ok = [], []
             for u in batch:
                 try:
-                    audios.append(load_audio(u.audio_path(manifest_dir), u.offset, u.duration or None))
+                    audios.append(u.load_audio(manifest_dir))
                     ok.append(u)
                 except AudioError as e:
                     errors.append(f"{u.id}: {e}")

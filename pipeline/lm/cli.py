@@ -65,7 +65,6 @@ def _fill_defaults(args: argparse.Namespace) -> None:
 
 def dev_logits(model_dir: Path, utts, manifest_dir: Path, batch_size: int, device: str):
     """One (T_i, V) log-probability array per utterance, computed by the decode stage's path."""
-    from data_prep.audio import load_audio
     from pipeline.decode_ctc import ctc_logits, whisper_feature_extractor
     from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
 
@@ -74,7 +73,7 @@ def dev_logits(model_dir: Path, utts, manifest_dir: Path, batch_size: int, devic
     out = []
     for start in range(0, len(utts), batch_size):
         chunk = utts[start : start + batch_size]
-        waves = [load_audio(u.audio_path(manifest_dir), u.offset, u.duration or None) for u in chunk]
+        waves = [u.load_audio(manifest_dir) for u in chunk]
         logp, lengths = ctc_logits(model, waves, fe, device)
         out += [logp[i, : int(n)].numpy() for i, n in enumerate(lengths)]
     return out, vocab

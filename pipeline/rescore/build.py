@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.audio import AudioError, load_audio
+from data_prep.audio import AudioError
 from data_prep.manifest import Utterance
 from data_prep.text.normalize import normalize_text
 from pipeline.rescore.candidates import Candidate, NBest, write_nbest
@@ -98,7 +98,7 @@ def build_nbest(
             batch, waves = [], []
             for u in todo[start : start + batch_size]:
                 try:
-                    waves.append(load_audio(u.audio_path(manifest_dir), u.offset, u.duration or None))
+                    waves.append(u.load_audio(manifest_dir))
                     batch.append(u)
                 except AudioError as e:
                     errors.append(f"{u.id}: {e}")

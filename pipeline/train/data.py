@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.audio import load_audio
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.config import AugmentConfig
 from pipeline.models.augment import add_noise, spec_augment, speed_perturb
@@ -204,7 +203,7 @@ class FeatureDataset(torch.utils.data.Dataset):
 
     def wave(self, item: Item, np_rng: np.random.Generator | None) -> np.ndarray:
         ex = self.examples[item.index]
-        wave = load_audio(ex.audio_path, offset=ex.utt.offset, duration=ex.utt.duration, sr=SAMPLE_RATE)
+        wave = ex.utt.load_audio(ex.manifest_dir, sr=SAMPLE_RATE)
         wave = speed_perturb(wave, item.factor, SAMPLE_RATE)
         a = self.augment
         if a is not None and np_rng is not None and a.noise_prob > 0 and np_rng.random() < a.noise_prob:
