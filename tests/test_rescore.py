@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pipeline.models.ctc_vocab import CTCVocab  # noqa: E402
 from pipeline.models.whisper import allowed_tokens_only, beam_search_cache  # noqa: E402
 from pipeline.rescore.candidates import Candidate, NBest, read_nbest, write_nbest  # noqa: E402
-from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights  # noqa: E402
+from pipeline.rescore.combine import Weights, choose, choose_texts, load_weights, tune_weights  # noqa: E402
 from pipeline.rescore.scorers import WhisperScorer, ctc_log_probs  # noqa: E402
 from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
 
@@ -265,3 +265,40 @@ def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, t
     hyps = {h.id: h for h in read_hyps(test_out)}
     assert len(hyps) == 5 and hyps["dev002"].text == "bb bb bb" and hyps["dev002"].seconds == 123.0
     assert not (test_out.parent / "nbest.jsonl.partial").exists()
+
+
+def test_char_lm_prefers_spellings_like_the_train_text(tmp_path):
+    from pipeline.lm.build import WORD_BOUNDARY, build_char_lm, char_tokens
+    from pipeline.rescore.scorers import CharLM
+
+    assert char_tokens(" एषः  बहः ") == ["ए", "ष", "ः", WORD_BOUNDARY, "ब", "ह", "ः"]
+    arpa = build_char_lm(["सः बालकः", "एषः बालकः", "सः गजः", "एषः गजः"], 4, tmp_path / "char.arpa")
+    lm = CharLM(arpa)
+    assert lm("एषः बालकः") > lm("एषः बालकह") > float("-inf")
+    assert lm("बालकः") > lm("ःकलाब")  # the same characters, scrambled
+
+
+def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
+    import random
+
+    from pipeline.lm.tune import error_rates
+    from pipeline.rescore.combine import _ErrorTable
+
+    rng = random.Random(0)
+    words = ["ab", "ba", "aab", "b", "bba"]
+
+    def sentence():
+        return " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
+
+    refs, nbests = [], []
+    for i in range(30):
+        refs.append(sentence())
+        cands = [Candidate(sentence(), "beam", att=rng.uniform(-9, 0), ctc=rng.choice([rng.uniform(-9, 0), float("-inf")]),
+                           lm=rng.uniform(-20, 0), clm=rng.uniform(-30, 0)) for _ in range(rng.randint(0, 5))]  # fmt: skip
+        for c in cands:
+            c.words = len(c.text.split())
+        nbests.append(NBest(str(i), cands))
+    table = _ErrorTable(nbests, refs)
+    for _ in range(25):
+        w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]))
+        assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))

@@ -35,6 +35,30 @@ def build_ngram_lm(texts: Iterable[str], order: int, out_path: str | Path) -> Pa
     return path
 
 
+#: A word boundary as a token of the character LM (KenLM splits its input on whitespace).
+WORD_BOUNDARY = "\u2581"
+
+
+def char_tokens(text: str) -> list[str]:
+    """A normalized sentence as character-LM tokens: one per code point, spaces as ``WORD_BOUNDARY``."""
+    return [WORD_BOUNDARY if c == " " else c for c in " ".join(text.split())]
+
+
+def build_char_lm(texts: Iterable[str], order: int, out_path: str | Path) -> Path:
+    """A character ``order``-gram LM (same estimator) over :func:`char_tokens` of ``texts``.
+
+    With a third or more of the test words never seen in training (Sanskrit: 43 %),
+    a word LM can only help the known words; a character LM also scores how
+    plausible the spelling of an unseen word is.
+    """
+    if order < 2:
+        raise ValueError(f"LM order must be >= 2, got {order}")
+    sentences = [char_tokens(t) for t in texts if t.strip()]
+    path = write_arpa(estimate(sentences, order), out_path)
+    log.info("wrote character %d-gram LM from %d sentences to %s", order, len(sentences), path)
+    return path
+
+
 def read_unigrams(arpa_path: str | Path) -> list[str]:
     """The words of an ARPA file's 1-gram section (without <s>, </s>, <unk>)."""
     words, inside = [], False

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=Path, default=None, help="TRAIN manifest: the only text the LM is built from")
     p.add_argument("--out", type=Path, default=None, help="directory for lm.arpa and lm.json")
     p.add_argument("--order", type=int, default=None, help="n-gram order (>= 2; default 3 or ctc.lm_order)")
+    p.add_argument("--char-order", type=int, default=0,
+                   help="also write char.arpa, a character n-gram LM of this order (for `rescore`; 0 = none)")
     p.add_argument("--tune-on", type=Path, default=None, help="DEV manifest to tune alpha/beta on (never test)")
     p.add_argument("--model", type=Path, default=None, help="CTC checkpoint directory to tune with")
     p.add_argument("--alphas", type=_floats, default=None, help="LM weights to try, e.g. 0,0.5,1")
@@ -106,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     arpa = build_ngram_lm([u.text for u in train if u.text.strip()], args.order, args.out / "lm.arpa")
     info = {"arpa": arpa.name, "order": args.order, "alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA,
             "beam_width": args.beam_width, "train_manifest": str(args.train), "tuned_on": None}  # fmt: skip
+    if args.char_order:
+        from pipeline.lm.build import build_char_lm
+
+        char = build_char_lm([u.text for u in train], args.char_order, args.out / "char.arpa")
+        info.update(char_arpa=char.name, char_order=args.char_order)
     if args.tune_on is not None:
         from pipeline.lm.tune import tune_lm_weights
 

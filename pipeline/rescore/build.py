@@ -19,10 +19,11 @@ from data_prep.audio import AudioError
 from data_prep.manifest import Utterance
 from data_prep.text.normalize import normalize_text
 from pipeline.rescore.candidates import Candidate, NBest, write_nbest
-from pipeline.rescore.scorers import CTCScorer, WhisperScorer, WordLM
+from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
 
-def _read_partial(path: Path) -> dict[str, NBest]:
+def _read_records(path: Path) -> dict[str, NBest]:
+    """Records of a finished or partial N-best file; a torn last line is dropped."""
     done: dict[str, NBest] = {}
     if path.exists():
         with open(path, encoding="utf-8") as f:
@@ -37,7 +38,7 @@ def _read_partial(path: Path) -> dict[str, NBest]:
 
 def score_batch(
     waves: Sequence, lang: str, whisper: WhisperScorer, ctc: CTCScorer | None, lm: WordLM | None,
-    beams: int, n: int,
+    beams: int, n: int, char_lm: CharLM | None = None,
 ) -> list[list[Candidate]]:  # fmt: skip
     """Candidates of each clip: Whisper's N-best, then the CTC model's own proposals, all scored by all."""
     durations = [len(w) / 16000 for w in waves]
@@ -66,9 +67,9 @@ def score_batch(
         if ctc is not None:
             for c, s in zip(cands, ctc.score(logp[i], int(lengths[i]), [c.text for c in cands])):
                 c.ctc = s
-        if lm is not None:
-            for c in cands:
-                c.lm = lm(c.text)
+        for c in cands:
+            c.lm = lm(c.text) if lm is not None else None
+            c.clm = char_lm(c.text) if char_lm is not None else None
     return out
 
 
@@ -79,6 +80,7 @@ def build_nbest(
     whisper: WhisperScorer,
     ctc: CTCScorer | None = None,
     lm: WordLM | None = None,
+    char_lm: CharLM | None = None,
     *,
     lang: str,
     beams: int = 8,
@@ -88,7 +90,14 @@ def build_nbest(
     """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
     partial = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_partial(partial)
+    # A finished file from an earlier run is reused: records that lack only LM scores get
+    # them here (cheap); records without the CTC model's scores are decoded again.
+    done = {**_read_records(out), **_read_records(partial)}
+    done = {k: nb for k, nb in done.items() if all((c.ctc is None) == (ctc is None) for c in nb.candidates)}
+    for nb in done.values():
+        for c in nb.candidates:
+            c.lm = lm(c.text) if lm is not None else None
+            c.clm = char_lm(c.text) if char_lm is not None else None
     todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
     errors: list[str] = []
     with open(partial, "a", encoding="utf-8") as sink, tqdm(
@@ -104,7 +113,7 @@ def build_nbest(
                     errors.append(f"{u.id}: {e}")
             if batch:
                 t0 = time.perf_counter()
-                cands = score_batch(waves, lang, whisper, ctc, lm, beams, n)
+                cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm)
                 per_utt = round((time.perf_counter() - t0) / len(batch), 4)
                 for u, cs in zip(batch, cands):
                     done[u.id] = NBest(id=u.id, candidates=cs, seconds=per_utt)

@@ -21,6 +21,7 @@ class Candidate:
     att: float  # log P(text | audio) under the attention decoder, nats, end token included
     ctc: float | None = None  # log P(text | audio) under the CTC model (all alignments), nats
     lm: float | None = None  # word n-gram LM log-probability with sentence boundaries, nats
+    clm: float | None = None  # character n-gram LM log-probability, nats
     words: int = 0
 
     def to_json(self) -> dict:

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
     p.add_argument("--ctc", default=None, help="CTC checkpoint directory: scores every candidate, proposes its own")
     p.add_argument("--lm", default=None, help="word LM: lm.arpa, its lm.json or their directory")
+    p.add_argument("--char-lm", default=None,
+                   help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
     p.add_argument("--beams", type=int, default=8, help="Whisper beam width")
     p.add_argument("--nbest", type=int, default=8, help="candidates kept from Whisper's beam (<= --beams)")
     p.add_argument("--ctc-proposals", type=int, default=4, help="CTC + LM beam texts added as candidates")
@@ -52,6 +54,11 @@ def _lm_arpa(lm: str) -> Path:
     return read_lm_settings(path).arpa
 
 
+def _char_arpa(lm: str) -> Path:
+    path = Path(lm)
+    return path / "char.arpa" if path.is_dir() else path
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.tune and args.manifest.stem.startswith("test"):
@@ -71,18 +78,19 @@ def run(args: argparse.Namespace) -> int:
     lang = utts[0].language
     from pipeline.models.whisper import load_whisper
     from pipeline.rescore.build import build_nbest
-    from pipeline.rescore.scorers import CTCScorer, WhisperScorer, WordLM
+    from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
     try:
         model, processor = load_whisper(args.model, device=args.device)
         whisper = WhisperScorer(model, processor, args.language or lang)
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
-    except (FileNotFoundError, ValueError, OSError) as e:
+        char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     nbest_path = args.out.parent / "nbest.jsonl"
-    nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, lang=lang,
+    nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, char_lm, lang=lang,
                                  beams=args.beams, n=args.nbest, batch_size=args.batch_size)  # fmt: skip
     if args.tune:
         refs = {u.id: u.text for u in utts}

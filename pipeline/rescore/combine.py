@@ -1,10 +1,12 @@
 """Choosing one candidate per utterance: a weighted sum of model scores, weights tuned on dev.
 
-    score = (1 - ctc_weight) * att + ctc_weight * ctc + lm_weight * lm + word_bonus * words
+    score = (1 - ctc_weight) * att + ctc_weight * ctc + lm_weight * lm + char_lm_weight * clm
+            + word_bonus * words
 
 as in ESPnet's joint CTC/attention decoding with an LM: the attention decoder
 knows the language but drops or repeats words and favours short outputs; CTC
-is monotonic and counts every frame; the word LM knows which words exist. The
+is monotonic and counts every frame; the word LM knows which words exist; the character LM how plausible
+the spelling of a word the word LM never saw is. The
 word bonus offsets the LM's (and the decoder's) bias toward fewer words.
 Weights are tuned on DEV only (never test): :func:`tune_weights`.
 """
@@ -19,14 +21,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from data_prep.manifest import atomic_write_text
-from pipeline.lm.tune import error_rates
 from pipeline.rescore.candidates import Candidate, NBest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CTC_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
-DEFAULT_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-DEFAULT_WORD_BONUSES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+DEFAULT_CTC_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
+DEFAULT_CHAR_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
+DEFAULT_WORD_BONUSES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Weights:
     ctc_weight: float = 0.0
     lm_weight: float = 0.0
     word_bonus: float = 0.0
+    char_lm_weight: float = 0.0
 
     def score(self, c: Candidate) -> float:
         s = c.att
@@ -41,6 +44,8 @@ class Weights:
             s = (1.0 - self.ctc_weight) * c.att + self.ctc_weight * (c.ctc if c.ctc is not None else float("-inf"))
         if self.lm_weight:
             s += self.lm_weight * (c.lm if c.lm is not None else float("-inf"))
+        if self.char_lm_weight:
+            s += self.char_lm_weight * (c.clm if c.clm is not None else float("-inf"))
         return s + self.word_bonus * c.words
 
 
@@ -60,6 +65,64 @@ def choose_texts(nbests: Sequence[NBest], weights: Weights) -> list[str]:
         c = choose(nb, weights)
         out.append(c.text if c is not None else "")
     return out
+
+
+#: Stands in for a missing or impossible score (-inf), so that a zero weight gives 0, not NaN.
+_FLOOR = -1e9
+
+
+class _ErrorTable:
+    """Every candidate's scores and word/char errors against its reference, computed once.
+
+    A grid point is then an argmax per utterance and a sum: the same corpus WER/CER
+    (total edits / total reference length) as scoring the chosen texts, thousands of
+    times faster than aligning them again at every point.
+    """
+
+    def __init__(self, nbests: Sequence[NBest], refs: Sequence[str]):
+        import numpy as np
+
+        from pipeline.score.metrics import align_chars, align_words
+
+        width = max((len(nb.candidates) for nb in nbests), default=0) or 1
+        n = len(nbests)
+        self.feats = np.full((5, n, width), _FLOOR)  # att, ctc, lm, clm, words
+        self.feats[4] = 0.0
+        self.word_err = np.zeros((n, width))
+        self.char_err = np.zeros((n, width))
+        self.word_len = self.char_len = 0
+        self.empty_word_err = np.zeros(n)
+        self.empty_char_err = np.zeros(n)
+        for i, (nb, ref) in enumerate(zip(nbests, refs)):
+            empty_w = align_words([ref], [""]).counts()[0]
+            empty_c = align_chars([ref], [""]).counts()[0]
+            self.word_len += empty_w.ref_len
+            self.char_len += empty_c.ref_len
+            self.empty_word_err[i], self.empty_char_err[i] = empty_w.errors, empty_c.errors
+            if not nb.candidates:
+                continue
+            texts = [c.text for c in nb.candidates]
+            k = len(texts)
+            self.word_err[i, :k] = [c.errors for c in align_words([ref] * k, texts).counts()]
+            self.char_err[i, :k] = [c.errors for c in align_chars([ref] * k, texts).counts()]
+            for j, c in enumerate(nb.candidates):
+                for f, value in enumerate((c.att, c.ctc, c.lm, c.clm)):
+                    if value is not None and value > _FLOOR:
+                        self.feats[f, i, j] = value
+                self.feats[4, i, j] = c.words
+            self.feats[0, i, k:] = 2 * _FLOOR  # padding never wins
+        self.has = np.array([len(nb.candidates) > 0 for nb in nbests])
+
+    def rates(self, w: Weights) -> tuple[float, float]:
+        import numpy as np
+
+        att, ctc, lm, clm, words = self.feats
+        score = (1 - w.ctc_weight) * att + w.ctc_weight * ctc + w.lm_weight * lm + w.char_lm_weight * clm
+        pick = (score + w.word_bonus * words).argmax(axis=1)
+        rows = np.arange(len(pick))
+        word = np.where(self.has, self.word_err[rows, pick], self.empty_word_err).sum()
+        char = np.where(self.has, self.char_err[rows, pick], self.empty_char_err).sum()
+        return float(word / max(self.word_len, 1)), float(char / max(self.char_len, 1))
 
 
 @dataclass
@@ -82,7 +145,8 @@ class TunedWeights:
 def load_weights(path: str | os.PathLike) -> Weights:
     try:
         d = json.loads(open(path, encoding="utf-8").read())
-        return Weights(float(d["ctc_weight"]), float(d["lm_weight"]), float(d["word_bonus"]))
+        return Weights(float(d["ctc_weight"]), float(d["lm_weight"]), float(d["word_bonus"]),
+                       float(d.get("char_lm_weight", 0.0)))  # fmt: skip
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a rescoring weights file ({e})") from e
 
@@ -94,24 +158,31 @@ def tune_weights(
     ctc_weights: Sequence[float] = DEFAULT_CTC_WEIGHTS,
     lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS,
     word_bonuses: Sequence[float] = DEFAULT_WORD_BONUSES,
+    char_lm_weights: Sequence[float] = DEFAULT_CHAR_LM_WEIGHTS,
     metric: str = "wer",
 ) -> TunedWeights:
-    """Grid search on dev; ties go to the other metric, then to the smallest weights (least change)."""
+    """Grid search on dev; ties go to the other metric, then to the smallest weights (least change).
+
+    Scores that no candidate carries (no CTC model, no LM) keep weight 0.
+    """
     if len(nbests) != len(refs):
         raise ValueError(f"{len(nbests)} N-best lists but {len(refs)} references")
     if metric not in ("wer", "cer"):
         raise ValueError(f"metric must be wer or cer, got {metric!r}")
-    has_ctc = any(c.ctc is not None for nb in nbests for c in nb.candidates)
-    has_lm = any(c.lm is not None for nb in nbests for c in nb.candidates)
+
+    def present(name: str, values: Sequence[float]) -> Sequence[float]:
+        return values if any(getattr(c, name) is not None for nb in nbests for c in nb.candidates) else [0.0]
+
+    table = _ErrorTable(nbests, refs)
     grid = []
-    for cw, lw, wb in itertools.product(ctc_weights if has_ctc else [0.0], lm_weights if has_lm else [0.0],
-                                        word_bonuses):  # fmt: skip
-        w = Weights(cw, lw, wb)
-        wer, cer = error_rates(refs, choose_texts(nbests, w))
+    for cw, lw, clw, wb in itertools.product(present("ctc", ctc_weights), present("lm", lm_weights),
+                                             present("clm", char_lm_weights), word_bonuses):  # fmt: skip
+        w = Weights(ctc_weight=cw, lm_weight=lw, word_bonus=wb, char_lm_weight=clw)
+        wer, cer = table.rates(w)
         grid.append({**asdict(w), "wer": wer, "cer": cer})
     other = "cer" if metric == "wer" else "wer"
-    best = min(grid, key=lambda g: (round(g[metric], 9), round(g[other], 9), g["ctc_weight"] + g["lm_weight"],
-                                    g["word_bonus"]))  # fmt: skip
-    w = Weights(best["ctc_weight"], best["lm_weight"], best["word_bonus"])
+    best = min(grid, key=lambda g: (round(g[metric], 9), round(g[other], 9),
+                                    g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"], g["word_bonus"]))  # fmt: skip
+    w = Weights(**{k: best[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight")})
     log.info("rescoring weights on dev: %s (WER %.4f, CER %.4f)", w, best["wer"], best["cer"])
     return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid)

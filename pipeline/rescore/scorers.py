@@ -140,8 +140,20 @@ class WordLM:
         self.path = Path(arpa)
         self._model = kenlm.Model(str(self.path))
 
+    def tokens(self, text: str) -> str:
+        return text
+
     def __call__(self, text: str) -> float:
-        return self._model.score(text, bos=True, eos=True) * math.log(10.0)
+        return self._model.score(self.tokens(text), bos=True, eos=True) * math.log(10.0)
+
+
+class CharLM(WordLM):
+    """The same for a character n-gram model (see :func:`pipeline.lm.build.build_char_lm`)."""
+
+    def tokens(self, text: str) -> str:
+        from pipeline.lm.build import char_tokens
+
+        return " ".join(char_tokens(text))
 
 
 class CTCScorer:
