@@ -20,7 +20,7 @@ from pipeline.score.metrics import align_chars, align_words, sum_counts
 log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-DEFAULT_BETAS = (0.0, 0.5, 1.0, 2.0, 3.0)
+DEFAULT_BETAS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 @dataclass
