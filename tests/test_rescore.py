@@ -282,7 +282,7 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
     import random
 
     from pipeline.lm.tune import error_rates
-    from pipeline.rescore.combine import _ErrorTable
+    from pipeline.rescore.combine import ErrorTable
 
     rng = random.Random(0)
     words = ["ab", "ba", "aab", "b", "bba"]
@@ -298,7 +298,24 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
         for c in cands:
             c.words = len(c.text.split())
         nbests.append(NBest(str(i), cands))
-    table = _ErrorTable(nbests, refs)
+    table = ErrorTable(nbests, refs)
     for _ in range(25):
         w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]))
         assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
+
+
+def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
+    from data_prep.manifest import Utterance, write_jsonl
+    from pipeline.rescore.ablate import SUBSETS, main
+
+    write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa"),
+                                         Utterance(id="2", audio="b.flac", duration=1.0, text="p q", language="sa")])  # fmt: skip
+    write_nbest(tmp_path / "nbest.jsonl", [
+        NBest("1", [_cand("x z", -1.0, ctc=-8, lm=-9), _cand("x y", -1.2, ctc=-3, lm=-2)]),
+        NBest("2", [_cand("p q", -0.5, ctc=-2, lm=-2)]),
+    ])  # fmt: skip
+    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    by = {r["scores"]: r for r in rows}
+    assert by["decoder's first choice"]["wer"] == 0.25 and by["oracle (best candidate)"]["wer"] == 0.0
+    assert len(rows) == 2 + len(SUBSETS) and by["+ ctc"]["wer"] == 0.0 and by["+ char lm"]["wer"] == 0.25

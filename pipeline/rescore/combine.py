@@ -71,7 +71,7 @@ def choose_texts(nbests: Sequence[NBest], weights: Weights) -> list[str]:
 _FLOOR = -1e9
 
 
-class _ErrorTable:
+class ErrorTable:
     """Every candidate's scores and word/char errors against its reference, computed once.
 
     A grid point is then an argmax per utterance and a sum: the same corpus WER/CER
@@ -110,7 +110,10 @@ class _ErrorTable:
                     if value is not None and value > _FLOOR:
                         self.feats[f, i, j] = value
                 self.feats[4, i, j] = c.words
-            self.feats[0, i, k:] = 2 * _FLOOR  # padding never wins
+        self.padding = np.ones((n, width), dtype=bool)
+        for i, nb in enumerate(nbests):
+            self.padding[i, : len(nb.candidates)] = False
+        self.feats[0][self.padding] = 2 * _FLOOR  # padding never wins
         self.has = np.array([len(nb.candidates) > 0 for nb in nbests])
 
     def rates(self, w: Weights) -> tuple[float, float]:
@@ -173,7 +176,7 @@ def tune_weights(
     def present(name: str, values: Sequence[float]) -> Sequence[float]:
         return values if any(getattr(c, name) is not None for nb in nbests for c in nb.candidates) else [0.0]
 
-    table = _ErrorTable(nbests, refs)
+    table = ErrorTable(nbests, refs)
     grid = []
     for cw, lw, clw, wb in itertools.product(present("ctc", ctc_weights), present("lm", lm_weights),
                                              present("clm", char_lm_weights), word_bonuses):  # fmt: skip

@@ -1,0 +1,70 @@
+"""Which scores earn their place: dev error rates with each subset of the rescoring scores.
+
+    python -m pipeline.rescore.ablate --nbest exp/sa/whisper_ctc_lm/dev/nbest.jsonl --manifest data/sa/dev.jsonl
+
+Prints, for the same N-best lists: the decoder's own first choice, the oracle
+(the best candidate per utterance: the ceiling of any weighting), and the dev
+WER/CER after tuning only the listed weights (each row its own grid search).
+Dev only: it tunes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from data_prep.manifest import read_manifest
+from pipeline.rescore.candidates import NBest, read_nbest
+from pipeline.rescore.combine import ErrorTable, tune_weights
+
+#: row name -> weights left free (the others stay 0)
+SUBSETS = {
+    "att + word bonus": (),
+    "+ ctc": ("ctc",),
+    "+ word lm": ("lm",),
+    "+ char lm": ("clm",),
+    "+ ctc + word lm": ("ctc", "lm"),
+    "+ ctc + char lm": ("ctc", "clm"),
+    "all": ("ctc", "lm", "clm"),
+}
+
+
+def oracle(nbests: list[NBest], refs: list[str]) -> tuple[float, float]:
+    """Corpus WER/CER when every utterance gets its fewest-word-errors candidate."""
+    import numpy as np
+
+    table = ErrorTable(nbests, refs)
+    best = np.where(table.padding, np.inf, table.word_err).argmin(axis=1)
+    rows = np.arange(len(nbests))
+    words = np.where(table.has, table.word_err[rows, best], table.empty_word_err).sum()
+    chars = np.where(table.has, table.char_err[rows, best], table.empty_char_err).sum()
+    return float(words / max(table.word_len, 1)), float(chars / max(table.char_len, 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.rescore.ablate", description=__doc__.split("\n")[0])
+    p.add_argument("--nbest", required=True, help="nbest.jsonl written by `rescore` on DEV")
+    p.add_argument("--manifest", required=True, help="the dev manifest (references)")
+    args = p.parse_args(argv)
+    nbests = read_nbest(args.nbest)
+    refs_by_id = {u.id: u.text for u in read_manifest(args.manifest)}
+    refs = [refs_by_id[nb.id] for nb in nbests]
+    beam_only = [NBest(nb.id, [c for c in nb.candidates if c.source == "beam"][:1]) for nb in nbests]
+    first = tune_weights(beam_only, refs, word_bonuses=(0.0,))
+    rows = [{"scores": "decoder's first choice", "wer": first.wer, "cer": first.cer}]
+    w, c = oracle(nbests, refs)
+    rows.append({"scores": "oracle (best candidate)", "wer": w, "cer": c})
+    for name, free in SUBSETS.items():
+        fixed = {key: (0.0,) for key, score in (("ctc_weights", "ctc"), ("lm_weights", "lm"),
+                                               ("char_lm_weights", "clm")) if score not in free}  # fmt: skip
+        t = tune_weights(nbests, refs, **fixed)
+        rows.append({"scores": name, "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
+    n_cands = sum(len(nb.candidates) for nb in nbests) / max(len(nbests), 1)
+    print(f"{len(nbests)} utterances, {n_cands:.1f} candidates each")
+    for r in rows:
+        print(json.dumps(r, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
