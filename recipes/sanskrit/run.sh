@@ -6,11 +6,12 @@
 #   4 finetuned decode + score dev and test with the best checkpoint; a CTC checkpoint also
 #               gets a word 3-gram LM from the train text, weights tuned on dev, and is decoded
 #               again with it as system <SYSTEM>_lm
-#   5 train.ctc the CTC system (recipes/sanskrit/config_ctc.yaml) on the same cached encoder states
-#   6 combine   word 3-gram + character 6-gram LMs from the train text; CTC decoded with the word
-#               LM (system ctc_ft_lm); the decoder's 8-best plus the CTC system's own hypotheses
-#               rescored with CTC, word-LM and char-LM scores, weights tuned on dev (system
-#               whisper_ctc_lm). COMBINE=0 skips stages 5-6 (decoder only).
+#   5 train.ctc (CTC=1 only) a CTC system (recipes/sanskrit/config_ctc.yaml) on the same cached
+#               encoder states
+#   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 8-best
+#               rescored with them, weights tuned on dev (system whisper_lm). With CTC=1 the CTC
+#               system also proposes hypotheses and scores every candidate (system
+#               whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
 #   7 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
@@ -24,7 +25,7 @@ CONFIG=${CONFIG:-recipes/sanskrit/config.yaml}
 SYSTEM=${SYSTEM:-whisper_ft}
 CTC_CONFIG=${CTC_CONFIG:-recipes/sanskrit/config_ctc.yaml}
 CTC_SYSTEM=${CTC_SYSTEM:-ctc_ft}
-COMBINE=${COMBINE:-1}
+CTC=${CTC:-0}
 DATA=data/sa
 EXP=exp/sa
 
@@ -47,17 +48,22 @@ finetuned() {
   fi
 }
 
-combine() {  # the decoder's N-best + the CTC system + word and character LMs
-  local whisper="$EXP/$SYSTEM/best" ctc="$EXP/$CTC_SYSTEM/best" lm="$EXP/$CTC_SYSTEM/lm" out="$EXP/whisper_ctc_lm"
-  "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$lm" --char-order 6 --tune-on "$DATA/dev.jsonl" --model "$ctc"
-  decode_and_score "${CTC_SYSTEM}_lm" finetuned "$ctc" test --lm "$lm"
-  local common=(--model "$whisper" --ctc "$ctc" --lm "$lm" --char-lm "$lm" --batch-size 8)
-  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/dev.jsonl" --out "$out/dev/hyps.jsonl" --tune
-  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/test.jsonl" --out "$out/test/hyps.jsonl" \
-    --weights "$out/dev/weights.json"
+rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system with CTC=1)
+  local whisper="$EXP/$SYSTEM/best" ctc="$EXP/$CTC_SYSTEM/best" lm="$EXP/lm" system=whisper_lm extra=()
+  if [ "$CTC" = 1 ]; then  # the LM's CTC beam-search weights are tuned on dev for the CTC proposals
+    "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$lm" --char-order 6 --tune-on "$DATA/dev.jsonl" --model "$ctc"
+    decode_and_score "${CTC_SYSTEM}_lm" finetuned "$ctc" test --lm "$lm"
+    system=whisper_ctc_lm extra=(--ctc "$ctc")
+  else
+    "$PY" -m pipeline lm --train "$DATA/train.jsonl" --out "$lm" --char-order 6
+  fi
+  local common=(--model "$whisper" --lm "$lm" --char-lm "$lm" --batch-size 8 "${extra[@]}")
+  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/dev.jsonl" --out "$EXP/$system/dev/hyps.jsonl" --tune
+  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/test.jsonl" --out "$EXP/$system/test/hyps.jsonl" \
+    --weights "$EXP/$system/dev/weights.json"
   for split in dev test; do
-    "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$out/$split/hyps.jsonl" \
-      --system whisper_ctc_lm --kind finetuned
+    "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
+      --system "$system" --kind finetuned
   done
 }
 
@@ -70,8 +76,8 @@ run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test
 run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
 run_stage 4 "finetuned.$SYSTEM" finetuned
-if [ "$COMBINE" = 1 ]; then
+if [ "$CTC" = 1 ]; then
   run_stage 5 "train.$CTC_SYSTEM" "$PY" -m pipeline train --config "$CTC_CONFIG" "output_dir=$EXP/$CTC_SYSTEM"
-  run_stage 6 combine combine
 fi
+run_stage 6 "rescore.ctc$CTC" rescore
 run_stage 7 report report
