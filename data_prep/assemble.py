@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.manifest import Reject, Utterance, atomic_write_text, write_jsonl
+from data_prep.manifest import Reject, Utterance, atomic_write_text, jsonl_line, write_jsonl
 from data_prep.process import ProcessConfig, RowResult
 from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_overlaps
 from data_prep.stats import write_stats
@@ -99,11 +99,12 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
         print("error: speakers appear in more than one split (use --allow-speaker-overlap to accept): "
               + "; ".join(overlaps))
         status = 1
-    write_jsonl(out / "manifest.jsonl", utts)
+    lines = {id(u): jsonl_line(u) for u in utts}  # each record serialized once, for two files
+    write_jsonl(out / "manifest.jsonl", utts, lines=lines)
     for split in SPLITS:
         # With a speaker-overlap error the split files are not written, so nothing trains on them.
         if status == 0:
-            write_jsonl(out / f"{split}.jsonl", [u for u in utts if u.split == split])
+            write_jsonl(out / f"{split}.jsonl", [u for u in utts if u.split == split], lines=lines)
         else:
             (out / f"{split}.jsonl").unlink(missing_ok=True)
     train = [u for u in utts if u.split == "train"]

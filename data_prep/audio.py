@@ -202,19 +202,26 @@ def noise_floor_db(db: np.ndarray) -> float:
     return float(np.partition(db, k)[k])
 
 
-def active_frames(db: np.ndarray, rel_db: float = -35.0, floor_db: float = -55.0, snr_margin_db: float = 6.0
-                  ) -> np.ndarray:
+def active_frames(db: np.ndarray, rel_db: float = -35.0, floor_db: float = -55.0, snr_margin_db: float = 6.0,
+                  *, loudest: float | None = None, floor: float | None = None) -> np.ndarray:
     """Frames louder than ``rel_db`` below the loudest frame, ``snr_margin_db`` above the
-    noise floor and an absolute floor (all three, so neither hiss nor a quiet room counts)."""
+    noise floor and an absolute floor (all three, so neither hiss nor a quiet room counts).
+
+    ``loudest`` and ``floor`` may pass ``float(db.max())`` and :func:`noise_floor_db` of
+    ``db`` when the caller has them already.
+    """
     if db.size == 0:
         return np.zeros(0, dtype=bool)
-    return db > max(float(db.max()) + rel_db, noise_floor_db(db) + snr_margin_db, floor_db)
+    loudest = float(db.max()) if loudest is None else loudest
+    floor = noise_floor_db(db) if floor is None else floor
+    return db > max(loudest + rel_db, floor + snr_margin_db, floor_db)
 
 
 def snr_db(y: np.ndarray, sr: int, db: np.ndarray | None = None) -> float:
     """Loudest frame over the noise floor: below ~20 dB an energy threshold cannot tell speech from noise."""
     db = frame_db(y, sr) if db is None else db
     return float(db.max()) - noise_floor_db(db) if db.size else 0.0
+
 
 
 def pad_bounds(first: int, last: int, n: int, sr: int, pad_s: float) -> tuple[int, int]:
@@ -224,16 +231,19 @@ def pad_bounds(first: int, last: int, n: int, sr: int, pad_s: float) -> tuple[in
 
 
 def trim_bounds(
-    y: np.ndarray, sr: int, pad_s: float = 0.15, frame_s: float = FRAME_S, db: np.ndarray | None = None
+    y: np.ndarray, sr: int, pad_s: float = 0.15, frame_s: float = FRAME_S, db: np.ndarray | None = None,
+    *, act: np.ndarray | None = None,
 ) -> tuple[int, int] | None:
     """Sample range [start, end) without leading/trailing silence, keeping ``pad_s`` around speech.
 
     Energy based: cheap (~1000x faster than a neural VAD) and safe because of the
     padding, but only trustworthy when :func:`snr_db` is high enough. ``db`` may
-    pass precomputed :func:`frame_db` levels (same ``frame_s``).
+    pass precomputed :func:`frame_db` levels (same ``frame_s``), ``act`` their
+    :func:`active_frames`.
     Returns None when no frame is active (a silent clip), so the caller can flag it.
     """
-    act = active_frames(frame_db(y, sr, frame_s) if db is None else db)
+    if act is None:
+        act = active_frames(frame_db(y, sr, frame_s) if db is None else db)
     idx = np.flatnonzero(act)
     if idx.size == 0:
         return None
@@ -243,19 +253,19 @@ def trim_bounds(
 
 def level_gain_db(
     y: np.ndarray, sr: int, target_db: float = -20.0, peak: float = 0.95, max_gain_db: float = 30.0,
-    db: np.ndarray | None = None, *, top: float | None = None,
+    db: np.ndarray | None = None, *, top: float | None = None, act: np.ndarray | None = None,
 ) -> float:
     """Gain (dB) that gives active frames ``target_db`` RMS without the peak exceeding ``peak``.
 
     Capped at ``max_gain_db`` so noise-only clips are not blown up. ``db`` may
     pass :func:`frame_db` levels measured before trimming (trimming removes only
-    inactive frames, so the speech level is the same); ``top`` may pass
-    :func:`peak_abs` of ``y``.
+    inactive frames, so the speech level is the same), ``act`` their
+    :func:`active_frames`; ``top`` may pass :func:`peak_abs` of ``y``.
     """
     if y.size == 0:
         return 0.0
     db = frame_db(y, sr) if db is None else db
-    act = active_frames(db)
+    act = active_frames(db) if act is None else act
     levels = db[act] if act.any() else db
     speech_db = float(10 * np.log10(np.mean(10 ** (levels.astype(np.float64) / 10)) + 1e-20))
     gain_db = min(target_db - speech_db, max_gain_db)

@@ -133,7 +133,13 @@ class Utterance:
         return cls(source=Source(**src), **d)
 
     def replace(self, **changes) -> Utterance:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (what ``dataclasses.replace`` gives, without running ``__init__``)."""
+        unknown = changes.keys() - _UTTERANCE_FIELD_SET
+        if unknown:
+            raise TypeError(f"Utterance has no fields {sorted(unknown)}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__, **changes)
+        return new
 
     def audio_path(self, manifest_dir: str | os.PathLike | None = None) -> Path:
         """The audio path, resolved against the manifest's directory when relative."""
@@ -160,6 +166,7 @@ class Utterance:
 
 
 _UTTERANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Utterance))
+_UTTERANCE_FIELD_SET = frozenset(_UTTERANCE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -212,14 +219,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[Utterance | Reject | dict]) -> int:
-    """Atomically write records (or plain dicts) as JSONL; returns the count."""
-    lines = []
+def jsonl_line(record: Utterance | Reject | dict) -> str:
+    """One line of a JSONL file as :func:`write_jsonl` writes it (without the newline)."""
+    obj = record if isinstance(record, dict) else record.to_json()
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Utterance | Reject | dict], *,
+                lines: dict[int, str] | None = None) -> int:
+    """Atomically write records (or plain dicts) as JSONL; returns the count.
+
+    ``lines`` may map ``id(record)`` to its :func:`jsonl_line`, for records written
+    to several files (a manifest and its split files) to be serialized once.
+    """
+    out = []
     for r in records:
-        obj = r if isinstance(r, dict) else r.to_json()
-        lines.append(json.dumps(obj, ensure_ascii=False, sort_keys=False))
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+        line = None if lines is None else lines.get(id(r))
+        out.append(jsonl_line(r) if line is None else line)
+    atomic_write_text(path, "".join(line + "\n" for line in out))
+    return len(out)
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

@@ -31,16 +31,17 @@ from data_prep.process import (
     ProcessConfig,
     RowResult,
     init_worker,
-    process_row,
+    process_rows,
     work,
 )
 from data_prep.refcache import ref_cache
 from data_prep.segment import VADS
 from data_prep.splits import SPLIT_BY, SplitError, parse_ratios, parse_speakers
 from data_prep.text.normalize import RulesError, base_language, canonical_name, get_normalizer
-from data_prep.validate import mark_duplicates
+from data_prep.validate import forget_folders, mark_duplicates
 
 SHARDS_DIR = "shards"
+BATCH = 8  # rows per pool task (and per journal write in reference mode)
 
 
 def shard_dir(out: Path, index: int, num: int) -> Path:
@@ -59,22 +60,27 @@ def run_rows(rows: list[Row], indices: list[int], cfg: ProcessConfig, jobs: int,
              ) -> list[RowResult]:
     """Process the rows at ``indices`` (in that order) on ``jobs`` processes."""
     items = [(i, rows[i]) for i in indices]
-    if cfg.cache_format == REFERENCE:  # read the journals once, here: forked workers inherit them
+    # set up here what every row needs, once: forked workers inherit it
+    forget_folders()  # folders are resolved afresh in each run (data_prep.validate.realpath)
+    get_normalizer(cfg.rules)  # the compiled text rules
+    if cfg.cache_format == REFERENCE:  # the journals, read once
         ref_cache(Path(cfg.out_dir) / CACHE_DIR, reload=True)
     bar = tqdm(total=len(items), desc="prepare", unit="row", disable=not progress, file=sys.stderr)
+    # batches of rows: each is processed step by step (process_rows) and writes its journal lines at once;
+    # small ones keep the bar moving and the load even
+    batches = [items[k : k + BATCH] for k in range(0, len(items), BATCH)]
     results: list[RowResult] = []
     if jobs <= 1:
-        for _, row in items:
-            results.append(process_row(row, cfg))
-            bar.update()
+        for batch in batches:
+            results.extend(process_rows([row for _, row in batch], cfg))
+            bar.update(len(batch))
     else:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(jobs, initializer=init_worker, initargs=(cfg,)) as pool:
-            # imap keeps source order; small chunks keep the bar moving and the load even
-            for _, res in pool.imap(work, items, chunksize=8):
-                results.append(res)
-                bar.update()
+            for done in pool.imap(work, batches):  # imap keeps source order
+                results.extend(res for _, res in done)
+                bar.update(len(done))
     bar.close()
     return results
 

@@ -9,7 +9,7 @@ from dp_fixtures import clip, silence, speechlike
 from data_prep import audio as A
 from data_prep.importers.base import RawRow
 from data_prep.manifest import Source
-from data_prep.process import ProcessConfig, cached_audio, condition, run_pipe
+from data_prep.process import ProcessConfig, _peak_from_bounds, analyse, cached_audio, condition, run_pipe
 
 
 def cfg(tmp_path, **kw) -> ProcessConfig:
@@ -94,6 +94,51 @@ def test_condition_in_place_equals_copying_and_leaves_input_alone_by_default(tmp
         scratch = data.copy()
         fast = condition(scratch, sr, cfg(tmp_path), overwrite=True, bounds=(float(data.min()), float(data.max())))
         assert plain[0].tobytes() == fast[0].tobytes() and plain[1:] == fast[1:]
+
+
+def test_analyse_with_the_extremes_at_hand_equals_plain(tmp_path):
+    """``bounds`` and ``at`` (where the minimum and maximum lie) change nothing, in place or not."""
+    rng = np.random.default_rng(7)
+    # the extremes outside the trimmed clip: clicks in the leading pause of a loud square wave
+    # in noise (22 dB SNR), too short to lift their frames over the noise floor + 6 dB
+    spiked = rng.normal(0, 0.04, 32000)
+    spiked[8000:24000] += 0.5 * np.sign(np.sin(2 * np.pi * 200 * np.arange(16000) / 16000))
+    spiked[1000], spiked[1500] = 0.8, -0.8
+    spiked = spiked.astype(np.float32)[:, None]
+    assert analyse(spiked.copy(), 16000, cfg(tmp_path)).start > 1500
+    cases = [
+        (clip(("p", 0.4), ("s", 0.7), ("p", 0.3))[:, None] + 0.02, 16000),
+        (spiked, 16000),
+        (np.stack([clip(("p", .3), ("s", .5), sr=44100)] * 2, axis=1), 44100),
+        (clip(("p", .3), ("s", .5), sr=22050)[:, None], 22050),
+        (np.clip(rng.normal(0, 2, (16001, 1)), -1, 1).astype(np.float32), 16000),
+        (np.zeros((321, 1), np.float32), 16000),
+    ]
+    fields = ("start", "stop", "dc", "gain_db", "top", "flags", "snr")
+    for data, sr in cases:
+        plain = analyse(data.copy(), sr, cfg(tmp_path))
+        flat = data.reshape(-1)
+        at = (int(flat.argmin()), int(flat.argmax()))
+        fast = analyse(data.copy(), sr, cfg(tmp_path), overwrite=True, bounds=(float(flat[at[0]]), float(flat[at[1]])),
+                       at=at)
+        assert [getattr(plain, f) for f in fields] == [getattr(fast, f) for f in fields]
+        assert plain.y.tobytes() == fast.y.tobytes()
+
+
+def test_clip_peak_from_the_extremes_is_bit_exact():
+    rng = np.random.default_rng(8)
+    for _ in range(500):
+        n = int(rng.integers(1, 3000))
+        x = (rng.normal(0, rng.uniform(1e-4, 1.0), n) + rng.uniform(-0.2, 0.2)).astype(np.float32)
+        at = (int(x.argmin()), int(x.argmax()))
+        y, dc = A.remove_dc(x.copy(), overwrite=True)
+        start = int(rng.integers(0, n))
+        stop = int(rng.integers(start + 1, n + 1))
+        got = _peak_from_bounds((float(x[at[0]]), float(x[at[1]])), at, dc, (start, stop))
+        if start <= min(at) and max(at) < stop:
+            assert type(got) is float and got == A.peak_abs(y[start:stop])
+        else:
+            assert got is None
 
 
 def test_frame_db_pads_only_the_last_frame_like_zero_padding():

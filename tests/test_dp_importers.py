@@ -113,3 +113,24 @@ def test_folder_end_to_end_with_stereo_44k(tmp_path):
     (u,) = read_manifest(out / "manifest.jsonl")
     assert (u.text, u.text_raw, u.sample_rate, u.channels) == ("hello world", "Hello, World!", 16000, 1)
     assert {"resampled", "downmixed", "trimmed"} <= set(u.flags)
+
+
+def test_rel_by_string_equals_pathlib():
+    from pathlib import Path
+
+    from data_prep.importers.base import rel
+
+    roots = ["/c/root", "/c/root/", "/c//root", "/c/./root", "/", "/c/ro", "c/root"]
+    paths = ["/c/root/clips/a.mp3", "/c/root/a.mp3", "/c/root", "/c/root/", "/c/root//clips/a.mp3",
+             "/c/root/./a.mp3", "/c/root/clips/../a.mp3", "/c/root/a.mp3/.", "/c/rootx/a.mp3", "/c/ro/a.mp3",
+             "/elsewhere/a.mp3", "//c/root/a.mp3", "c/root/a.mp3"]
+
+    def reference(path, root):
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
+
+    for root in roots:
+        for path in paths:
+            assert rel(path, root) == reference(path, root), (path, root)

@@ -122,4 +122,5 @@ def test_normalizer_properties(rules, text):
     assert unicodedata.is_normalized("NFC", out)
     assert norm.normalize(out) == out  # idempotent
     assert out == out.strip() and "  " not in out
-    norm.foreign_chars(text)  # never raises
+    foreign = norm.foreign_chars(text)  # never raises
+    assert foreign == {ch for ch in out if not norm.is_allowed(ch)}  # also with what it remembers

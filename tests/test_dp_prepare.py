@@ -108,6 +108,44 @@ def test_splits_are_speaker_disjoint_and_vocab_from_train(zoo_out):
     assert (zoo_out / "durations.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_stats_plot_and_characters_equal_the_plain_way(zoo_out, tmp_path):
+    """durations.png has the bytes pyplot + tight_layout gave; characters are counted as one by one."""
+    from collections import Counter
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from data_prep.splits import SPLITS
+    from data_prep.stats import HIST_BIN_S, compute_stats, plot_durations
+
+    def pyplot_durations(utts, path):  # plot_durations as it was written with pyplot
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        top = max([u.duration for u in utts], default=1.0)
+        bins = np.arange(0, np.ceil(top) + HIST_BIN_S, HIST_BIN_S)
+        for split in SPLITS:
+            d = [u.duration for u in utts if u.split == split]
+            if d:
+                ax.hist(d, bins=bins, alpha=0.6, label=f"{split} ({len(d)})")
+        ax.set_xlabel("duration (s)")
+        ax.set_ylabel("utterances")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+
+    utts = read_manifest(zoo_out / "manifest.jsonl")
+    longer = [u.replace(duration=u.duration * 7.3, split=("train", "dev", "test")[i % 3]) for i, u in enumerate(utts)]
+    for case in (utts, utts[:1], longer, []):
+        plot_durations(case, tmp_path / "new.png")
+        pyplot_durations(case, tmp_path / "old.png")
+        assert (tmp_path / "new.png").read_bytes() == (tmp_path / "old.png").read_bytes()
+    chars = Counter(ch for u in utts for ch in u.text if ch != " ")
+    assert compute_stats(utts, {})["characters"] == dict(sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def test_rerun_and_partial_cache_give_identical_outputs(zoo, zoo_out, tmp_path):
     out = tmp_path / "out"
     assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
@@ -176,6 +214,30 @@ def test_outside_root_allowed_by_flag(zoo, tmp_path):
     out = tmp_path / "out"
     prepare(zoo, out, "kaldi", "sa", allow_outside_root=True, **FAST)
     assert "x_outside" in {u.id for u in read_manifest(out / "manifest.jsonl")}
+
+
+def test_realpath_resolving_folders_once_equals_os_realpath(tmp_path):
+    from data_prep.validate import forget_folders, realpath
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "a" / "b" / "f.wav").write_bytes(b"x")
+    (tmp_path / "elsewhere" / "g.wav").write_bytes(b"x")
+    (tmp_path / "a" / "link.wav").symlink_to(tmp_path / "elsewhere" / "g.wav")  # a symlinked file
+    (tmp_path / "a" / "dirlink").symlink_to(tmp_path / "elsewhere")  # a symlinked folder
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a" / "loop")
+    t = str(tmp_path)
+    paths = [f"{t}/a/b/f.wav", f"{t}/a/link.wav", f"{t}/a/dirlink/g.wav", f"{t}/a/dirlink/../b/f.wav",
+             f"{t}/a/b/../../a/b/f.wav", f"{t}/a//b/./f.wav", f"{t}/a/b/missing.wav", f"{t}/a/b/", f"{t}/a/b/.",
+             f"{t}/a/b/..", f"{t}/a/loop/f.wav", f"{t}/a/loop", "/", "/f.wav", "a/b/f.wav", "f.wav", "./f.wav"]
+    forget_folders()
+    for _ in range(2):  # resolved, then from the resolved folders
+        assert [realpath(p) for p in paths] == [os.path.realpath(p) for p in paths]
+    # a folder is resolved once per run: prepare forgets them when it starts
+    (tmp_path / "a" / "dirlink").unlink()
+    (tmp_path / "a" / "dirlink").symlink_to(tmp_path / "a" / "b")
+    forget_folders()
+    assert realpath(f"{t}/a/dirlink/f.wav") == os.path.realpath(f"{t}/a/dirlink/f.wav") == f"{t}/a/b/f.wav"
 
 
 def cv_corpus(root: Path, rows: dict[str, list[tuple[str, str, str]]]) -> Path:

@@ -204,6 +204,35 @@ def test_rerun_reads_the_journal_and_survives_a_torn_one(zoo, zoo_ref, tmp_path,
     assert 0 < len(decoded) <= len(lines) - keep
 
 
+def test_journal_lines_lost_with_their_batch_are_redone(zoo, zoo_ref, tmp_path, monkeypatch):
+    """Journal lines go out once per batch of rows: a kill loses the batch in flight, whose clips a rerun redoes."""
+    import data_prep.process as P
+    from data_prep.refcache import RefCache
+
+    real_flush, real_decode = RefCache.flush, P._decode
+    flushed, lost = [], []
+
+    def lossy_flush(self):  # every other batch "killed" before its write
+        if len(flushed) % 2:
+            lost.extend(obj["key"] for obj in self._pending if "meta" in obj)
+            self._pending = []
+        flushed.append(1)
+        real_flush(self)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr("data_prep.prepare.BATCH", 2)
+    monkeypatch.setattr(RefCache, "flush", lossy_flush)
+    assert prepare(zoo, out, "kaldi", "sa", **REF) == 0
+    assert lost and len(flushed) > 2
+    monkeypatch.setattr(RefCache, "flush", real_flush)
+    decoded = []
+    monkeypatch.setattr(P, "_decode", lambda row, cfg: decoded.append(row.id) or real_decode(row, cfg))
+    (out / "manifest.jsonl").unlink()
+    assert prepare(zoo, out, "kaldi", "sa", **REF) == 0
+    assert snapshot(out) == snapshot(zoo_ref)
+    assert len(decoded) == len(set(lost))
+
+
 def test_shards_then_merge_equal_single_run(zoo, zoo_ref, tmp_path):
     out = tmp_path / "sharded"
     for i in range(3):
@@ -286,7 +315,7 @@ def test_bench_times_the_reference_mode(tmp_path, capsys):
     assert report["prepare_none"]["cold_over_bare"] > 0
 
 
-def test_cli_cache_format_none_and_unknown_format(zoo, tmp_path, capsys):
+def test_cli_cache_format_none_and_unknown_format(zoo, zoo_ref, tmp_path, capsys):
     from pipeline.cli import main as cli
 
     base = ["prepare", "--format", "kaldi", "--src", str(zoo), "--lang", "sa", "--jobs", "2", "--no-progress",
@@ -294,5 +323,21 @@ def test_cli_cache_format_none_and_unknown_format(zoo, tmp_path, capsys):
     assert cli([*base, "--out", str(tmp_path / "o"), "--cache-format", "none"]) == 0
     assert all(Path(u.audio).is_absolute() for u in read_manifest(tmp_path / "o" / "manifest.jsonl"))
     assert list((tmp_path / "o" / "cache" / "ref").glob("*.jsonl"))  # written by the pool's workers
+    assert snapshot(tmp_path / "o") == snapshot(zoo_ref)  # 2 processes, batches of rows: the same outputs
     with pytest.raises(ValueError, match="unknown --cache-format 'mp3'"):
         prepare(zoo, tmp_path / "p", "kaldi", "sa", cache_format="mp3", **FAST)
+
+
+def test_utterance_replace_equals_dataclasses_replace():
+    import dataclasses
+
+    from data_prep.manifest import Source
+
+    u = Utterance(id="a", audio="x.flac", duration=1.5, text="क", source=Source("f", 3), flags=("trimmed",))
+    for changes in ({}, {"split": "dev"}, {"offset": 0.25, "duration": 0.5, "flags": ("trimmed", "segment:1/2")}):
+        new = u.replace(**changes)
+        assert new == dataclasses.replace(u, **changes) and type(new) is Utterance and new is not u
+        assert new.to_json() == dataclasses.replace(u, **changes).to_json()
+    assert u.split == "" and u.offset == 0.0  # the original is untouched
+    with pytest.raises(TypeError, match="bogus"):
+        u.replace(bogus=1)

@@ -251,10 +251,19 @@ class TextNormalizer:
         cp = ord(ch)
         return any(lo <= cp <= hi for lo, hi in self.allowed)
 
+    @functools.cached_property
+    def _allowed_seen(self) -> set[str]:
+        """Characters :meth:`is_allowed` accepted so far (the rules are per character)."""
+        return set()
+
     def foreign_chars(self, text: str, normalized: bool = False) -> set[str]:
         """Characters of the normalized ``text`` outside the allowed scripts (pass ``normalized=True``
         when ``text`` is already the output of :meth:`normalize`)."""
-        return {ch for ch in set(text if normalized else self.normalize(text)) if not self.is_allowed(ch)}
+        seen = self._allowed_seen
+        new = set(text if normalized else self.normalize(text)) - seen
+        foreign = {ch for ch in new if not self.is_allowed(ch)}
+        seen.update(new - foreign)
+        return foreign
 
 
 @functools.lru_cache(maxsize=64)
