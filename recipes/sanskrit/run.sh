@@ -8,7 +8,7 @@
 #               again with it as system <SYSTEM>_lm
 #   5 train.ctc (CTC=1 only) a CTC system (recipes/sanskrit/config_ctc.yaml) on the same cached
 #               encoder states
-#   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 8-best
+#   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 4-best
 #               rescored with them, weights tuned on dev (system whisper_lm). With CTC=1 the CTC
 #               system also proposes hypotheses and scores every candidate (system
 #               whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
@@ -57,7 +57,7 @@ rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system w
   else
     "$PY" -m pipeline lm --train "$DATA/train.jsonl" --out "$lm" --char-order 6
   fi
-  local common=(--model "$whisper" --lm "$lm" --char-lm "$lm" --batch-size 8 "${extra[@]}")
+  local common=(--model "$whisper" --lm "$lm" --char-lm "$lm" --beams 4 --nbest 4 --batch-size 8 "${extra[@]}")
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/dev.jsonl" --out "$EXP/$system/dev/hyps.jsonl" --tune
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/test.jsonl" --out "$EXP/$system/test/hyps.jsonl" \
     --weights "$EXP/$system/dev/weights.json"
