@@ -112,12 +112,19 @@ def decode_manifest(
     return hyps, errors
 
 
-def run(args: argparse.Namespace) -> int:
-    utts = read_manifest(args.manifest)
-    if args.limit:
-        utts = utts[: args.limit]
+def utterances_to_decode(manifest: Path, limit: int = 0) -> list[Utterance]:
+    """The manifest's first ``limit`` utterances (all with 0); an empty result is reported on stderr."""
+    utts = read_manifest(manifest)
+    if limit:
+        utts = utts[:limit]
     if not utts:
-        print(f"{args.manifest}: manifest is empty", file=sys.stderr)
+        print(f"{manifest}: manifest is empty", file=sys.stderr)
+    return utts
+
+
+def run(args: argparse.Namespace) -> int:
+    utts = utterances_to_decode(args.manifest, args.limit)
+    if not utts:
         return 1
     language = None if args.no_language else (args.language or utts[0].language or None)
     from pipeline.models.ctc import is_ctc_checkpoint

@@ -23,13 +23,7 @@ from pipeline.models.ctc import (
 from pipeline.models.ctc_heads import CTCHead, HeadConfig, blank_bias
 from pipeline.models.encoder import encode_trimmed
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from pipeline.rescore.combine import Weights, choose, choose_texts, load_weights
 from pipeline.rescore.scorers import WhisperScorer, ctc_log_probs  # noqa: E402
 from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _restricted_tiny(allowed_tokens=("a", "b", "Ġa", "Ġb", "ab")):

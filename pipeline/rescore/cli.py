@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import read_manifest
+from pipeline.decode import utterances_to_decode
 from pipeline.hyps import Hypothesis, write_hyps
 from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
 
@@ -64,11 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tune and args.manifest.stem.startswith("test"):
         print(f"error: {args.manifest}: tune the weights on dev, never on the test split", file=sys.stderr)
         return 2
-    utts = read_manifest(args.manifest)
-    if args.limit:
-        utts = utts[: args.limit]
+    utts = utterances_to_decode(args.manifest, args.limit)
     if not utts:
-        print(f"{args.manifest}: manifest is empty", file=sys.stderr)
         return 1
     try:
         weights = load_weights(args.weights) if args.weights else Weights()
