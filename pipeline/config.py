@@ -110,6 +110,8 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers
     freeze_token_embeddings: bool = False  # the tied 51,865 x d embedding / output layer
     restrict_vocab: bool = False  # softmax only over tokens seen in train text + specials
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (over the allowed tokens with restrict_vocab)
+    dropout: float = 0.0  # hidden and attention dropout of the Whisper layers while training (pretrained: 0)
     cache_dir: str = ""  # encoder-state cache (cached-encoder); default <output_dir>/encoder_cache
     cache_shard_size: int = 200  # utterances per cache shard
     threads: int = 0  # torch intra-op threads on CPU (0 = torch default)

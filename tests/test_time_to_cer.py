@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from pipeline.train import time_to_cer
 from pipeline.train.time_to_cer import RunResult, compare, first_reaching, markdown, parse_variant, read_log
 
 
@@ -13,6 +14,10 @@ def test_parse_variant():
     assert parse_variant("full=train.regime=full,train.trimmed_encoder=false") == (
         "full",
         ["train.regime=full", "train.trimmed_encoder=false"],
+    )
+    assert parse_variant("sp=augment.speed_perturb=[0.9,1.0,1.1],train.lr=5e-4") == (
+        "sp",
+        ["augment.speed_perturb=[0.9,1.0,1.1]", "train.lr=5e-4"],
     )
     for bad in ("noequals", "=train.lr=1", "x=train.lr"):
         with pytest.raises(argparse.ArgumentTypeError):
@@ -81,3 +86,51 @@ def test_first_reaching_finds_the_first_evaluation_at_or_below_the_target(tmp_pa
     assert first_reaching(log, 0.5) == 40
     assert first_reaching(log, 0.7) == 20
     assert first_reaching(log, 0.4) is None
+
+
+FAKE_TRAIN = """
+import json, sys, time
+from pathlib import Path
+args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+out = Path(args["output_dir"]); out.mkdir(parents=True)
+start = time.time(); time.sleep(0.5)
+cer = float(args.get("train.lr", "0.5"))
+rows = [{"step": 10, "elapsed_s": 1.0, "samples_per_s": 4.0, "dev_cer": cer + 0.1, "dev_wer": 0.9},
+        {"step": 20, "elapsed_s": 2.0, "samples_per_s": 4.0, "dev_cer": cer, "dev_wer": 0.7}]
+(out / "log.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+(out / "span.json").write_text(json.dumps([start, time.time()]))
+"""
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_variants_run_at_most_parallel_at_once_and_report_dev_wer(tmp_path, monkeypatch, parallel):
+    import subprocess
+    import sys
+
+    real_popen = subprocess.Popen
+
+    def fake_popen(cmd):  # ["python", "-m", "pipeline", "train", ...overrides]: a trainer that only logs
+        return real_popen([sys.executable, "-c", FAKE_TRAIN, *cmd[4:]])
+
+    monkeypatch.setattr(time_to_cer.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(time_to_cer, "POLL_S", 0.05)
+    variants = [("a", ["train.lr=0.3"]), ("b", ["train.lr=0.2"]), ("c", ["train.lr=0.4"])]
+    results = time_to_cer.run_variants("cfg.yaml", tmp_path, variants, threads=1, parallel=parallel)
+    assert [r.name for r in results] == ["a", "b", "c"]
+    assert [r.best_cer for r in results] == pytest.approx([0.3, 0.2, 0.4])
+    assert all(r.best_wer == 0.7 for r in results)
+    spans = sorted(json.loads((tmp_path / n / "span.json").read_text()) for n, _ in variants)
+    overlaps = sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert overlaps == (0 if parallel == 1 else 2)
+    target, rows = compare(results)
+    table = markdown(target, rows, parallel)
+    assert "| b | 4.0 |" in table and "70.0 %" in table
+    assert ("shared the machine" in table) == (parallel > 1)
+
+
+def test_overlapping_runs_get_their_own_cache(tmp_path):
+    own, common = ["train.lr=1e-4"], ["train.eval_every=200"]
+    assert time_to_cer.full_overrides(tmp_path, "a", own, common, 1) == common + own
+    assert time_to_cer.full_overrides(tmp_path, "a", own, common, 4) == [
+        f"train.cache_dir={tmp_path / 'a' / 'encoder_cache'}", *common, *own
+    ]

@@ -135,3 +135,65 @@ def test_cli_run_and_early_stopping(assets, tmp_path, capsys):
     assert all(r["samples_per_s"] > 0 and r["elapsed_s"] >= 0 for r in records)
     assert main(["train", "--config", str(path), "train.bogus=1"]) == 2
     assert "unknown key 'train.bogus'" in capsys.readouterr().err
+
+
+def _module_and_batch(label_smoothing: float, allowed_ids=None):
+    from pipeline.train.regimes import Seq2SeqTrainModule
+    from pipeline.train.tiny import build_tiny_whisper
+
+    model, _ = build_tiny_whisper()
+    module = Seq2SeqTrainModule(model, split=0, lower_frozen=False, allowed_ids=allowed_ids,
+                                label_smoothing=label_smoothing)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor(allowed_ids or list(range(model.config.vocab_size)))
+    tokens = ids[torch.randint(len(ids), (2, 7), generator=g)]
+    targets = tokens.clone()
+    targets[1, 5:] = -100  # padding is ignored
+    batch = {"decoder_input_ids": tokens, "targets": targets, "lengths": torch.tensor([20, 14]),
+             "states": torch.randn(2, 20, model.config.d_model, generator=g)}  # fmt: skip
+    return module, batch
+
+
+@pytest.mark.parametrize("allowed", [None, [3, 5, 8, 13, 21, 34]], ids=["full-vocab", "restricted"])
+def test_label_smoothing_spreads_over_the_softmax_classes(allowed):
+    import math
+
+    loss = {}
+    for eps in (0.0, 0.1, 1.0):
+        module, batch = _module_and_batch(eps, allowed)
+        module.eval()
+        with torch.no_grad():
+            loss[eps] = float(module(**batch))
+    # mixture of the one-hot and the uniform target: linear in eps
+    assert loss[0.1] == pytest.approx(0.9 * loss[0.0] + 0.1 * loss[1.0], rel=1e-5)
+    # all mass uniform over K classes: mean(-log p) >= log K (equality only for a uniform p)
+    classes = len(allowed) if allowed else module.whisper.config.vocab_size
+    assert math.log(classes) <= loss[1.0] < math.log(classes) + 1.0
+
+
+def test_dropout_is_set_everywhere_and_only_acts_in_training(assets, tmp_path):
+    from pipeline.train.regimes import set_dropout
+
+    module, batch = _module_and_batch(0.0)
+    module.eval()
+    with torch.no_grad():
+        clean = float(module(**batch))
+    set_dropout(module.model, 0.3)
+    rates = [m.dropout for m in module.model.modules() if isinstance(getattr(m, "dropout", None), float)]
+    assert len(rates) > 10 and set(rates) == {0.3}
+    assert module.whisper.config.dropout == module.whisper.config.attention_dropout == 0.3
+    with torch.no_grad():
+        assert float(module(**batch)) == clean  # eval mode: no dropout
+        module.train()
+        torch.manual_seed(1)
+        a = float(module(**batch))
+        torch.manual_seed(2)
+        b = float(module(**batch))
+    assert a != b and a != clean
+
+    out = tmp_path / "exp"  # the trainer applies both options and still learns
+    summary = Trainer(make_cfg(assets, out, regime="cached-encoder", dropout=0.1, label_smoothing=0.1),
+                      progress=False).train()  # fmt: skip
+    loss = losses(out)
+    assert summary["step"] == 10 and loss[-1] < 0.9 * loss[0]
+    assert json.loads((out / "best" / "config.json").read_text())["dropout"] == 0.1

@@ -89,6 +89,20 @@ def _apply_lora(model, cfg: TrainConfig):
     return peft_model
 
 
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Hidden and attention dropout ``p`` in every Whisper layer (pretrained checkpoints ship 0).
+
+    The modules copied the config's rates when they were built, so each one's
+    ``dropout`` attribute is set; the config follows so that a saved model says
+    what it was trained with. Activation dropout stays as it was.
+    """
+    for m in model.modules():
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = p
+    config = whisper_of(model).config
+    config.dropout = config.attention_dropout = p
+
+
 def whisper_of(model) -> nn.Module:
     """The WhisperForConditionalGeneration inside a (possibly peft-wrapped) model."""
     if hasattr(model, "get_base_model"):
@@ -106,11 +120,13 @@ class Seq2SeqTrainModule(nn.Module):
         split: int,
         lower_frozen: bool,
         allowed_ids: list[int] | None = None,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
         self.model = model  # registered: DDP and the optimizer see its parameters
         self.split = split
         self.lower_frozen = lower_frozen
+        self.label_smoothing = label_smoothing
         if allowed_ids is not None:
             whisper = whisper_of(model)
             vocab = whisper.get_output_embeddings().weight.shape[0]
@@ -165,5 +181,6 @@ class Seq2SeqTrainModule(nn.Module):
         else:
             logits = nn.functional.linear(dec, weight)
         return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+            label_smoothing=self.label_smoothing,
         )

@@ -3,7 +3,7 @@
     python -m pipeline.train.time_to_cer --config recipes/demo/config.yaml --out exp/bench/regimes \\
         --variant cached= \\
         --variant full_padded=train.regime=full,train.trimmed_encoder=false,train.restrict_vocab=false \\
-        [--target-cer 0.3] [--threads 1]
+        [--target-cer 0.3] [--threads 1] [--parallel 1] [--set train.eval_every=200 ...]
 
 Each ``--variant NAME=OVERRIDES`` (comma-separated ``key=value`` config overrides;
 empty = the config as it is) trains with ``python -m pipeline train`` in its
@@ -27,6 +27,12 @@ a lower bound (``>=``) computed from its whole wall time. With ``--target-cer``
 given, a run is stopped as soon as one of its evaluations reaches the target
 (the rest of its schedule would not change the answer), so a slow regime costs
 only the time it needs to get there; its schedule is still the full one.
+
+``--parallel N`` runs up to N variants at once: a sweep of accuracy on a GPU
+(several small trainings share it; with NVIDIA MPS their kernels overlap). The
+dev CER/WER columns are then what counts; the speed columns measure runs that
+competed for the machine and are marked so. Each run then builds its own
+encoder-state cache under its run directory.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class RunResult:
     train_s: float  # elapsed_s of the last log record: the loop, evaluations included
     samples_per_s: float
     evals: list[tuple[int, float, float]] = field(default_factory=list)  # (step, elapsed_s, dev CER)
+    wers: dict[int, float] = field(default_factory=dict)  # dev WER by evaluation step
 
     @property
     def setup_s(self) -> float:
@@ -63,12 +70,32 @@ class RunResult:
     def best_cer(self) -> float:
         return min((c for _, _, c in self.evals), default=float("inf"))
 
+    @property
+    def best_wer(self) -> float | None:
+        """Dev WER at the evaluation with the best dev CER (the checkpoint ``best/`` keeps)."""
+        if not self.evals:
+            return None
+        step = min(self.evals, key=lambda e: e[2])[0]
+        return self.wers.get(step)
+
     def time_to(self, target: float) -> float | None:
         """Set-up + loop time until the first evaluation at or below ``target`` (None: never)."""
         for _, elapsed, cer in self.evals:
             if cer <= target + 1e-12:
                 return self.setup_s + elapsed
         return None
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split ``k=v,k=[a,b]`` at the commas outside brackets (YAML lists stay whole)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p]
 
 
 def parse_variant(spec: str) -> tuple[str, list[str]]:
@@ -78,18 +105,23 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
         raise argparse.ArgumentTypeError(
             f"--variant {spec!r}: expected NAME=OVERRIDES (OVERRIDES may be empty)"
         )
-    overrides = [o for o in rest.split(",") if o]
+    overrides = split_overrides(rest)
     for o in overrides:
         if "=" not in o:
             raise argparse.ArgumentTypeError(f"--variant {spec!r}: override {o!r} is not key=value")
     return name, overrides
 
 
+def full_overrides(out: Path, name: str, own: list[str], common: list[str], parallel: int) -> list[str]:
+    """A variant's overrides: its own cache when runs overlap (two builders of one cache would race),
+    then the common ones, then its own (the last word wins)."""
+    cache = [f"train.cache_dir={out / name / 'encoder_cache'}"] if parallel > 1 else []
+    return [*cache, *common, *own]
+
+
 def read_log(path: Path) -> tuple[float, float, list[tuple[int, float, float]]]:
     """(final elapsed_s, step-weighted samples/s, evaluations) of a trainer's ``log.jsonl``."""
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not records:
-        raise ValueError(f"{path}: empty training log")
+    records = read_records(path)
     evals = [(r["step"], r["elapsed_s"], r["dev_cer"]) for r in records if r.get("dev_cer") is not None]
     weighted, steps, prev = 0.0, 0, 0
     for r in records:
@@ -99,6 +131,18 @@ def read_log(path: Path) -> tuple[float, float, list[tuple[int, float, float]]]:
             weighted += r["samples_per_s"] * n
             steps += n
     return records[-1]["elapsed_s"], weighted / max(steps, 1), evals
+
+
+def read_records(path: Path) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{path}: empty training log")
+    return records
+
+
+def read_wers(path: Path) -> dict[int, float]:
+    """Dev WER by evaluation step of a trainer's ``log.jsonl``."""
+    return {r["step"]: r["dev_wer"] for r in read_records(path) if r.get("dev_wer") is not None}
 
 
 def first_reaching(log: Path, target: float) -> int | None:
@@ -113,30 +157,65 @@ def first_reaching(log: Path, target: float) -> int | None:
     return None
 
 
-def run_variant(
-    config: str, out: Path, name: str, overrides: list[str], threads: int, stop_at: float | None = None
-) -> RunResult:
+POLL_S = 2.0  # seconds between looks at the running trainings
+
+
+@dataclass
+class _Running:
+    name: str
+    overrides: list[str]
+    run_dir: Path
+    cmd: list[str]
+    proc: subprocess.Popen
+    t0: float
+    stopped: bool = False
+
+
+def _start(config: str, out: Path, name: str, overrides: list[str], threads: int) -> _Running:
     run_dir = out / name
     if (run_dir / "log.jsonl").exists() or (run_dir / "checkpoints").exists():
         raise FileExistsError(f"{run_dir}: already holds a run; remove it (a resumed run would not be timed fairly)")
     cmd = [sys.executable, "-m", "pipeline", "train", "--config", config, f"output_dir={run_dir}",
            f"train.threads={threads}", *overrides]  # fmt: skip
     print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    while proc.poll() is None:
-        time.sleep(2.0)
-        if stop_at is not None and first_reaching(run_dir / "log.jsonl", stop_at) is not None:
-            print(f"[{name}] reached dev CER <= {stop_at}: stopping the run", flush=True)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
-            break
-    else:
-        if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, cmd)
-    wall = time.perf_counter() - t0
-    train_s, sps, evals = read_log(run_dir / "log.jsonl")
-    return RunResult(name, overrides, wall, train_s, sps, evals)
+    return _Running(name, overrides, run_dir, cmd, subprocess.Popen(cmd), time.perf_counter())
+
+
+def _finished(run: _Running, stop_at: float | None) -> bool:
+    """Poll one run; stop it once it reached ``stop_at``. True when its process has ended."""
+    if run.proc.poll() is not None:
+        return True
+    if not run.stopped and stop_at is not None and first_reaching(run.run_dir / "log.jsonl", stop_at) is not None:
+        print(f"[{run.name}] reached dev CER <= {stop_at}: stopping the run", flush=True)
+        run.proc.send_signal(signal.SIGTERM)
+        run.stopped = True
+    return False
+
+
+def _result(run: _Running) -> RunResult:
+    if run.proc.returncode != 0 and not run.stopped:
+        raise subprocess.CalledProcessError(run.proc.returncode, run.cmd)
+    wall = time.perf_counter() - run.t0
+    log = run.run_dir / "log.jsonl"
+    train_s, sps, evals = read_log(log)
+    return RunResult(run.name, run.overrides, wall, train_s, sps, evals, read_wers(log))
+
+
+def run_variants(
+    config: str, out: Path, variants: list[tuple[str, list[str]]], threads: int,
+    stop_at: float | None = None, parallel: int = 1,
+) -> list[RunResult]:
+    """Train every variant, at most ``parallel`` at a time; results in the variants' order."""
+    pending, running, done = list(variants), [], {}
+    while pending or running:
+        while pending and len(running) < max(1, parallel):
+            running.append(_start(config, out, *pending.pop(0), threads))
+        time.sleep(POLL_S)
+        for run in [r for r in running if _finished(r, stop_at)]:
+            running.remove(run)
+            run.proc.wait()
+            done[run.name] = _result(run)
+    return [done[name] for name, _ in variants]
 
 
 def compare(results: list[RunResult], target: float | None = None) -> tuple[float, list[dict]]:
@@ -158,25 +237,29 @@ def compare(results: list[RunResult], target: float | None = None) -> tuple[floa
             "variant": r.name, "overrides": r.overrides, "samples_per_s": round(r.samples_per_s, 3),
             "speed_ratio_vs_baseline": round(base.samples_per_s / r.samples_per_s, 2) if r.samples_per_s else None,
             "setup_s": round(r.setup_s, 1), "best_dev_cer": round(r.best_cer, 4),
+            "dev_wer_at_best": None if r.best_wer is None else round(r.best_wer, 4),
             "time_to_target_s": round(shown, 1), "reached": reached,
             "time_ratio_vs_baseline": None if ratio is None else round(ratio, 2),
         })  # fmt: skip
     return target, rows
 
 
-def markdown(target: float, rows: list[dict]) -> str:
-    lines = [
-        f"Target dev CER: {100 * target:.1f} %",
-        "",
-        "| variant | samples/s | x slower per sample | set-up s | best dev CER | wall s to target | x slower to target |",
-        "|---|---|---|---|---|---|---|",
+def markdown(target: float, rows: list[dict], parallel: int = 1) -> str:
+    lines = [f"Target dev CER: {100 * target:.1f} %", ""]
+    if parallel > 1:
+        lines += [f"Up to {parallel} runs at once: the speed and time columns measure runs that shared the machine.", ""]
+    lines += [
+        "| variant | samples/s | x slower per sample | set-up s | best dev CER | dev WER there | wall s to target "
+        "| x slower to target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         reach = f"{r['time_to_target_s']}" if r["reached"] else f"not reached ({r['time_to_target_s']} total)"
         ratio = r["time_ratio_vs_baseline"]
         ratio_s = "-" if ratio is None else (f"{ratio}" if r["reached"] else f">= {ratio}")
+        wer = "-" if r.get("dev_wer_at_best") is None else f"{100 * r['dev_wer_at_best']:.1f} %"
         lines.append(f"| {r['variant']} | {r['samples_per_s']} | {r['speed_ratio_vs_baseline']} | {r['setup_s']} | "
-                     f"{100 * r['best_dev_cer']:.1f} % | {reach} | {ratio_s} |")  # fmt: skip
+                     f"{100 * r['best_dev_cer']:.1f} % | {wer} | {reach} | {ratio_s} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -197,17 +280,21 @@ def main(argv: list[str] | None = None) -> int:
         "--target-cer", type=float, default=None, help="default: the worst best dev CER of the variants"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every run (same for all)")
+    ap.add_argument("--parallel", type=int, default=1, help="variants trained at once (a GPU sweep); default 1")
+    ap.add_argument("--set", action="append", default=[], metavar="key=value",
+                    help="config override for every variant (before the variant's own)")  # fmt: skip
     args = ap.parse_args(argv)
     names = [n for n, _ in args.variant]
     if len(set(names)) != len(names):
         ap.error(f"variant names must differ: {names}")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run_variant(args.config, args.out, n, o, args.threads, args.target_cer) for n, o in args.variant]
+    variants = [(name, full_overrides(args.out, name, overrides, args.set, args.parallel))
+                for name, overrides in args.variant]  # fmt: skip
+    results = run_variants(args.config, args.out, variants, args.threads, args.target_cer, args.parallel)
     target, rows = compare(results, args.target_cer)
-    table = markdown(target, rows)
-    atomic_write_text(
-        args.out / "results.json", json.dumps({"target_cer": target, "rows": rows}, indent=1) + "\n"
-    )
+    table = markdown(target, rows, args.parallel)
+    summary = {"target_cer": target, "parallel": args.parallel, "rows": rows}
+    atomic_write_text(args.out / "results.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(args.out / "results.md", table)
     print(table)
     return 0

@@ -44,6 +44,7 @@ from pipeline.train.regimes import (
     Seq2SeqTrainModule,
     configure_trainable,
     lower_frozen,
+    set_dropout,
     split_layer,
     whisper_of,
 )
@@ -154,8 +155,11 @@ class Trainer:
         self.cache = self._build_cache(model) if t.regime == "cached-encoder" else None
         seed_everything(t.seed)  # LoRA initialisation draws from the global RNG
         trainable = configure_trainable(model, t)
+        if t.dropout > 0:
+            set_dropout(trainable, t.dropout)
         module = Seq2SeqTrainModule(
-            trainable, split=self.split, lower_frozen=lower_frozen(t), allowed_ids=self.allowed_ids
+            trainable, split=self.split, lower_frozen=lower_frozen(t), allowed_ids=self.allowed_ids,
+            label_smoothing=t.label_smoothing,
         ).to(self.acc.device)
         module.train()
 
