@@ -48,3 +48,32 @@ def test_failed_stage_stops_without_marker(tmp_path):
 def test_unknown_argument_is_refused(tmp_path):
     r = run_script(tmp_path, "--stgae", "1")
     assert r.returncode == 2 and "unknown argument" in r.stderr
+
+
+def test_dev_and_test_run_at_once_with_one_thread_each(tmp_path):
+    script = f"""
+set -euo pipefail
+source "{STAGES}"
+EXP="{tmp_path}/exp"
+work() {{  # tag split: records its thread setting, start and end; "bad test" fails
+  date +%s.%N > "{tmp_path}/$2.start"; sleep 0.5
+  echo "$OMP_NUM_THREADS" > "{tmp_path}/$2.threads"; date +%s.%N > "{tmp_path}/$2.end"
+  [ "$1 $2" != "bad test" ]
+}}
+run_stage 4 pair on_dev_and_test work "$1"
+"""
+
+    def run(tag):
+        return subprocess.run(["bash", "-c", script, "run.sh", tag], capture_output=True, text=True)
+
+    r = run("good")
+    assert r.returncode == 0, r.stderr
+    t = {f"{s}.{e}": float((tmp_path / f"{s}.{e}").read_text()) for s in ("dev", "test") for e in ("start", "end")}
+    assert t["test.start"] < t["dev.end"] and t["dev.start"] < t["test.end"]  # they overlapped
+    assert (tmp_path / "dev.threads").read_text().strip() == "1" == (tmp_path / "test.threads").read_text().strip()
+    assert (tmp_path / "exp/.done/stage4.pair").exists()
+
+    (tmp_path / "exp/.done/stage4.pair").unlink()
+    r = run("bad")  # one of the two fails: the stage fails after both ended, no marker
+    assert r.returncode != 0 and "stage 4 (pair) failed" in r.stderr
+    assert (tmp_path / "dev.end").exists() and not (tmp_path / "exp/.done/stage4.pair").exists()

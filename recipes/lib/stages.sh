@@ -38,3 +38,15 @@ run_stage() {
   mkdir -p "$EXP/.done" && date -u +%FT%TZ > "$marker"
   echo "== stage $n ($name) finished in $((SECONDS - t0)) s"
 }
+
+# Run "$@ dev" and "$@ test" at once, one CPU thread each (on 2 cores two 1-thread
+# decoders finish sooner than one 2-thread decoder after the other); fails if either fails.
+on_dev_and_test() {
+  local split pids=() rc=0
+  for split in dev test; do
+    OMP_NUM_THREADS=1 "$@" "$split" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
+}

@@ -39,13 +39,18 @@ decode_and_score() {  # system kind model split [extra decode arguments]
 
 finetuned() {
   local best="$EXP/$SYSTEM/best"
-  decode_and_score "$SYSTEM" finetuned "$best" dev
-  decode_and_score "$SYSTEM" finetuned "$best" test
+  on_dev_and_test decode_and_score "$SYSTEM" finetuned "$best"
   if [ -f "$best/ctc_config.json" ]; then  # CTC: n-gram LM beam search, tuned on dev only
     "$PY" -m pipeline lm --config "$CONFIG" --out "$EXP/$SYSTEM/lm" --tune-on "$DATA/dev.jsonl" --model "$best"
     decode_and_score "${SYSTEM}_lm" finetuned "$best" dev --lm "$EXP/$SYSTEM/lm"
     decode_and_score "${SYSTEM}_lm" finetuned "$best" test --lm "$EXP/$SYSTEM/lm"
   fi
+}
+
+nbest_for() {  # split; called from rescore(), whose locals $system and $common it reads. Dev tunes the weights.
+  local tune=()
+  if [ "$1" = dev ]; then tune=(--tune); fi
+  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/$1.jsonl" --out "$EXP/$system/$1/hyps.jsonl" "${tune[@]}"
 }
 
 rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system with CTC=1)
@@ -58,7 +63,9 @@ rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system w
     "$PY" -m pipeline lm --train "$DATA/train.jsonl" --out "$lm" --char-order 6
   fi
   local common=(--model "$whisper" --lm "$lm" --char-lm "$lm" --beams 4 --nbest 4 --batch-size 8 "${extra[@]}")
-  "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/dev.jsonl" --out "$EXP/$system/dev/hyps.jsonl" --tune
+  # Both N-best lists at once (dev tunes the weights); then test is chosen again with the dev
+  # weights, which reuses its finished N-best file and decodes nothing.
+  on_dev_and_test nbest_for
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/test.jsonl" --out "$EXP/$system/test/hyps.jsonl" \
     --weights "$EXP/$system/dev/weights.json"
   for split in dev test; do
