@@ -1,26 +1,23 @@
 """Decode a manifest into a hypotheses file (command ``decode``).
 
-Batched, with a progress bar, and resumable: finished batches are appended to
-``<out>.partial`` as they complete, so a killed run continues where it stopped;
-the final ``hyps.jsonl`` is written atomically in manifest order.
+Batched, with a progress bar, and resumable (:mod:`pipeline.resumable`): a
+killed run continues where it stopped; the final ``hyps.jsonl`` is written
+atomically in manifest order.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from data_prep.audio import AudioError
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.hyps import Hypothesis, write_hyps
+from pipeline.resumable import partial_path, read_records, run_resumable
 
 #: A batch decoder: 16 kHz mono arrays in, one (text, generated token count) per array out.
 BatchDecoder = Callable[[Sequence[np.ndarray]], list[tuple[str, int]]]
@@ -53,21 +50,6 @@ def load_decoder(model: str, language: str | None, task: str, batch_size: int, n
     return batch_decoder(whisper, processor, language, task, batch_size, num_beams)
 
 
-def _read_partial(path: Path) -> dict[str, Hypothesis]:
-    """Hypotheses already decoded by a previous (possibly killed) run; a torn last line is dropped."""
-    done: dict[str, Hypothesis] = {}
-    if not path.exists():
-        return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                h = Hypothesis.from_json(json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut by a kill: it is decoded again
-            done[h.id] = h
-    return done
-
-
 def decode_manifest(
     utts: Sequence[Utterance],
     manifest_dir: Path,
@@ -76,40 +58,17 @@ def decode_manifest(
     batch_size: int = 8,
     model_name: str = "",
 ) -> tuple[list[Hypothesis], list[str]]:
-    """Decode ``utts`` into ``out``; returns (hypotheses in manifest order, unreadable-audio errors)."""
-    partial = out.with_name(out.name + ".partial")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_partial(partial)
-    todo = [u for u in utts if u.id not in done]
-    # Similar durations in one batch waste less padding and keep generation lengths alike.
-    todo.sort(key=lambda u: u.duration)
-    errors: list[str] = []
-    with open(partial, "a", encoding="utf-8") as sink, tqdm(
-        total=len(utts), initial=len(utts) - len(todo), desc="decode", unit="utt", file=sys.stderr
-    ) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            audios, ok = [], []
-            for u in batch:
-                try:
-                    audios.append(u.load_audio(manifest_dir))
-                    ok.append(u)
-                except AudioError as e:
-                    errors.append(f"{u.id}: {e}")
-            t0 = time.perf_counter()
-            texts = decode_batch(audios) if audios else []
-            per_utt = (time.perf_counter() - t0) / max(len(ok), 1)
-            for u, (text, n_tokens) in zip(ok, texts):
-                h = Hypothesis(id=u.id, text=text, model=model_name, seconds=round(per_utt, 4), tokens=n_tokens)
-                done[u.id] = h
-                sink.write(json.dumps(h.to_json(), ensure_ascii=False) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            bar.update(len(batch))
-    hyps = [done[u.id] for u in utts if u.id in done]
-    write_hyps(out, hyps)
-    partial.unlink(missing_ok=True)
-    return hyps, errors
+    """Decode ``utts`` into ``out``, resumably; returns (hypotheses in manifest order, unreadable-audio errors)."""
+
+    def work(batch: list[Utterance], audios: list[np.ndarray]) -> list[Hypothesis]:
+        t0 = time.perf_counter()
+        texts = decode_batch(audios)
+        per_utt = round((time.perf_counter() - t0) / len(batch), 4)
+        return [Hypothesis(id=u.id, text=text, model=model_name, seconds=per_utt, tokens=n_tokens)
+                for u, (text, n_tokens) in zip(batch, texts)]  # fmt: skip
+
+    done = read_records(partial_path(out), Hypothesis.from_json)
+    return run_resumable(utts, manifest_dir, out, work, write_hyps, done=done, batch_size=batch_size, desc="decode")
 
 
 def utterances_to_decode(manifest: Path, limit: int = 0) -> list[Utterance]:

@@ -1,39 +1,20 @@
 """Build the scored N-best lists of a manifest: propose candidates, score each with every model.
 
-Resumable like ``decode``: finished batches go to ``<out>.partial`` as they
-complete; the final file is written atomically in manifest order.
+Resumable like ``decode`` (:mod:`pipeline.resumable`); the final file is
+written atomically in manifest order.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
-from data_prep.audio import AudioError
 from data_prep.manifest import Utterance
 from data_prep.text.normalize import normalize_text
 from pipeline.rescore.candidates import Candidate, NBest, write_nbest
 from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
-
-
-def _read_records(path: Path) -> dict[str, NBest]:
-    """Records of a finished or partial N-best file; a torn last line is dropped."""
-    done: dict[str, NBest] = {}
-    if path.exists():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    nb = NBest.from_json(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut by a kill: that batch is done again
-                done[nb.id] = nb
-    return done
+from pipeline.resumable import partial_path, read_records, run_resumable
 
 
 def score_batch(
@@ -88,40 +69,19 @@ def build_nbest(
     batch_size: int = 8,
 ) -> tuple[list[NBest], list[str]]:
     """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
-    partial = out.with_name(out.name + ".partial")
-    out.parent.mkdir(parents=True, exist_ok=True)
     # A finished file from an earlier run is reused: records that lack only LM scores get
     # them here (cheap); records without the CTC model's scores are decoded again.
-    done = {**_read_records(out), **_read_records(partial)}
+    done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
     done = {k: nb for k, nb in done.items() if all((c.ctc is None) == (ctc is None) for c in nb.candidates)}
     for nb in done.values():
         for c in nb.candidates:
             c.lm = lm(c.text) if lm is not None else None
             c.clm = char_lm(c.text) if char_lm is not None else None
-    todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
-    errors: list[str] = []
-    with open(partial, "a", encoding="utf-8") as sink, tqdm(
-        total=len(utts), initial=len(utts) - len(todo), desc="n-best", unit="utt", file=sys.stderr
-    ) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch, waves = [], []
-            for u in todo[start : start + batch_size]:
-                try:
-                    waves.append(u.load_audio(manifest_dir))
-                    batch.append(u)
-                except AudioError as e:
-                    errors.append(f"{u.id}: {e}")
-            if batch:
-                t0 = time.perf_counter()
-                cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm)
-                per_utt = round((time.perf_counter() - t0) / len(batch), 4)
-                for u, cs in zip(batch, cands):
-                    done[u.id] = NBest(id=u.id, candidates=cs, seconds=per_utt)
-                    sink.write(json.dumps(done[u.id].to_json(), ensure_ascii=False) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
-            bar.update(len(todo[start : start + batch_size]))
-    records = [done[u.id] for u in utts if u.id in done]
-    write_nbest(out, records)
-    partial.unlink(missing_ok=True)
-    return records, errors
+
+    def work(batch: list[Utterance], waves: list) -> list[NBest]:
+        t0 = time.perf_counter()
+        cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm)
+        per_utt = round((time.perf_counter() - t0) / len(batch), 4)
+        return [NBest(id=u.id, candidates=cs, seconds=per_utt) for u, cs in zip(batch, cands)]
+
+    return run_resumable(utts, manifest_dir, out, work, write_nbest, done=done, batch_size=batch_size, desc="n-best")
