@@ -14,6 +14,7 @@ the same outputs a single run would have written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,18 +23,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.assemble import SplitOptions, assemble, settings_json
+from data_prep.forkmap import fork_map
 from data_prep.importers import IMPORTERS, CorpusError, Row, import_corpus
 from data_prep.manifest import Reject, atomic_write_text, write_jsonl
-from data_prep.process import (
-    CACHE_CHOICES,
-    CACHE_DIR,
-    REFERENCE,
-    ProcessConfig,
-    RowResult,
-    init_worker,
-    process_rows,
-    work,
-)
+from data_prep.process import CACHE_CHOICES, CACHE_DIR, REFERENCE, ProcessConfig, RowResult, process_rows
 from data_prep.refcache import ref_cache
 from data_prep.segment import VADS
 from data_prep.splits import SPLIT_BY, SplitError, parse_ratios, parse_speakers
@@ -59,28 +52,25 @@ def result_to_json(index: int, res: RowResult) -> dict:
 def run_rows(rows: list[Row], indices: list[int], cfg: ProcessConfig, jobs: int, progress: bool = True
              ) -> list[RowResult]:
     """Process the rows at ``indices`` (in that order) on ``jobs`` processes."""
-    items = [(i, rows[i]) for i in indices]
     # set up here what every row needs, once: forked workers inherit it
     forget_folders()  # folders are resolved afresh in each run (data_prep.validate.realpath)
     get_normalizer(cfg.rules)  # the compiled text rules
     if cfg.cache_format == REFERENCE:  # the journals, read once
         ref_cache(Path(cfg.out_dir) / CACHE_DIR, reload=True)
-    bar = tqdm(total=len(items), desc="prepare", unit="row", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(indices), desc="prepare", unit="row", disable=not progress, file=sys.stderr)
     # batches of rows: each is processed step by step (process_rows) and writes its journal lines at once;
     # small ones keep the bar moving and the load even
-    batches = [items[k : k + BATCH] for k in range(0, len(items), BATCH)]
+    batches = [[rows[i] for i in indices[k : k + BATCH]] for k in range(0, len(indices), BATCH)]
     results: list[RowResult] = []
-    if jobs <= 1:
-        for batch in batches:
-            results.extend(process_rows([row for _, row in batch], cfg))
-            bar.update(len(batch))
-    else:
-        import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(jobs, initializer=init_worker, initargs=(cfg,)) as pool:
-            for done in pool.imap(work, batches):  # imap keeps source order
-                results.extend(res for _, res in done)
-                bar.update(len(done))
+    def run(batch: list[Row]) -> list[RowResult]:
+        return process_rows(batch, cfg)
+
+    # forked workers (jobs > 1) inherit the batches: only batch numbers go to them, only results come back
+    with contextlib.closing((run(b) for b in batches) if jobs <= 1 else fork_map(run, batches, jobs)) as done:
+        for res in done:  # in source order
+            results.extend(res)
+            bar.update(len(res))
     bar.close()
     return results
 

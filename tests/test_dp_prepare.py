@@ -296,3 +296,83 @@ def test_real_punjabi_digits(tmp_path):
     acc = json.loads((out / "accounting.json").read_text())
     assert acc["input_rows"] == 240 == acc["accepted_rows"] + acc["rejected_rows"]
     assert all(sf.info(u.audio_path(out)).samplerate == 16000 for u in read_manifest(out / "manifest.jsonl"))
+
+
+def _slow_square(k: int) -> int:
+    import time
+
+    time.sleep(0.002 * (k % 3))  # results come back out of order
+    return k * k
+
+
+def test_fork_map_keeps_order_reaps_its_workers_and_raises_their_errors():
+    import multiprocessing as mp
+    import resource
+
+    from data_prep.forkmap import RemoteTraceback, fork_map
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    before = cpu()
+    assert list(fork_map(_slow_square, range(40), 3)) == [k * k for k in range(40)]
+    assert list(fork_map(_slow_square, [], 2)) == [] and list(fork_map(_slow_square, [5], 4)) == [25]
+    assert not mp.active_children()  # every worker has exited and was reaped ...
+    assert cpu() > before  # ... and its CPU time is counted
+
+    offset = 100  # fork: a closure over the caller's data is fine
+
+    def task(k: int) -> int:
+        if k == 7:
+            raise ValueError(f"bad task {k + offset}")
+        return k
+
+    with pytest.raises(ValueError, match="bad task 107") as info:
+        list(fork_map(task, range(20), 2))
+    assert isinstance(info.value.__cause__, RemoteTraceback) and "in task" in str(info.value.__cause__)
+    assert not mp.active_children()
+
+    def dies(k: int) -> int:
+        if k == 3:
+            os._exit(9)
+        return k
+
+    with pytest.raises(RuntimeError, match="died"):
+        list(fork_map(dies, range(10), 2))
+    assert not mp.active_children()
+
+
+def test_rows_sharing_a_clip_in_one_batch_decode_it_once(tmp_path, monkeypatch):
+    """A batch decodes its clips first, then analyses them: a row whose clip an earlier row of the
+    batch computes takes that row's entry; the outputs are those of one clip at a time."""
+    import data_prep.process as P
+
+    corpus = tmp_path / "kaldi"
+    for name in ("a", "b"):
+        utterance_clip(corpus / "audio" / f"{name}.wav")
+    d = corpus / "data" / "all"
+    d.mkdir(parents=True)
+    wav = {"r1": "a", "r2": "a", "r3": "b", "r4": "a", "r5": "b", "r6": "missing"}
+    (d / "wav.scp").write_text("".join(f"{k} audio/{v}.wav\n" for k, v in wav.items()))
+    (d / "text").write_text("".join(f"{k} {t}\n" for k, t in zip(wav, "कखगघङच")))
+    (d / "utt2spk").write_text("".join(f"{k} s{i % 3}\n" for i, k in enumerate(wav)))
+    real_decode, default = P._decode, P.GROUP_BYTES
+    for fmt in ("flac", "none"):
+        outs = {}
+        for group_bytes in (default, 0):  # 0: each clip is analysed right after its decode
+            monkeypatch.setattr(P, "GROUP_BYTES", group_bytes)
+            decoded: list[str] = []
+            monkeypatch.setattr(P, "_decode", lambda row, cfg, seen=decoded: seen.append(row.audio)
+                                or real_decode(row, cfg))
+            out = tmp_path / f"{fmt}-{group_bytes}"
+            assert prepare(corpus, out, "kaldi", "sa", cache_format=fmt, **FAST) == 0
+            assert sorted(Path(a).name for a in decoded) == ["a.wav", "b.wav"]
+            outs[group_bytes] = snapshot(out)
+            if fmt == "none":
+                (journal,) = (out / "cache" / "ref").glob("*.jsonl")
+                assert journal.read_bytes().count(b'"meta"') == 2  # one line per clip
+            else:
+                assert len(list((out / "cache").rglob("*.flac"))) == 2
+        assert outs[default] == outs[0]
+        assert len(read_manifest(out / "manifest.jsonl")) == 5
