@@ -167,13 +167,22 @@ def clipped_fraction(data: np.ndarray, level: float = 0.999, *, bounds: tuple[fl
     return float(np.count_nonzero(np.abs(data) >= level)) / data.size
 
 
+def _mean(y: np.ndarray) -> np.floating:
+    """``y.mean()``, the same value: for float32 and float64, numpy's sum divided by the count
+    as ``np.mean`` divides it, without the Python layers of ``np.mean`` (~4 us a call)."""
+    if y.dtype != np.float32 and y.dtype != np.float64:
+        return y.mean()
+    total = np.add.reduce(y, axis=None)
+    return total.dtype.type(total / y.size)
+
+
 def remove_dc(y: np.ndarray, *, overwrite: bool = False) -> tuple[np.ndarray, float]:
     """Subtract the mean; returns the signal and the offset that was removed.
 
     ``overwrite=True`` subtracts in place (``y`` must be float32 and writable): same
     values, without a copy of the whole clip.
     """
-    mean = float(y.mean()) if y.size else 0.0
+    mean = float(_mean(y)) if y.size else 0.0
     if overwrite and y.dtype == np.float32:
         return np.subtract(y, mean, out=y), mean
     return (y - mean).astype(np.float32, copy=False), mean
@@ -191,7 +200,11 @@ def frame_db(y: np.ndarray, sr: int, frame_s: float = FRAME_S) -> np.ndarray:
         last[0, : len(y) - full] = y[full:]
         sums = np.concatenate([sums, np.einsum("ij,ij->i", last, last)])
     power = sums / n
-    return (10 * np.log10(np.maximum(power, 1e-20))).astype(np.float32)
+    # 10 * log10(max(power, 1e-20)) as float32, in place (power is a new array)
+    np.maximum(power, 1e-20, out=power)
+    np.log10(power, out=power)
+    power *= 10
+    return power.astype(np.float32, copy=False)
 
 
 def noise_floor_db(db: np.ndarray) -> float:
@@ -267,7 +280,10 @@ def level_gain_db(
     db = frame_db(y, sr) if db is None else db
     act = active_frames(db) if act is None else act
     levels = db[act] if act.any() else db
-    speech_db = float(10 * np.log10(np.mean(10 ** (levels.astype(np.float64) / 10)) + 1e-20))
+    power = levels.astype(np.float64)  # 10 ** (levels / 10) in float64, in place in a new array
+    power /= 10
+    np.power(10, power, out=power)
+    speech_db = float(10 * np.log10(_mean(power) + 1e-20))
     gain_db = min(target_db - speech_db, max_gain_db)
     top = peak_abs(y) if top is None else top
     if top > 0:

@@ -219,3 +219,34 @@ def test_cache_writes_from_threads_and_forked_processes_do_not_mix(tmp_path):
 def _write_numbered(item: tuple) -> None:
     folder, k = item
     A.write_flac(folder / f"{k}.flac", np.full(1000 * k, k, np.int16))
+
+
+def test_levels_and_mean_equal_the_plain_numpy_expressions():
+    """remove_dc, frame_db and level_gain_db skip np.mean's Python layers and work in place: same bits."""
+    rng = np.random.default_rng(9)
+    for k in range(300):
+        n = int(rng.integers(1, 50000)) if k % 4 else int(rng.integers(1, 700))
+        y = (rng.normal(0, rng.choice([1e-5, 1e-2, 0.3]), n) + rng.uniform(-0.1, 0.1)).astype(
+            (np.float32, np.float64)[k % 2])
+        if k % 5 == 0:
+            y[: n // 2] = 0
+        assert A._mean(y) == y.mean() and type(A._mean(y)) is type(y.mean())
+        out, dc = A.remove_dc(y.copy())
+        assert dc == float(y.mean()) and out.tobytes() == (y - float(y.mean())).astype(np.float32).tobytes()
+        m = 320
+        full = n // m * m
+        padded = np.zeros((-(-n // m), m), y.dtype)
+        padded.reshape(-1)[:n] = y
+        sums = np.concatenate([np.einsum("ij,ij->i", padded[: full // m], padded[: full // m]),
+                               np.einsum("ij,ij->i", padded[full // m :], padded[full // m :])])
+        db = (10 * np.log10(np.maximum(sums / m, 1e-20))).astype(np.float32)
+        assert A.frame_db(y, 16000).tobytes() == db.tobytes()
+        act = A.active_frames(db)
+        levels = db[act] if act.any() else db
+        speech_db = float(10 * np.log10(np.mean(10 ** (levels.astype(np.float64) / 10)) + 1e-20))
+        expected = min(-20.0 - speech_db, 30.0)
+        top = A.peak_abs(y)
+        if top > 0:
+            expected = min(expected, 20 * np.log10(0.95 / top))
+        assert A.level_gain_db(y, 16000, db=db) == expected
+    assert A._mean(np.arange(5, dtype=np.int16)) == 2.0  # other dtypes: np.mean itself
