@@ -3,13 +3,14 @@
 What ``multiprocessing.Pool(...).imap`` gave :func:`data_prep.prepare.run_rows`,
 without the pool's three helper threads in the calling process. One of them,
 the worker handler, waits on the result pipe as well as on the workers
-(CPython's fix for bpo-35493), so it wakes up and loops for as long as a result
-lies in that pipe unread: it spun through about 300 wake-ups a second and used
-0.3-0.4 CPU seconds per prepare of the Sanskrit train split (3 % of a core
-for 2 workers), on the same two cores the workers need, which the GIL contention
-between the three threads made worse. Here the calling thread does it all: it
-sends each worker the number of its next task through a pipe of its own and
-waits (``multiprocessing.connection.wait``, no polling) on the results.
+(CPython's change for bpo-35493), so it wakes up and loops, polling, for as
+long as a result lies in that pipe unread: with both cores busy, that is
+often. On the Sanskrit train split (2 workers) the pool's threads used 0.5-0.7
+CPU seconds of the calling process, the worker handler 0.3-0.4 of them, on the
+cores the workers need (the bare loop of data_prep/bench.py still pays that
+price). Here the calling thread does it all: it sends each worker the numbers
+of its next tasks through a pipe of its own and blocks on the results
+(``multiprocessing.connection.wait``); 0.1 CPU seconds on that split.
 
 The workers are forked, so they inherit ``fn`` and ``tasks`` (a closure is fine)
 and only task numbers and results are pickled; each has up to :data:`AHEAD` tasks
