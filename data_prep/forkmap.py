@@ -45,10 +45,13 @@ class RemoteTraceback(Exception):
 
 def _serve(conn: Connection, others: list[Connection], fn: Callable, tasks: Sequence) -> None:
     """A worker: task numbers in, ``(True, result)`` or ``(False, (exception, traceback))`` out, until None."""
-    for c in others:  # the caller's ends of the other workers' pipes, inherited through fork
+    for c in others:  # the caller's ends of the pipes, inherited through fork: a dead caller means EOF here
         c.close()
     while True:
-        k = conn.recv()
+        try:
+            k = conn.recv()
+        except (EOFError, OSError):  # the caller is gone
+            return
         if k is None:
             return
         try:
@@ -57,9 +60,14 @@ def _serve(conn: Connection, others: list[Connection], fn: Callable, tasks: Sequ
             out = (False, (e, traceback.format_exc()))
         try:
             conn.send(out)
+        except OSError:  # the caller is gone
+            return
         except Exception as e:  # noqa: BLE001 - e.g. a result or an exception that does not pickle
-            conn.send((False, (RuntimeError(f"task {k}: cannot send its result back: {e!r}"),
-                               traceback.format_exc())))
+            try:
+                conn.send((False, (RuntimeError(f"task {k}: cannot send its result back: {e!r}"),
+                                   traceback.format_exc())))
+            except OSError:
+                return
 
 
 def fork_map(fn: Callable[[T], R], tasks: Sequence[T], jobs: int) -> Iterator[R]:
@@ -69,9 +77,9 @@ def fork_map(fn: Callable[[T], R], tasks: Sequence[T], jobs: int) -> Iterator[R]
     conns: list[Connection] = []
     finished = False
     try:
-        for _ in range(min(jobs, len(tasks))):
+        for _ in range(min(max(1, jobs), len(tasks))):
             mine, theirs = ctx.Pipe()
-            p = ctx.Process(target=_serve, args=(theirs, list(conns), fn, tasks), daemon=True)
+            p = ctx.Process(target=_serve, args=(theirs, [*conns, mine], fn, tasks), daemon=True)
             p.start()
             theirs.close()
             procs.append(p)

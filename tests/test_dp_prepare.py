@@ -333,6 +333,9 @@ def test_fork_map_keeps_order_reaps_its_workers_and_raises_their_errors():
     assert isinstance(info.value.__cause__, RemoteTraceback) and "in task" in str(info.value.__cause__)
     assert not mp.active_children()
 
+    with pytest.raises(RuntimeError, match="task 2: cannot send its result back"):
+        list(fork_map(lambda k: (lambda: k) if k == 2 else k, range(6), 2))  # a lambda does not pickle
+
     def dies(k: int) -> int:
         if k == 3:
             os._exit(9)
@@ -376,3 +379,43 @@ def test_rows_sharing_a_clip_in_one_batch_decode_it_once(tmp_path, monkeypatch):
                 assert len(list((out / "cache").rglob("*.flac"))) == 2
         assert outs[default] == outs[0]
         assert len(read_manifest(out / "manifest.jsonl")) == 5
+
+
+def test_fork_map_workers_exit_when_their_caller_is_killed():
+    """kill -9 of prepare: its workers see the end of their pipe and exit instead of lingering."""
+    import signal
+    import time
+
+    from data_prep.forkmap import fork_map
+
+    r, w = os.pipe()
+    caller = os.fork()
+    if caller == 0:  # the caller: reports its workers, then maps slowly until killed
+        try:
+            os.close(r)
+            for x in fork_map(lambda k: time.sleep(0.05) or k, range(1000), 2):
+                if x == 0:
+                    kids = os.popen(f"ps -o pid= --ppid {os.getpid()}").read().split()
+                    os.write(w, " ".join(kids).encode() + b"\n")
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        workers = [int(p) for p in f.readline().split()]
+    os.kill(caller, signal.SIGKILL)
+    os.waitpid(caller, 0)
+    assert len(workers) >= 2
+
+    def running(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(map(running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lingering = [pid for pid in workers if running(pid)]
+    for pid in lingering:  # (a failure must not leave them holding the test run's output open)
+        os.kill(pid, signal.SIGKILL)
+    assert not lingering
