@@ -27,7 +27,7 @@ from pathlib import Path
 from data_prep.manifest import Reject, Utterance, atomic_write_text, jsonl_line, write_jsonl
 from data_prep.process import ProcessConfig, RowResult
 from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_overlaps
-from data_prep.stats import write_stats
+from data_prep.stats import start_plot_durations, write_stats
 from data_prep.validate import Accounting
 from data_prep.vocab import build_vocab, oov_report, train_sentencepiece, write_vocab
 
@@ -99,21 +99,26 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
         print("error: speakers appear in more than one split (use --allow-speaker-overlap to accept): "
               + "; ".join(overlaps))
         status = 1
-    lines = {id(u): jsonl_line(u) for u in utts}  # each record serialized once, for two files
-    write_jsonl(out / "manifest.jsonl", utts, lines=lines)
-    for split in SPLITS:
-        # With a speaker-overlap error the split files are not written, so nothing trains on them.
-        if status == 0:
-            write_jsonl(out / f"{split}.jsonl", [u for u in utts if u.split == split], lines=lines)
-        else:
-            (out / f"{split}.jsonl").unlink(missing_ok=True)
-    train = [u for u in utts if u.split == "train"]
-    vocab = build_vocab(train)
-    write_vocab(out / "vocab.json", vocab)
-    atomic_write_text(out / "oov.json", json.dumps(oov_report(vocab, utts), ensure_ascii=False, indent=1) + "\n")
-    if opts.sentencepiece and train:
-        train_sentencepiece(train, out, opts.sentencepiece)
-    write_stats(out, utts, accounting)
+    plotted = start_plot_durations(utts, out / "durations.png")  # drawn meanwhile, in another process
+    try:
+        lines = {id(u): jsonl_line(u) for u in utts}  # each record serialized once, for two files
+        write_jsonl(out / "manifest.jsonl", utts, lines=lines)
+        for split in SPLITS:
+            # With a speaker-overlap error the split files are not written, so nothing trains on them.
+            if status == 0:
+                write_jsonl(out / f"{split}.jsonl", [u for u in utts if u.split == split], lines=lines)
+            else:
+                (out / f"{split}.jsonl").unlink(missing_ok=True)
+        train = [u for u in utts if u.split == "train"]
+        vocab = build_vocab(train)
+        write_vocab(out / "vocab.json", vocab)
+        atomic_write_text(out / "oov.json",
+                          json.dumps(oov_report(vocab, utts), ensure_ascii=False, indent=1) + "\n")
+        if opts.sentencepiece and train:
+            train_sentencepiece(train, out, opts.sentencepiece)
+        write_stats(out, utts, accounting, plot=False)
+    finally:
+        plotted()
     for split, s in report["splits"].items():
         print(f"  {split:<5} {s['utterances']:>6} utts {s['hours']:8.3f} h {s['speakers']:>4} speakers")
     return status

@@ -146,6 +146,40 @@ def test_stats_plot_and_characters_equal_the_plain_way(zoo_out, tmp_path):
     assert compute_stats(utts, {})["characters"] == dict(sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def test_plot_drawn_in_a_forked_process_is_the_same_and_its_failure_raises(zoo, zoo_out, tmp_path, monkeypatch):
+    import time
+
+    import data_prep.stats as stats
+
+    utts = read_manifest(zoo_out / "manifest.jsonl")
+    stats.plot_durations(utts, tmp_path / "here.png")
+    wait = stats.start_plot_durations(utts, tmp_path / "there.png")
+    wait()
+    assert (tmp_path / "there.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+
+    # a child that hangs is ended and the plot drawn in the caller
+    real, caller = stats.plot_durations, os.getpid()
+
+    def hangs_in_a_child(utts, path):
+        if os.getpid() != caller:
+            time.sleep(60)
+        real(utts, path)
+
+    monkeypatch.setattr(stats, "plot_durations", hangs_in_a_child)
+    monkeypatch.setattr(stats, "PLOT_TIMEOUT_S", 0.5)
+    stats.start_plot_durations(utts, tmp_path / "late.png")()
+    assert (tmp_path / "late.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+
+    def boom(utts, path):
+        raise ValueError("no plot today")
+
+    monkeypatch.setattr(stats, "plot_durations", boom)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="the plot failed(.|\n)*no plot today"):
+        prepare(zoo, out, "kaldi", "sa", **FAST)
+    assert (out / "stats.json").exists() and not (out / "durations.png").exists()  # the rest was written
+
+
 def test_rerun_and_partial_cache_give_identical_outputs(zoo, zoo_out, tmp_path):
     out = tmp_path / "out"
     assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
