@@ -91,16 +91,16 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
     except SplitError as e:
         print(f"error: {e}")
         return 1
-    report = {"mode": mode, "seed": opts.seed, "ratios": ratios if mode == "ratio" else None,
-              **overlap_report(utts)}
-    atomic_write_text(out / "splits.json", json.dumps(report, indent=1) + "\n")
-    overlaps = speaker_overlaps(report)
-    if overlaps and not opts.allow_speaker_overlap:
-        print("error: speakers appear in more than one split (use --allow-speaker-overlap to accept): "
-              + "; ".join(overlaps))
-        status = 1
     plotted = start_plot_durations(utts, out / "durations.png")  # drawn meanwhile, in another process
     try:
+        report = {"mode": mode, "seed": opts.seed, "ratios": ratios if mode == "ratio" else None,
+                  **overlap_report(utts)}
+        atomic_write_text(out / "splits.json", json.dumps(report, indent=1) + "\n")
+        overlaps = speaker_overlaps(report)
+        if overlaps and not opts.allow_speaker_overlap:
+            print("error: speakers appear in more than one split (use --allow-speaker-overlap to accept): "
+                  + "; ".join(overlaps))
+            status = 1
         lines = {id(u): jsonl_line(u) for u in utts}  # each record serialized once, for two files
         write_jsonl(out / "manifest.jsonl", utts, lines=lines)
         for split in SPLITS:
