@@ -121,7 +121,11 @@ def full_overrides(out: Path, name: str, own: list[str], common: list[str], para
 
 def read_log(path: Path) -> tuple[float, float, list[tuple[int, float, float]]]:
     """(final elapsed_s, step-weighted samples/s, evaluations) of a trainer's ``log.jsonl``."""
-    records = read_records(path)
+    return summarize_log(read_log_records(path))
+
+
+def summarize_log(records: list[dict]) -> tuple[float, float, list[tuple[int, float, float]]]:
+    """What :func:`read_log` returns, from records already read."""
     evals = [(r["step"], r["elapsed_s"], r["dev_cer"]) for r in records if r.get("dev_cer") is not None]
     weighted, steps, prev = 0.0, 0, 0
     for r in records:
@@ -133,16 +137,17 @@ def read_log(path: Path) -> tuple[float, float, list[tuple[int, float, float]]]:
     return records[-1]["elapsed_s"], weighted / max(steps, 1), evals
 
 
-def read_records(path: Path) -> list[dict]:
+def read_log_records(path: Path) -> list[dict]:
+    """The records of a trainer's ``log.jsonl`` (an empty log is an error)."""
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not records:
         raise ValueError(f"{path}: empty training log")
     return records
 
 
-def read_wers(path: Path) -> dict[int, float]:
-    """Dev WER by evaluation step of a trainer's ``log.jsonl``."""
-    return {r["step"]: r["dev_wer"] for r in read_records(path) if r.get("dev_wer") is not None}
+def dev_wers(records: list[dict]) -> dict[int, float]:
+    """Dev WER by evaluation step of a trainer's log records."""
+    return {r["step"]: r["dev_wer"] for r in records if r.get("dev_wer") is not None}
 
 
 def first_reaching(log: Path, target: float) -> int | None:
@@ -196,9 +201,9 @@ def _result(run: _Running) -> RunResult:
     if run.proc.returncode != 0 and not run.stopped:
         raise subprocess.CalledProcessError(run.proc.returncode, run.cmd)
     wall = time.perf_counter() - run.t0
-    log = run.run_dir / "log.jsonl"
-    train_s, sps, evals = read_log(log)
-    return RunResult(run.name, run.overrides, wall, train_s, sps, evals, read_wers(log))
+    records = read_log_records(run.run_dir / "log.jsonl")
+    train_s, sps, evals = summarize_log(records)
+    return RunResult(run.name, run.overrides, wall, train_s, sps, evals, dev_wers(records))
 
 
 def run_variants(
