@@ -94,3 +94,47 @@ def test_state_cache_build_resume_and_read(setup, tmp_path):
     assert got.shape == ref[0].shape and got.dtype == torch.float32
     assert torch.allclose(got, ref[0], atol=2e-2, rtol=2e-3)  # stored as float16
     assert encoder_fingerprint(enc, 2) != fp
+
+
+def test_state_cache_shared_by_two_builders(setup, tmp_path):
+    """Two trainings that opened the same cache before either built: nothing is lost or computed twice."""
+    model, processor, _, examples = setup
+    enc = model.model.encoder
+    ds = FeatureDataset(examples, processor.feature_extractor, None, seed=0)
+    by_id = {ex.utt.id: ex.index for ex in examples}
+
+    def features_of(utt_id, factor):
+        s = ds[Item(by_id[utt_id], factor, 0)]
+        return s["features"], s["length"]
+
+    jobs = [(ex.utt.id, 1.0) for ex in examples]
+    fp = encoder_fingerprint(enc, 1)
+    first, second = EncoderStateCache(tmp_path, fp), EncoderStateCache(tmp_path, fp)
+    assert first.build(enc, jobs[:6], features_of, stop=1, batch_size=2, shard_size=2, progress=False) == 6
+    # The second one's index predates the first build: it must see those entries, not overwrite them.
+    assert second.build(enc, jobs[3:], features_of, stop=1, batch_size=2, shard_size=2, progress=False) == 4
+    index = json.loads((second.dir / "index.json").read_text())["entries"]
+    assert sorted(index) == sorted(f"{u}@1" for u, _ in jobs)
+    fresh = EncoderStateCache(tmp_path, fp)
+    for u, f in jobs:
+        assert fresh.get(u, f).shape[1] == enc.config.d_model
+
+    # Truly concurrent builders (forked processes): each clip is computed once in all.
+    import multiprocessing
+
+    fp2 = encoder_fingerprint(enc, 2)
+    ctx = multiprocessing.get_context("fork")  # the child runs the closure; nothing is pickled
+    counts = ctx.Queue()
+
+    def build_in_child():
+        cache = EncoderStateCache(tmp_path, fp2)
+        counts.put(cache.build(enc, jobs, features_of, stop=2, batch_size=2, shard_size=2, progress=False))
+
+    children = [ctx.Process(target=build_in_child) for _ in range(2)]
+    for c in children:
+        c.start()
+    for c in children:
+        c.join(60)
+        assert c.exitcode == 0
+    assert counts.get(timeout=5) + counts.get(timeout=5) == len(jobs)
+    assert EncoderStateCache(tmp_path, fp2).missing([f"{u}@1" for u, _ in jobs]) == []

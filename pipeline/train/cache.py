@@ -12,12 +12,17 @@ below the model's own noise) in sharded safetensors files:
 
 A shard is written to a temporary name and renamed, then the index is
 rewritten atomically, so a killed build resumes from the last whole shard.
+Builds take an exclusive lock on the directory and re-read the index under it:
+two trainings that share a cache (a recipe's decoder and CTC systems, or a
+sweep) never overwrite each other's shards or index entries, and the second
+one computes only what the first did not.
 The fingerprint hashes the encoder weights the states depend on, so a cache is
 never reused for a different model or split point.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -140,9 +145,19 @@ class EncoderStateCache:
         should be sorted by duration so that batches pad little. Returns the
         number of clips computed.
         """
-        todo = [(u, f) for u, f in jobs if cache_key(u, f) not in self.index]
-        if not todo:
-            return 0
+        with open(self.dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self.index.update(self._read_index())  # what other processes added since we opened it
+            todo = [(u, f) for u, f in jobs if cache_key(u, f) not in self.index]
+            if not todo:
+                return 0
+            self._build_locked(encoder, todo, features_of, stop, batch_size, shard_size, device, progress)
+        return len(todo)
+
+    def _build_locked(
+        self, encoder: torch.nn.Module, todo: list[tuple[str, float]], features_of, stop: int, batch_size: int,
+        shard_size: int, device: torch.device | str, progress: bool,
+    ) -> None:  # fmt: skip
         was_training = encoder.training
         encoder.eval()
         pending: dict[str, torch.Tensor] = {}
@@ -168,7 +183,6 @@ class EncoderStateCache:
         finally:
             bar.close()
             encoder.train(was_training)
-        return len(todo)
 
 
 def train_state_cache_id(encoder: torch.nn.Module, stop: int, feature_extractor) -> tuple[str, dict]:
