@@ -74,6 +74,10 @@ REJECT_REASONS = frozenset(
         "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
         "missing_text",  # audio without transcript (or the reverse)
         "label_too_long",  # more labels than encoder frames (CTC)
+        "no_hypothesis",  # pseudo-labelling: the decoder's output has no line for this id
+        "empty_hypothesis",  # pseudo-labelling: the decoder wrote nothing
+        "repetition_loop",  # pseudo-labelling: the decoder repeated itself
+        "implausible_rate",  # pseudo-labelling: characters per second outside the labeled set's range
     }
 )
 

@@ -45,6 +45,19 @@ def test_failed_stage_stops_without_marker(tmp_path):
     assert not (tmp_path / "exp/.done/stage3.fails").exists()
 
 
+def test_stage_function_stops_at_its_first_failing_command(tmp_path):
+    script = f"""
+set -euo pipefail
+source "{STAGES}"
+EXP="{tmp_path}/exp"
+two_steps() {{ false; echo ran > "{tmp_path}/after.log"; }}
+run_stage 5 two two_steps
+"""
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert r.returncode != 0 and "stage 5 (two) failed" in r.stderr
+    assert not (tmp_path / "after.log").exists() and not (tmp_path / "exp/.done/stage5.two").exists()
+
+
 def test_unknown_argument_is_refused(tmp_path):
     r = run_script(tmp_path, "--stgae", "1")
     assert r.returncode == 2 and "unknown argument" in r.stderr

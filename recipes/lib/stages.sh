@@ -33,8 +33,14 @@ run_stage() {
     echo "== stage $n ($name): done already ($marker)"; return 0
   fi
   echo "== stage $n ($name): $*"
-  local t0=$SECONDS
-  "$@" || { echo "stage $n ($name) failed" >&2; exit 1; }
+  local t0=$SECONDS rc
+  # A subshell with errexit, not `"$@" || ...`: bash ignores `set -e` inside a function
+  # called from an || list, so a stage function's failing first command would go unnoticed.
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then echo "stage $n ($name) failed" >&2; exit 1; fi
   mkdir -p "$EXP/.done" && date -u +%FT%TZ > "$marker"
   echo "== stage $n ($name) finished in $((SECONDS - t0)) s"
 }

@@ -12,7 +12,12 @@
 #               rescored with them, weights tuned on dev (system whisper_lm). With CTC=1 the CTC
 #               system also proposes hypotheses and scores every candidate (system
 #               whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
-#   7 report    exp/sa/report/report.{html,md}
+#   7 selftrain (SELFTRAIN=1, the default) stage 6's transcripts of the dev and test AUDIO become
+#               pseudo-labels (`pipeline pseudo-label`; references unread); the decoder system
+#               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml)
+#   8 selftrained decode + score dev and test with it (system whisper_st), then rescore its
+#               4-best as in stage 6 (system whisper_st_lm, or whisper_st_ctc_lm with CTC=1)
+#   9 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +31,9 @@ SYSTEM=${SYSTEM:-whisper_ft}
 CTC_CONFIG=${CTC_CONFIG:-recipes/sanskrit/config_ctc.yaml}
 CTC_SYSTEM=${CTC_SYSTEM:-ctc_ft}
 CTC=${CTC:-0}
+SELFTRAIN=${SELFTRAIN:-1}
+ST_CONFIG=${ST_CONFIG:-recipes/sanskrit/config_selftrain.yaml}
+ST_SYSTEM=${ST_SYSTEM:-whisper_st}
 DATA=data/sa
 EXP=exp/sa
 
@@ -47,22 +55,31 @@ finetuned() {
   fi
 }
 
+lms() {  # word 3-gram + character 6-gram LMs of the train text (with CTC=1 also tuned for CTC beam search)
+  if [ "$CTC" = 1 ]; then  # the LM's CTC beam-search weights are tuned on dev for the CTC proposals
+    "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$EXP/lm" --char-order 6 --tune-on "$DATA/dev.jsonl" \
+      --model "$EXP/$CTC_SYSTEM/best"
+    decode_and_score "${CTC_SYSTEM}_lm" finetuned "$EXP/$CTC_SYSTEM/best" test --lm "$EXP/lm"
+  else
+    "$PY" -m pipeline lm --train "$DATA/train.jsonl" --out "$EXP/lm" --char-order 6
+  fi
+}
+
+rescored_name() {  # the rescored system's name for a decoder system: whisper_lm, whisper_st_ctc_lm ...
+  if [ "$CTC" = 1 ]; then echo "${1%_ft}_ctc_lm"; else echo "${1%_ft}_lm"; fi
+}
+
 nbest_for() {  # split; called from rescore(), whose locals $system and $common it reads. Dev tunes the weights.
   local tune=()
   if [ "$1" = dev ]; then tune=(--tune); fi
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/$1.jsonl" --out "$EXP/$system/$1/hyps.jsonl" "${tune[@]}"
 }
 
-rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system with CTC=1)
-  local whisper="$EXP/$SYSTEM/best" ctc="$EXP/$CTC_SYSTEM/best" lm="$EXP/lm" system=whisper_lm extra=()
-  if [ "$CTC" = 1 ]; then  # the LM's CTC beam-search weights are tuned on dev for the CTC proposals
-    "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$lm" --char-order 6 --tune-on "$DATA/dev.jsonl" --model "$ctc"
-    decode_and_score "${CTC_SYSTEM}_lm" finetuned "$ctc" test --lm "$lm"
-    system=whisper_ctc_lm extra=(--ctc "$ctc")
-  else
-    "$PY" -m pipeline lm --train "$DATA/train.jsonl" --out "$lm" --char-order 6
-  fi
-  local common=(--model "$whisper" --lm "$lm" --char-lm "$lm" --beams 4 --nbest 4 --batch-size 8 "${extra[@]}")
+rescore() {  # decoder_system: its N-best + word and character LMs (+ the CTC system with CTC=1)
+  local system extra=()
+  system=$(rescored_name "$1")
+  if [ "$CTC" = 1 ]; then extra=(--ctc "$EXP/$CTC_SYSTEM/best"); fi
+  local common=(--model "$EXP/$1/best" --lm "$EXP/lm" --char-lm "$EXP/lm" --beams 4 --nbest 4 --batch-size 8 "${extra[@]}")
   # Both N-best lists at once (dev tunes the weights); then test is chosen again with the dev
   # weights, which reuses its finished N-best file and decodes nothing.
   on_dev_and_test nbest_for
@@ -72,6 +89,22 @@ rescore() {  # the decoder's N-best + word and character LMs (+ the CTC system w
     "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
       --system "$system" --kind finetuned
   done
+}
+
+selftrain() {  # pseudo-label the dev and test audio with stage 6's system, then train on train + them
+  local labels
+  labels=$(rescored_name "$SYSTEM")
+  "$PY" -m pipeline pseudo-label --labeled "$DATA/train.jsonl" --unlabeled "$DATA/dev.jsonl" "$DATA/test.jsonl" \
+    --hyps "$EXP/$labels/dev/hyps.jsonl" "$EXP/$labels/test/hyps.jsonl" --out "$EXP/selftrain/data" --lang sa
+  "$PY" -m pipeline train --config "$ST_CONFIG" "model.name=$EXP/$SYSTEM/best" \
+    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$ST_SYSTEM"
+}
+
+lms_and_rescore() { lms; rescore "$SYSTEM"; }
+
+selftrained() {
+  on_dev_and_test decode_and_score "$ST_SYSTEM" finetuned "$EXP/$ST_SYSTEM/best"
+  rescore "$ST_SYSTEM"
 }
 
 report() {
@@ -86,5 +119,9 @@ run_stage 4 "finetuned.$SYSTEM" finetuned
 if [ "$CTC" = 1 ]; then
   run_stage 5 "train.$CTC_SYSTEM" "$PY" -m pipeline train --config "$CTC_CONFIG" "output_dir=$EXP/$CTC_SYSTEM"
 fi
-run_stage 6 "rescore.ctc$CTC" rescore
-run_stage 7 report report
+run_stage 6 "rescore.ctc$CTC" lms_and_rescore
+if [ "$SELFTRAIN" = 1 ]; then
+  run_stage 7 "selftrain.ctc$CTC" selftrain
+  run_stage 8 "selftrained.ctc$CTC" selftrained
+fi
+run_stage 9 report report

@@ -1,0 +1,176 @@
+"""Pseudo-labels for self-training: a fine-tuned system's transcripts of unlabeled audio.
+
+``python -m pipeline pseudo-label --labeled train.jsonl --unlabeled U.jsonl ... --hyps H.jsonl ... --out OUT``
+writes OUT/train.jsonl, the labeled rows followed by every unlabeled utterance whose
+hypothesis (joined on utterance id, normalized like the references) passes the checks
+below, flagged ``pseudo_label``. The rest go to OUT/rejects.jsonl with a reason, so every
+unlabeled utterance ends up in one of the two; OUT/pseudo_label.json counts them.
+
+Checks (the usual failure modes of a decoder run on audio it was not trained on):
+
+- ``no_hypothesis`` / ``empty_hypothesis``: nothing was decoded;
+- ``repetition_loop``: an n-gram of 1-4 words repeated more than ``max_repeats`` times
+  in a row (a decoder stuck in a loop);
+- ``implausible_rate``: characters per second outside the labeled set's range (its 1st
+  and 99th percentiles, widened by ``rate_margin``, the lower one after 2 s of allowed
+  silence): a hallucination or a truncated output.
+
+The unlabeled manifests only supply audio: their ``text`` (if any) is never read, so dev
+or test audio can be used for unsupervised adaptation without its transcripts.
+Relative audio paths are rewritten for OUT's directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.manifest import Reject, Source, Utterance, atomic_write_text, read_manifest, write_jsonl
+from data_prep.text.normalize import get_normalizer
+from pipeline.hyps import read_hyps
+
+FLAG = "pseudo_label"
+
+
+@dataclass(frozen=True)
+class RateBounds:
+    """Plausible characters per second (spaces excluded), from the labeled set.
+
+    Short clips carry proportionally more silence, so the lower bound allows
+    ``silence_s`` seconds without speech: a truncated output of a long clip is
+    caught, a two-word answer in a 2 s clip is not.
+    """
+
+    low: float
+    high: float
+    silence_s: float = 2.0
+
+    @classmethod
+    def from_labeled(cls, utts: Sequence[Utterance], margin: float = 1.5) -> RateBounds:
+        rates = [_chars(u.text) / u.duration for u in utts if u.duration > 0 and u.text.strip()]
+        if not rates:
+            raise ValueError("the labeled manifest has no transcribed utterances to take a speaking rate from")
+        lo, hi = np.percentile(rates, [1, 99])
+        return cls(float(lo) / margin, float(hi) * margin)
+
+    def explain(self, text: str, duration: float) -> str:
+        """Why ``text`` is implausible for ``duration`` seconds of audio ("" if it is not)."""
+        n = _chars(text)
+        if n > self.high * duration:
+            return f"{n} characters in {duration:.2f} s: more than {self.high:.1f}/s (the labeled set's rate)"
+        if n < self.low * (duration - self.silence_s):
+            return (f"{n} characters in {duration:.2f} s: fewer than {self.low:.1f}/s after "
+                    f"{self.silence_s:g} s of silence (the labeled set's rate)")  # fmt: skip
+        return ""
+
+
+def _chars(text: str) -> int:
+    return len(text.replace(" ", ""))
+
+
+def repeated_ngram(words: Sequence[str], max_repeats: int) -> str:
+    """The first 1-4 word n-gram repeated more than ``max_repeats`` times in a row ("" if none)."""
+    for n in range(1, 5):
+        for start in range(len(words) - n * (max_repeats + 1) + 1):
+            gram = words[start : start + n]
+            if all(words[start + k * n : start + (k + 1) * n] == gram for k in range(1, max_repeats + 1)):
+                return " ".join(gram)
+    return ""
+
+
+def check(text: str, duration: float, bounds: RateBounds, max_repeats: int) -> tuple[str, str]:
+    """("", "") when ``text`` is usable as the label of a clip of ``duration`` s, else (reason, detail)."""
+    if not text.strip():
+        return "empty_hypothesis", "the decoder wrote nothing"
+    loop = repeated_ngram(text.split(), max_repeats)
+    if loop:
+        return "repetition_loop", f"{loop!r} repeated more than {max_repeats} times in a row"
+    implausible = bounds.explain(text, duration)
+    if implausible:
+        return "implausible_rate", implausible
+    return "", ""
+
+
+def _rebase(utt: Utterance, src_dir: Path, out_dir: Path) -> Utterance:
+    """``utt`` with a relative audio path rewritten from ``src_dir`` to ``out_dir``."""
+    if Path(utt.audio).is_absolute():
+        return utt
+    target = os.path.normpath(src_dir / utt.audio)
+    return utt.replace(audio=os.path.relpath(target, out_dir))
+
+
+def pseudo_label(
+    labeled: str | os.PathLike, unlabeled: Sequence[str | os.PathLike], hyps: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike, *, lang: str, max_repeats: int = 3, rate_margin: float = 1.5,
+) -> dict:  # fmt: skip
+    """Write OUT/train.jsonl, OUT/rejects.jsonl and OUT/pseudo_label.json; returns the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    norm = get_normalizer(lang)
+    texts: dict[str, str] = {}
+    for path in hyps:
+        texts.update((h.id, norm.normalize(h.text)) for h in read_hyps(path))
+
+    labeled_utts = read_manifest(labeled)
+    bounds = RateBounds.from_labeled(labeled_utts, rate_margin)
+    rows = [_rebase(u, Path(labeled).parent, out) for u in labeled_utts]
+    seen = {u.id for u in labeled_utts}
+    rejects: list[Reject] = []
+    per_source: dict[str, Counter] = {}
+    for manifest in unlabeled:
+        counts = per_source.setdefault(str(manifest), Counter())
+        for line, utt in enumerate(read_manifest(manifest), 1):
+            where = Source(str(manifest), line)
+            if utt.id in seen:
+                reason, detail = "duplicate_id", f"{utt.id} is already in the training set"
+            elif utt.id not in texts:
+                reason, detail = "no_hypothesis", f"no hypothesis for {utt.id} in {', '.join(map(str, hyps))}"
+            else:
+                reason, detail = check(texts[utt.id], utt.duration, bounds, max_repeats)
+            if reason:
+                rejects.append(Reject(reason, detail, where, utt.id, utt.audio, texts.get(utt.id, "")))
+                counts[reason] += 1
+                continue
+            seen.add(utt.id)
+            rows.append(_rebase(utt, Path(manifest).parent, out).replace(
+                text=texts[utt.id], text_raw=texts[utt.id], split="train", flags=(*utt.flags, FLAG)))  # fmt: skip
+            counts["accepted"] += 1
+
+    write_jsonl(out / "train.jsonl", rows)
+    write_jsonl(out / "rejects.jsonl", rejects)
+    summary = {
+        "labeled": len(labeled_utts),
+        "accepted": sum(c["accepted"] for c in per_source.values()),
+        "rejected": len(rejects),
+        "rate_bounds": [round(bounds.low, 3), round(bounds.high, 3)],
+        "per_source": {k: dict(v) for k, v in per_source.items()},
+        "hyps": [str(h) for h in hyps],
+    }
+    atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labeled", required=True, help="manifest of the transcribed training set")
+    p.add_argument("--unlabeled", nargs="+", required=True, help="manifests of the audio to label (text unused)")
+    p.add_argument("--hyps", nargs="+", required=True, help="hypotheses files covering the unlabeled ids")
+    p.add_argument("--out", required=True, help="directory for train.jsonl, rejects.jsonl, pseudo_label.json")
+    p.add_argument("--lang", required=True, help="normalizer name, e.g. sa")
+    p.add_argument("--max-repeats", type=int, default=3, help="reject an n-gram repeated more often in a row")
+    p.add_argument("--rate-margin", type=float, default=1.5,
+                   help="widen the labeled set's 1st-99th percentile characters/s range by this factor")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    s = pseudo_label(args.labeled, args.unlabeled, args.hyps, args.out, lang=args.lang,
+                     max_repeats=args.max_repeats, rate_margin=args.rate_margin)  # fmt: skip
+    print(f"{s['accepted']} pseudo-labeled utterances added to {s['labeled']} labeled ones, "
+          f"{s['rejected']} rejected -> {Path(args.out) / 'train.jsonl'}")  # fmt: skip
+    return 0

@@ -1,0 +1,69 @@
+"""The Sanskrit run.sh wires its stages together: which model each stage reads and which system it writes.
+
+The recipe runs in a copy of its files with a fake interpreter (``PY``) that records
+every ``python -m pipeline`` call instead of running it, so the test checks the data
+flow of all nine stages in a second, without models or corpora.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(tmp_path: Path, **env: str) -> list[list[str]]:
+    for rel in ("recipes/sanskrit/run.sh", "recipes/lib/stages.sh"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\t" "$@" >> "{log}"; echo >> "{log}"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    r = subprocess.run(["bash", str(tmp_path / "recipes/sanskrit/run.sh")], capture_output=True, text=True,
+                       env={**os.environ, "PY": str(fake), **env})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
+
+
+def calls_of(calls: list[list[str]], command: str) -> list[list[str]]:
+    return [c for c in calls if c[:3] == ["-m", "pipeline", command]]
+
+
+def arg(call: list[str], flag: str) -> str:
+    return call[call.index(flag) + 1]
+
+
+def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
+    calls = run_recipe(tmp_path)
+    (pl,) = calls_of(calls, "pseudo-label")
+    assert pl[pl.index("--hyps") + 1 : pl.index("--hyps") + 3] == [
+        "exp/sa/whisper_lm/dev/hyps.jsonl", "exp/sa/whisper_lm/test/hyps.jsonl"]  # fmt: skip
+    assert pl[pl.index("--unlabeled") + 1 : pl.index("--unlabeled") + 3] == ["data/sa/dev.jsonl", "data/sa/test.jsonl"]
+    first, selftrain = calls_of(calls, "train")
+    assert "recipes/sanskrit/config.yaml" in first
+    assert "model.name=exp/sa/whisper_ft/best" in selftrain
+    assert f"data.train={arg(pl, '--out')}/train.jsonl" in selftrain
+    assert "output_dir=exp/sa/whisper_st" in selftrain
+    rescored = {arg(c, "--out") for c in calls_of(calls, "rescore")}
+    assert {"exp/sa/whisper_lm/dev/hyps.jsonl", "exp/sa/whisper_st_lm/test/hyps.jsonl"} <= rescored
+    st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_lm" in arg(c, "--out")]
+    assert st_rescores and all(arg(c, "--model") == "exp/sa/whisper_st/best" for c in st_rescores)
+    assert calls.index(pl) < calls.index(selftrain) < calls.index(st_rescores[0])
+    assert (tmp_path / "exp/sa/.done/stage9.report").exists()
+
+
+def test_ctc_and_no_selftrain_variants(tmp_path):
+    calls = run_recipe(tmp_path / "ctc", CTC="1")
+    (pl,) = calls_of(calls, "pseudo-label")
+    assert "exp/sa/whisper_ctc_lm/dev/hyps.jsonl" in pl  # labels from the best system of stage 6
+    st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_ctc_lm" in arg(c, "--out")]
+    assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in st_rescores)
+
+    calls = run_recipe(tmp_path / "plain", SELFTRAIN="0")
+    assert not calls_of(calls, "pseudo-label") and len(calls_of(calls, "train")) == 1
+    assert not (tmp_path / "plain/exp/sa/.done/stage7.selftrain.ctc0").exists()
