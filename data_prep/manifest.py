@@ -56,8 +56,17 @@ SCHEMA_VERSION = 2
 #: Versions :meth:`Utterance.from_json` reads (fields a version lacks take their defaults).
 READABLE_VERSIONS = (1, 2)
 
+#: Reasons ``python -m pipeline pseudo-label`` rejects an unlabeled utterance for (besides duplicate_id).
+PSEUDO_LABEL_REJECT_REASONS = frozenset(
+    {
+        "no_hypothesis",  # the decoder's output has no line for this id
+        "empty_hypothesis",  # the decoder wrote nothing
+        "repetition_loop",  # the decoder repeated itself
+        "implausible_rate",  # characters per second outside the labeled set's range
+    }
+)
 #: The closed set of reasons a row can be rejected for.
-REJECT_REASONS = frozenset(
+REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
     {
         "missing_audio",  # audio file does not exist
         "unreadable_audio",  # exists but cannot be decoded
@@ -74,10 +83,6 @@ REJECT_REASONS = frozenset(
         "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
         "missing_text",  # audio without transcript (or the reverse)
         "label_too_long",  # more labels than encoder frames (CTC)
-        "no_hypothesis",  # pseudo-labelling: the decoder's output has no line for this id
-        "empty_hypothesis",  # pseudo-labelling: the decoder wrote nothing
-        "repetition_loop",  # pseudo-labelling: the decoder repeated itself
-        "implausible_rate",  # pseudo-labelling: characters per second outside the labeled set's range
     }
 )
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from dp_fixtures import kaldi_zoo, utterance_clip
 
 from data_prep.assemble import SplitOptions
-from data_prep.manifest import REJECT_REASONS, read_manifest, read_rejects
+from data_prep.manifest import PSEUDO_LABEL_REJECT_REASONS, REJECT_REASONS, read_manifest, read_rejects
 from data_prep.merge import MergeError, merge
 from data_prep.prepare import prepare
 from pipeline.cli import main as cli
@@ -54,8 +54,8 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_malformed"] == "malformed_line"
     assert by_id["x_orphan"] == "missing_audio"
     reasons = {r.reason for r in rejects}
-    # label_too_long belongs to training (labels vs encoder frames), not to data prep
-    assert reasons == REJECT_REASONS - {"label_too_long"}
+    # label_too_long belongs to training (labels vs encoder frames), the others to pseudo-labelling
+    assert reasons == REJECT_REASONS - {"label_too_long"} - PSEUDO_LABEL_REJECT_REASONS
     for r in rejects:
         assert r.source.file and r.source.line > 0
 
