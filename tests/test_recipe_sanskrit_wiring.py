@@ -57,12 +57,15 @@ def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
     assert (tmp_path / "exp/sa/.done/stage9.report").exists()
 
 
-def test_ctc_and_no_selftrain_variants(tmp_path):
+def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
     calls = run_recipe(tmp_path / "ctc", CTC="1")
     (pl,) = calls_of(calls, "pseudo-label")
     assert "exp/sa/whisper_ctc_lm/dev/hyps.jsonl" in pl  # labels from the best system of stage 6
     st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_ctc_lm" in arg(c, "--out")]
     assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in st_rescores)
+
+    calls = run_recipe(tmp_path / "nbest8", NBEST="8")
+    assert all(arg(c, "--beams") == "8" == arg(c, "--nbest") for c in calls_of(calls, "rescore"))
 
     calls = run_recipe(tmp_path / "plain", SELFTRAIN="0")
     assert not calls_of(calls, "pseudo-label") and len(calls_of(calls, "train")) == 1
