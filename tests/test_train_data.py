@@ -68,15 +68,22 @@ def test_labels_and_collate(setup):
     assert batch["lengths"][1] < plain
 
 
-def test_state_cache_build_resume_and_read(setup, tmp_path):
-    model, processor, _, examples = setup
-    enc = model.model.encoder
+def features_by_id(examples, processor):
+    """``features_of(utt_id, factor) -> (features, mel length)``, what EncoderStateCache.build reads."""
     ds = FeatureDataset(examples, processor.feature_extractor, None, seed=0)
     by_id = {ex.utt.id: ex.index for ex in examples}
 
     def features_of(utt_id, factor):
         s = ds[Item(by_id[utt_id], factor, 0)]
         return s["features"], s["length"]
+
+    return features_of
+
+
+def test_state_cache_build_resume_and_read(setup, tmp_path):
+    model, processor, _, examples = setup
+    enc = model.model.encoder
+    features_of = features_by_id(examples, processor)
 
     jobs = [(ex.utt.id, f) for ex in examples for f in (1.0, 1.1)]
     fp = encoder_fingerprint(enc, 1)
@@ -100,12 +107,7 @@ def test_state_cache_shared_by_two_builders(setup, tmp_path):
     """Two trainings that opened the same cache before either built: nothing is lost or computed twice."""
     model, processor, _, examples = setup
     enc = model.model.encoder
-    ds = FeatureDataset(examples, processor.feature_extractor, None, seed=0)
-    by_id = {ex.utt.id: ex.index for ex in examples}
-
-    def features_of(utt_id, factor):
-        s = ds[Item(by_id[utt_id], factor, 0)]
-        return s["features"], s["length"]
+    features_of = features_by_id(examples, processor)
 
     jobs = [(ex.utt.id, 1.0) for ex in examples]
     fp = encoder_fingerprint(enc, 1)
