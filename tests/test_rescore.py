@@ -313,3 +313,67 @@ def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
     by = {r["scores"]: r for r in rows}
     assert by["decoder's first choice"]["wer"] == 0.25 and by["oracle (best candidate)"]["wer"] == 0.0
     assert len(rows) == 2 + len(SUBSETS) and by["+ ctc"]["wer"] == 0.0 and by["+ char lm"]["wer"] == 0.25
+
+
+def test_an_ensemble_pools_every_decoders_nbest_and_averages_their_log_probs():
+    import numpy as np
+
+    from pipeline.rescore.build import score_batch
+
+    scorers = [WhisperScorer(*build_tiny_whisper(seed=s), "sa") for s in (7, 8)]
+    rng = np.random.default_rng(4)
+    waves = [rng.standard_normal(8000).astype(np.float32) * 0.1, rng.standard_normal(12000).astype(np.float32) * 0.1]
+    pooled = score_batch(waves, "sa", scorers, None, None, beams=3, n=2)
+    alone = [score_batch(waves, "sa", s, None, None, beams=3, n=2) for s in scorers]
+    for i, cands in enumerate(pooled):
+        texts = {c.text for c in cands}
+        assert texts == {c.text for c in alone[0][i]} | {c.text for c in alone[1][i]}
+        assert len(texts) == len(cands)  # each text once, whoever proposed it
+        for c in cands:
+            each = [s.log_probs(s.encode([waves[i]]), [0], [c.text])[0] for s in scorers]
+            assert c.att_each == pytest.approx(each, rel=1e-4)  # batch vs single clip: float noise
+            assert c.att == pytest.approx(sum(c.att_each) / 2, abs=1e-6)
+            assert set(c.source.split("+")) <= {"beam", "beam:1"}
+    assert all(c.att_each is None for cands in alone[0] for c in cands)
+
+
+def test_rescore_command_with_an_ensemble_decodes_again_what_one_decoder_scored(tiny_assets, tmp_path):
+    from pipeline.cli import main
+    from pipeline.hyps import read_hyps
+    from pipeline.train.tiny import save_tiny_whisper
+
+    model, data = tiny_assets
+    second = save_tiny_whisper(tmp_path / "second", seed=5)
+    out = tmp_path / "ens" / "hyps.jsonl"
+    out.parent.mkdir()
+    single = NBest("dev001", [_cand("bb bb bb", -0.1)], seconds=123.0)  # scored by one decoder only
+    (out.parent / "nbest.jsonl.partial").write_text(json.dumps(single.to_json()) + "\n")
+    args = ["rescore", "--model", str(model), str(second), "--beams", "2", "--nbest", "2", "--batch-size", "2",
+            "--manifest", str(data / "dev.jsonl"), "--out", str(out), "--tune"]  # fmt: skip
+    assert main(args) == 0
+    nbests = {nb.id: nb for nb in read_nbest(out.parent / "nbest.jsonl")}
+    assert len(nbests) == 5 and nbests["dev001"].seconds != 123.0
+    assert all(len(c.att_each) == 2 for nb in nbests.values() for c in nb.candidates)
+    hyps = read_hyps(out)
+    assert len(hyps) == 5 and all(h.model == f"{model}+{second}" for h in hyps)
+
+
+def test_ablation_of_an_ensemble_shows_each_decoder_alone_on_its_own_candidates(tmp_path, capsys):
+    from data_prep.manifest import Utterance, write_jsonl
+    from pipeline.rescore.ablate import main, single_decoder
+
+    def cand(text, source, each):
+        return Candidate(text, source, att=sum(each) / 2, words=len(text.split()), att_each=each)
+
+    nbests = [NBest("1", [cand("x z", "beam", [-1.0, -5.0]), cand("x y", "beam+beam:1", [-2.0, -1.0]),
+                          cand("x q", "beam:1", [-9.0, -0.5])])]  # fmt: skip
+    zero, one = single_decoder(nbests, 0)[0].candidates, single_decoder(nbests, 1)[0].candidates
+    assert [(c.text, c.att) for c in zero] == [("x z", -1.0), ("x y", -2.0)]
+    assert [(c.text, c.att) for c in one] == [("x y", -1.0), ("x q", -0.5)]
+    write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa")])
+    write_nbest(tmp_path / "nbest.jsonl", nbests)
+    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    by = {r["scores"]: r for r in map(json.loads, capsys.readouterr().out.splitlines()[1:])}
+    # alone, decoder 0 picks "x z" (WER 0.5) and decoder 1 "x q" (0.5); their mean picks "x y"
+    assert by["decoder 0 alone, all"]["wer"] == 0.5 and by["decoder 1 alone, all"]["wer"] == 0.5
+    assert by["att + word bonus"]["wer"] == 0.0

@@ -5,12 +5,15 @@
 Prints, for the same N-best lists: the decoder's own first choice, the oracle
 (the best candidate per utterance: the ceiling of any weighting), and the dev
 WER/CER after tuning only the listed weights (each row its own grid search).
-Dev only: it tunes.
+With an ensemble's N-best (candidates carrying ``att_each``) it also prints each
+decoder alone: its own candidates, its own scores, every LM weight tuned, which is
+what the same rescoring without the ensemble gives. Dev only: it tunes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from data_prep.manifest import read_manifest
@@ -41,6 +44,17 @@ def oracle(nbests: list[NBest], refs: list[str]) -> tuple[float, float]:
     return float(words / max(table.word_len, 1)), float(chars / max(table.char_len, 1))
 
 
+def single_decoder(nbests: list[NBest], k: int) -> list[NBest]:
+    """The N-best lists decoder ``k`` of an ensemble proposed, with its own scores in place of the mean."""
+    source = "beam" if k == 0 else f"beam:{k}"
+    out = []
+    for nb in nbests:
+        cands = [dataclasses.replace(c, att=c.att_each[k], att_each=None) for c in nb.candidates
+                 if c.att_each and ({source, "ctc"} & set(c.source.split("+")))]  # fmt: skip
+        out.append(NBest(nb.id, cands, nb.seconds))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.rescore.ablate", description=__doc__.split("\n")[0])
     p.add_argument("--nbest", required=True, help="nbest.jsonl written by `rescore` on DEV")
@@ -49,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     nbests = read_nbest(args.nbest)
     refs_by_id = {u.id: u.text for u in read_manifest(args.manifest)}
     refs = [refs_by_id[nb.id] for nb in nbests]
-    beam_only = [NBest(nb.id, [c for c in nb.candidates if c.source == "beam"][:1]) for nb in nbests]
+    beam_only = [NBest(nb.id, [c for c in nb.candidates if "beam" in c.source.split("+")][:1]) for nb in nbests]
     first = tune_weights(beam_only, refs, word_bonuses=(0.0,))
     rows = [{"scores": "decoder's first choice", "wer": first.wer, "cer": first.cer}]
     w, c = oracle(nbests, refs)
@@ -59,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                                                ("char_lm_weights", "clm")) if score not in free}  # fmt: skip
         t = tune_weights(nbests, refs, **fixed)
         rows.append({"scores": name, "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
+    n_decoders = max((len(c.att_each or [c.att]) for nb in nbests for c in nb.candidates), default=1)
+    for k in range(n_decoders if n_decoders > 1 else 0):
+        t = tune_weights(single_decoder(nbests, k), refs)
+        rows.append({"scores": f"decoder {k} alone, all", "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
     n_cands = sum(len(nb.candidates) for nb in nbests) / max(len(nbests), 1)
     print(f"{len(nbests)} utterances, {n_cands:.1f} candidates each")
     for r in rows:

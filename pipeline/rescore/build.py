@@ -17,15 +17,29 @@ from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 from pipeline.resumable import partial_path, read_records, run_resumable
 
 
+def decoders_of(whisper: WhisperScorer | Sequence[WhisperScorer]) -> list[WhisperScorer]:
+    """One decoder or an ensemble of them, as a list."""
+    return [whisper] if isinstance(whisper, WhisperScorer) else list(whisper)
+
+
 def score_batch(
-    waves: Sequence, lang: str, whisper: WhisperScorer, ctc: CTCScorer | None, lm: WordLM | None,
-    beams: int, n: int, char_lm: CharLM | None = None,
+    waves: Sequence, lang: str, whisper: WhisperScorer | Sequence[WhisperScorer], ctc: CTCScorer | None,
+    lm: WordLM | None, beams: int, n: int, char_lm: CharLM | None = None,
 ) -> list[list[Candidate]]:  # fmt: skip
-    """Candidates of each clip: Whisper's N-best, then the CTC model's own proposals, all scored by all."""
+    """Candidates of each clip: every decoder's N-best, then the CTC model's own proposals, all scored by all.
+
+    With several decoders (an ensemble, e.g. the same recipe trained from other seeds) the pool
+    is the union of their N-best lists and a candidate's ``att`` is the mean of their
+    log-probabilities; ``att_each`` keeps each one.
+    """
+    decoders = decoders_of(whisper)
     durations = [len(w) / 16000 for w in waves]
-    encoded = whisper.encode(waves)
-    proposals = [[(normalize_text(t, lang), "beam") for t in texts]
-                 for texts in whisper.nbest(encoded, durations, beams, n)]  # fmt: skip
+    encoded = [d.encode(waves) for d in decoders]
+    proposals: list[list[tuple[str, str]]] = [[] for _ in waves]
+    for k, (d, enc) in enumerate(zip(decoders, encoded)):
+        source = "beam" if k == 0 else f"beam:{k}"
+        for i, texts in enumerate(d.nbest(enc, durations, beams, n)):
+            proposals[i] += [(normalize_text(t, lang), source) for t in texts]
     logp = lengths = None
     if ctc is not None:
         logp, lengths = ctc.frames(waves)
@@ -33,17 +47,20 @@ def score_batch(
             proposals[i] += [(normalize_text(t, lang), "ctc") for t in ctc.propose(logp[i], int(lengths[i]))]
     out: list[list[Candidate]] = []
     for props in proposals:
-        seen, cands = set(), []
+        by_text: dict[str, Candidate] = {}
         for text, source in props:
-            if text in seen:
-                continue
-            seen.add(text)
-            cands.append(Candidate(text=text, source=source, att=0.0, words=len(text.split())))
-        out.append(cands)
+            c = by_text.get(text)
+            if c is None:
+                by_text[text] = Candidate(text=text, source=source, att=0.0, words=len(text.split()))
+            elif source not in c.source.split("+"):
+                c.source += "+" + source  # proposed by several models: "beam+beam:1", "beam+ctc"
+        out.append(list(by_text.values()))
     flat = [(i, c) for i, cands in enumerate(out) for c in cands]
-    att = whisper.log_probs(encoded, [i for i, _ in flat], [c.text for _, c in flat])
-    for (_, c), a in zip(flat, att):
-        c.att = a
+    each = [d.log_probs(enc, [i for i, _ in flat], [c.text for _, c in flat]) for d, enc in zip(decoders, encoded)]
+    for j, (_, c) in enumerate(flat):
+        scores = [e[j] for e in each]
+        c.att = sum(scores) / len(scores)
+        c.att_each = scores if len(scores) > 1 else None
     for i, cands in enumerate(out):
         if ctc is not None:
             for c, s in zip(cands, ctc.score(logp[i], int(lengths[i]), [c.text for c in cands])):
@@ -58,7 +75,7 @@ def build_nbest(
     utts: Sequence[Utterance],
     manifest_dir: Path,
     out: Path,
-    whisper: WhisperScorer,
+    whisper: WhisperScorer | Sequence[WhisperScorer],
     ctc: CTCScorer | None = None,
     lm: WordLM | None = None,
     char_lm: CharLM | None = None,
@@ -70,9 +87,14 @@ def build_nbest(
 ) -> tuple[list[NBest], list[str]]:
     """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
     # A finished file from an earlier run is reused: records that lack only LM scores get
-    # them here (cheap); records without the CTC model's scores are decoded again.
+    # them here (cheap); records scored by another set of models (CTC or not, another number
+    # of decoders) are decoded again.
+    n_decoders = len(decoders_of(whisper))
     done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
-    done = {k: nb for k, nb in done.items() if all((c.ctc is None) == (ctc is None) for c in nb.candidates)}
+    done = {
+        k: nb for k, nb in done.items()
+        if all((c.ctc is None) == (ctc is None) and len(c.att_each or [c.att]) == n_decoders for c in nb.candidates)
+    }  # fmt: skip
     for nb in done.values():
         for c in nb.candidates:
             c.lm = lm(c.text) if lm is not None else None

@@ -17,12 +17,17 @@ from data_prep.manifest import ManifestError, read_jsonl, write_jsonl
 @dataclass
 class Candidate:
     text: str  # normalized transcript
-    source: str  # who proposed it: "beam" (the attention decoder), "ctc" (CTC greedy / CTC + LM beam)
-    att: float  # log P(text | audio) under the attention decoder, nats, end token included
+    # who proposed it: "beam" (the first attention decoder), "beam:K" (the K-th decoder of an
+    # ensemble, K >= 1), "ctc" (CTC greedy / CTC + LM beam); "+"-joined when several proposed it
+    source: str
+    # log P(text | audio) under the attention decoder, nats, end token included; with an ensemble
+    # of decoders, the mean of their log-probabilities (a product of experts)
+    att: float
     ctc: float | None = None  # log P(text | audio) under the CTC model (all alignments), nats
     lm: float | None = None  # word n-gram LM log-probability with sentence boundaries, nats
     clm: float | None = None  # character n-gram LM log-probability, nats
     words: int = 0
+    att_each: list[float] | None = None  # each decoder's log P(text | audio) when an ensemble scores
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

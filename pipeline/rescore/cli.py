@@ -8,6 +8,10 @@
         --lm exp/sa/ctc_ft/lm --manifest data/sa/test.jsonl --out exp/sa/hybrid/test/hyps.jsonl \\
         --weights exp/sa/hybrid/dev/weights.json
 
+Several ``--model`` directories make an ensemble (e.g. the same recipe trained from
+other seeds): their N-best lists are pooled and every candidate is scored by each
+decoder, ``att`` being the mean of their log-probabilities.
+
 Next to ``hyps.jsonl`` it writes ``nbest.jsonl`` (every candidate with its
 scores: rerunning with other weights costs no decoding) and, with ``--tune``,
 ``weights.json`` (the chosen weights and the whole dev grid).
@@ -26,7 +30,9 @@ from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="fine-tuned Whisper directory (or bundled name / hub id)")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="fine-tuned Whisper directory (or bundled name / hub id); several: an ensemble whose "
+                        "N-best lists are pooled and whose log-probabilities are averaged")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
     p.add_argument("--ctc", default=None, help="CTC checkpoint directory: scores every candidate, proposes its own")
@@ -78,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
     try:
-        model, processor = load_whisper(args.model, device=args.device)
-        whisper = WhisperScorer(model, processor, args.language or lang)
+        whisper = [WhisperScorer(*load_whisper(m, device=args.device), args.language or lang) for m in args.model]
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
         char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     hyps = []
     for nb in nbests:
         best = choose(nb, weights)
-        hyps.append(Hypothesis(id=nb.id, text=best.text if best else "", model=args.model, seconds=nb.seconds))
+        hyps.append(Hypothesis(id=nb.id, text=best.text if best else "", model="+".join(args.model),
+                               seconds=nb.seconds))
     write_hyps(args.out, hyps)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
