@@ -22,7 +22,9 @@ def run_recipe(tmp_path: Path, **env: str) -> list[list[str]]:
         shutil.copy(ROOT / rel, tmp_path / rel)
     log = tmp_path / "calls.log"
     fake = tmp_path / "fake_python"
-    fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\t" "$@" >> "{log}"; echo >> "{log}"\n')
+    # One write per call: stages that run dev and test at once append to the log concurrently,
+    # and a call written piecewise (each argument, then the newline) could interleave with another.
+    fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     r = subprocess.run(["bash", str(tmp_path / "recipes/sanskrit/run.sh")], capture_output=True, text=True,
                        env={**os.environ, "PY": str(fake), **env})  # fmt: skip
