@@ -17,7 +17,7 @@ import dataclasses
 import json
 
 from data_prep.manifest import read_manifest
-from pipeline.rescore.candidates import NBest, read_nbest
+from pipeline.rescore.candidates import NBest, decoder_source, read_nbest
 from pipeline.rescore.combine import ErrorTable, tune_weights
 
 #: row name -> weights left free (the others stay 0)
@@ -46,11 +46,11 @@ def oracle(nbests: list[NBest], refs: list[str]) -> tuple[float, float]:
 
 def single_decoder(nbests: list[NBest], k: int) -> list[NBest]:
     """The N-best lists decoder ``k`` of an ensemble proposed, with its own scores in place of the mean."""
-    source = "beam" if k == 0 else f"beam:{k}"
+    source = decoder_source(k)
     out = []
     for nb in nbests:
         cands = [dataclasses.replace(c, att=c.att_each[k], att_each=None) for c in nb.candidates
-                 if c.att_each and ({source, "ctc"} & set(c.source.split("+")))]  # fmt: skip
+                 if c.att_each and {source, "ctc"} & c.sources]  # fmt: skip
         out.append(NBest(nb.id, cands, nb.seconds))
     return out
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     nbests = read_nbest(args.nbest)
     refs_by_id = {u.id: u.text for u in read_manifest(args.manifest)}
     refs = [refs_by_id[nb.id] for nb in nbests]
-    beam_only = [NBest(nb.id, [c for c in nb.candidates if "beam" in c.source.split("+")][:1]) for nb in nbests]
+    beam_only = [NBest(nb.id, [c for c in nb.candidates if "beam" in c.sources][:1]) for nb in nbests]
     first = tune_weights(beam_only, refs, word_bonuses=(0.0,))
     rows = [{"scores": "decoder's first choice", "wer": first.wer, "cer": first.cer}]
     w, c = oracle(nbests, refs)
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                                                ("char_lm_weights", "clm")) if score not in free}  # fmt: skip
         t = tune_weights(nbests, refs, **fixed)
         rows.append({"scores": name, "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
-    n_decoders = max((len(c.att_each or [c.att]) for nb in nbests for c in nb.candidates), default=1)
-    for k in range(n_decoders if n_decoders > 1 else 0):
+    n_decoders = max((c.n_decoders for nb in nbests for c in nb.candidates), default=1)
+    for k in range(n_decoders) if n_decoders > 1 else ():
         t = tune_weights(single_decoder(nbests, k), refs)
         rows.append({"scores": f"decoder {k} alone, all", "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
     n_cands = sum(len(nb.candidates) for nb in nbests) / max(len(nbests), 1)

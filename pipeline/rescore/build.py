@@ -12,7 +12,7 @@ from pathlib import Path
 
 from data_prep.manifest import Utterance
 from data_prep.text.normalize import normalize_text
-from pipeline.rescore.candidates import Candidate, NBest, write_nbest
+from pipeline.rescore.candidates import Candidate, NBest, decoder_source, write_nbest
 from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 from pipeline.resumable import partial_path, read_records, run_resumable
 
@@ -37,7 +37,7 @@ def score_batch(
     encoded = [d.encode(waves) for d in decoders]
     proposals: list[list[tuple[str, str]]] = [[] for _ in waves]
     for k, (d, enc) in enumerate(zip(decoders, encoded)):
-        source = "beam" if k == 0 else f"beam:{k}"
+        source = decoder_source(k)
         for i, texts in enumerate(d.nbest(enc, durations, beams, n)):
             proposals[i] += [(normalize_text(t, lang), source) for t in texts]
     logp = lengths = None
@@ -52,7 +52,7 @@ def score_batch(
             c = by_text.get(text)
             if c is None:
                 by_text[text] = Candidate(text=text, source=source, att=0.0, words=len(text.split()))
-            elif source not in c.source.split("+"):
+            elif source not in c.sources:
                 c.source += "+" + source  # proposed by several models: "beam+beam:1", "beam+ctc"
         out.append(list(by_text.values()))
     flat = [(i, c) for i, cands in enumerate(out) for c in cands]
@@ -93,7 +93,7 @@ def build_nbest(
     done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
     done = {
         k: nb for k, nb in done.items()
-        if all((c.ctc is None) == (ctc is None) and len(c.att_each or [c.att]) == n_decoders for c in nb.candidates)
+        if all((c.ctc is None) == (ctc is None) and c.n_decoders == n_decoders for c in nb.candidates)
     }  # fmt: skip
     for nb in done.values():
         for c in nb.candidates:

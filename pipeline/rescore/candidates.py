@@ -29,8 +29,23 @@ class Candidate:
     words: int = 0
     att_each: list[float] | None = None  # each decoder's log P(text | audio) when an ensemble scores
 
+    @property
+    def sources(self) -> set[str]:
+        """Every model that proposed this text ("beam", "beam:1", "ctc")."""
+        return set(self.source.split("+"))
+
+    @property
+    def n_decoders(self) -> int:
+        """How many attention decoders scored this candidate."""
+        return len(self.att_each) if self.att_each else 1
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def decoder_source(k: int) -> str:
+    """The ``source`` name of decoder ``k`` of an ensemble ("beam" for the first)."""
+    return "beam" if k == 0 else f"beam:{k}"
 
 
 @dataclass
