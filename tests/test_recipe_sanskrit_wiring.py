@@ -21,6 +21,7 @@ def run_recipe(tmp_path: Path, **env: str) -> list[list[str]]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)  # a second run in the same tree records only its own calls
     fake = tmp_path / "fake_python"
     # One write per call: stages that run dev and test at once append to the log concurrently,
     # and a call written piecewise (each argument, then the newline) could interleave with another.
@@ -71,4 +72,37 @@ def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
 
     calls = run_recipe(tmp_path / "plain", SELFTRAIN="0")
     assert not calls_of(calls, "pseudo-label") and len(calls_of(calls, "train")) == 1
-    assert not (tmp_path / "plain/exp/sa/.done/stage7.selftrain.ctc0").exists()
+    assert not list((tmp_path / "plain/exp/sa/.done").glob("stage7.*"))
+
+
+def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
+    calls = run_recipe(tmp_path, SEEDS="2")
+    trains = calls_of(calls, "train")
+    assert [(arg(c, "--config"), c[-2:]) for c in trains] == [
+        ("recipes/sanskrit/config.yaml", ["output_dir=exp/sa/whisper_ft", "train.seed=0"]),
+        ("recipes/sanskrit/config.yaml", ["output_dir=exp/sa/whisper_ft_s1", "train.seed=1"]),
+        ("recipes/sanskrit/config_selftrain.yaml", ["output_dir=exp/sa/whisper_st_x2", "train.seed=0"]),
+        ("recipes/sanskrit/config_selftrain.yaml", ["output_dir=exp/sa/whisper_st_x2_s1", "train.seed=1"]),
+    ]  # fmt: skip
+    assert "model.name=exp/sa/whisper_ft_s1/best" in trains[3]  # each seed self-trains its own decoder
+    (pl,) = calls_of(calls, "pseudo-label")
+    assert "exp/sa/whisper_x2_lm/dev/hyps.jsonl" in pl  # labels from the ensemble
+    assert calls.index(pl) < calls.index(trains[2])
+
+    def models(c: list[str]) -> list[str]:
+        i = c.index("--model") + 1
+        return c[i : c.index("--lm")]
+
+    rescores = calls_of(calls, "rescore")
+    first = [c for c in rescores if "/whisper_x2_lm/" in arg(c, "--out")]
+    second = [c for c in rescores if "/whisper_st_x2_lm/" in arg(c, "--out")]
+    assert len(first) == len(second) == 3 and len(rescores) == 6
+    assert all(models(c) == ["exp/sa/whisper_ft/best", "exp/sa/whisper_ft_s1/best"] for c in first)
+    assert all(models(c) == ["exp/sa/whisper_st_x2/best", "exp/sa/whisper_st_x2_s1/best"] for c in second)
+    done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
+    assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2"} <= done
+
+    # A single-seed run after it redoes stages 6-8 (its own variant), not stage 3
+    calls = run_recipe(tmp_path)
+    assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
+    assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {"whisper_lm", "whisper_st_lm"}
