@@ -46,7 +46,10 @@ def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
     (pl,) = calls_of(calls, "pseudo-label")
     assert pl[pl.index("--hyps") + 1 : pl.index("--hyps") + 3] == [
         "exp/sa/whisper_lm/dev/hyps.jsonl", "exp/sa/whisper_lm/test/hyps.jsonl"]  # fmt: skip
-    assert pl[pl.index("--unlabeled") + 1 : pl.index("--unlabeled") + 3] == ["data/sa/dev.jsonl", "data/sa/test.jsonl"]
+    assert pl[pl.index("--unlabeled") + 1 : pl.index("--unlabeled") + 3] == [
+        "data/sa/dev.jsonl",
+        "data/sa/test.jsonl",
+    ]
     first, selftrain = calls_of(calls, "train")
     assert "recipes/sanskrit/config.yaml" in first
     assert "model.name=exp/sa/whisper_ft/best" in selftrain
@@ -105,4 +108,7 @@ def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
     # A single-seed run after it redoes stages 6-8 (its own variant), not stage 3
     calls = run_recipe(tmp_path)
     assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
-    assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {"whisper_lm", "whisper_st_lm"}
+    assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {
+        "whisper_lm",
+        "whisper_st_lm",
+    }
