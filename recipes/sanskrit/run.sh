@@ -12,15 +12,15 @@
 #   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 4-best
 #               rescored with them, weights tuned on dev (system whisper_lm). With SEEDS=N every
 #               decoder proposes its 4-best and scores every candidate (an ensemble: whisper_x2_lm ...).
-#               With CTC=1 the CTC
-#               system also proposes hypotheses and scores every candidate (system
-#               whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
+#               With CTC=1 the CTC system also proposes hypotheses and scores every candidate
+#               (system whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
 #   7 selftrain (SELFTRAIN=1, the default) stage 6's transcripts of the dev and test AUDIO become
 #               pseudo-labels (`pipeline pseudo-label`; references unread); the decoder system
 #               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml); with
-#               SEEDS=N each seed's decoder does (whisper_st, whisper_st_s1 ...)
-#   8 selftrained decode + score dev and test with it (system whisper_st), then rescore its
-#               4-best as in stage 6 (system whisper_st_lm, or whisper_st_ctc_lm with CTC=1)
+#               SEEDS=N each seed's decoder does (SEEDS=2: whisper_st_x2, whisper_st_x2_s1)
+#   8 selftrained decode + score dev and test with it (system whisper_st; seed 0's), then rescore
+#               its 4-best as in stage 6 (system whisper_st_lm, or whisper_st_ctc_lm with CTC=1;
+#               all seeds' with SEEDS=N: whisper_st_x2_lm)
 #   9 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
