@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="bundled name (whisper-base), model directory or hub id")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
-    p.add_argument("--language", default=None, help="language token to force (default: the manifest's)")
+    p.add_argument("--language", default=None,
+                   help="language token to force (default: the one a fine-tuned model was trained with, "
+                        "else the manifest's)")
     p.add_argument("--no-language", action="store_true", help="let the model detect the language")
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     p.add_argument("--batch-size", type=int, default=8)
@@ -42,11 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
-                 device: str = "cpu") -> BatchDecoder:
-    """Load a model and return a function that decodes one batch of audio."""
-    from pipeline.models.whisper import batch_decoder, load_whisper
+                 device: str = "cpu", fallback_language: str | None = None) -> BatchDecoder:
+    """Load a model and return a function that decodes one batch of audio.
+
+    ``language``: an explicit choice; without one, the model's trained language, else ``fallback_language``.
+    """
+    from pipeline.models.whisper import batch_decoder, decoding_language, load_whisper
 
     whisper, processor = load_whisper(model, device=device)
+    language = decoding_language(whisper, language, fallback_language)
     return batch_decoder(whisper, processor, language, task, batch_size, num_beams)
 
 
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     utts = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
-    language = None if args.no_language else (args.language or utts[0].language or None)
+    fallback = None if args.no_language else utts[0].language
     from pipeline.models.ctc import is_ctc_checkpoint
 
     if is_ctc_checkpoint(args.model):
@@ -101,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --lm needs a CTC checkpoint; {args.model} has no ctc_config.json", file=sys.stderr)
         return 2
     else:
-        decode_batch = load_decoder(args.model, language, args.task, args.batch_size, args.num_beams, args.device)
+        decode_batch = load_decoder(args.model, None if args.no_language else args.language, args.task,
+                                    args.batch_size, args.num_beams, args.device, fallback_language=fallback)
     hyps, errors = decode_manifest(utts, args.manifest.parent, decode_batch, args.out, args.batch_size, args.model)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)

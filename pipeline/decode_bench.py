@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     utts = read_manifest(args.manifest)[: args.limit]
     audios = [u.load_audio(args.manifest.parent) for u in utts]
     model, processor = W.load_whisper(args.model)
-    language = utts[0].language
+    language = W.decoding_language(model, None, utts[0].language)
     rows = []
     for beams in (int(b) for b in args.beams.split(",")):
         variants = _variants(beams)

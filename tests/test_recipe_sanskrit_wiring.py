@@ -112,3 +112,11 @@ def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
         "whisper_lm",
         "whisper_st_lm",
     }
+
+
+def test_only_the_zero_shot_decode_forces_the_language_token(tmp_path):
+    decodes = calls_of(run_recipe(tmp_path), "decode")
+    zeroshot = [c for c in decodes if arg(c, "--model") == "whisper-base"]
+    assert len(zeroshot) == 1 and arg(zeroshot[0], "--language") == "sa"
+    # fine-tuned models decode with the token they were trained with (config model.language)
+    assert all("--language" not in c for c in decodes if c not in zeroshot)

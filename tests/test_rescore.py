@@ -121,6 +121,19 @@ def test_attention_log_probs_match_a_manual_teacher_forced_pass():
         assert value == pytest.approx(want, abs=1e-4)
 
 
+def test_a_fine_tuned_model_is_prompted_with_the_language_it_was_trained_with():
+    from pipeline.models.whisper import decoding_language
+
+    model, processor = build_tiny_whisper(seed=7)
+    assert decoding_language(model, None, "sa") == "sa"  # a pretrained model: the manifest's language
+    model.asr_adapt = {"language": "hi"}  # e.g. Sanskrit data trained behind <|hi|>
+    assert decoding_language(model, None, "sa") == "hi"
+    assert decoding_language(model, "sa", "pa") == "sa"  # an explicit choice wins
+    scorer = WhisperScorer(model, processor, None, fallback_language="sa")
+    hi = processor.tokenizer.convert_tokens_to_ids("<|hi|>")
+    assert scorer.language == "hi" and hi in scorer.labels.prefix
+
+
 def test_nbest_returns_n_texts_per_clip():
     import numpy as np
 

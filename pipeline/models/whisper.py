@@ -262,6 +262,17 @@ def token_budget(seconds: float, limit: int) -> int:
     return max(1, min(limit, BASE_TOKENS + math.ceil(TOKENS_PER_SECOND * seconds)))
 
 
+def decoding_language(model, requested: str | None, fallback: str | None = None) -> str | None:
+    """The language token to decode with: ``requested`` (a user's explicit choice), else the one
+    the model was fine-tuned with (``asr_adapt.json``), else ``fallback`` (the manifest's language).
+
+    A model fine-tuned under another token than its data's language code (Sanskrit data trained
+    behind ``<|hi|>``, say) must be prompted as it was trained, not by the manifest's code.
+    """
+    trained = (getattr(model, "asr_adapt", None) or {}).get("language")
+    return requested or trained or fallback or None
+
+
 def _generate_kwargs(model, language: str | None, task: str) -> dict:
     gen = model.generation_config
     if getattr(gen, "is_multilingual", True) and getattr(gen, "lang_to_id", None):
@@ -305,7 +316,7 @@ def transcribe_detailed(
     trimmed = adapt.get("encoder_input") == "trimmed"
     if trimmed:
         from pipeline.models.encoder import generate_trimmed, mel_length
-    gen_kwargs = _generate_kwargs(model, language or adapt.get("language"), task)
+    gen_kwargs = _generate_kwargs(model, decoding_language(model, language), task)
     prompt_len = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     limit = model.config.max_target_positions - prompt_len
     if max_new_tokens is not None:

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beams", type=int, default=8, help="Whisper beam width")
     p.add_argument("--nbest", type=int, default=8, help="candidates kept from Whisper's beam (<= --beams)")
     p.add_argument("--ctc-proposals", type=int, default=4, help="CTC + LM beam texts added as candidates")
-    p.add_argument("--language", default=None, help="language token (default: the manifest's)")
+    p.add_argument("--language", default=None,
+                   help="language token (default: the one each model was fine-tuned with, else the manifest's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=0, help="only the first N utterances (0 = all)")
     p.add_argument("--device", default="cpu")
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
     try:
-        whisper = [WhisperScorer(*load_whisper(m, device=args.device), args.language or lang) for m in args.model]
+        whisper = [WhisperScorer(*load_whisper(m, device=args.device), args.language, fallback_language=lang)
+                   for m in args.model]
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
         char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None

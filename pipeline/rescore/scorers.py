@@ -24,13 +24,15 @@ class WhisperScorer:
     Clips must be <= 30 s (``prepare`` guarantees it).
     """
 
-    def __init__(self, model, processor, language: str | None):
+    def __init__(self, model, processor, language: str | None, fallback_language: str | None = None):
+        from pipeline.models.whisper import decoding_language
         from pipeline.train.language import LabelEncoder
 
         self.model, self.processor = model, processor
         adapt = getattr(model, "asr_adapt", None) or {}
         self.trimmed = adapt.get("encoder_input") == "trimmed"
-        self.language = language or adapt.get("language")
+        # explicit > the token the model was fine-tuned with > the manifest's language
+        self.language = decoding_language(model, language, fallback_language)
         self.labels = LabelEncoder(processor, model, self.language)
         self.param = next(model.parameters())
 

@@ -20,10 +20,11 @@ SYSTEM=${SYSTEM:-whisper_ft}
 DATA=data/pa_digits
 EXP=exp/pa_digits
 
-decode_and_score() {  # system kind model
-  local system="$1" kind="$2" model="$3"
+decode_and_score() {  # system kind model [extra decode arguments]
+  # No --language: a fine-tuned model decodes with the token it was trained with (model.language)
+  local system="$1" kind="$2" model="$3"; shift 3
   "$PY" -m pipeline decode --model "$model" --manifest "$DATA/test.jsonl" --out "$EXP/$system/test/hyps.jsonl" \
-    --language pa --batch-size 16
+    --batch-size 16 "$@"
   "$PY" -m pipeline score --manifest "$DATA/test.jsonl" --hyps "$EXP/$system/test/hyps.jsonl" \
     --system "$system" --kind "$kind"
 }
@@ -35,7 +36,7 @@ report() {
 
 run_stage 1 prepare "$PY" -m pipeline prepare --format kaldi --src "$CORPUS" --lang pa --script Latn --out "$DATA" \
   --split-speakers "test=$TEST_SPEAKER" --no-progress
-run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base
+run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base --language pa
 run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
 run_stage 4 "finetuned.$SYSTEM" decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best"
 run_stage 5 report report

@@ -54,9 +54,10 @@ seed_models() {  # system: the best/ directories of all its seeds, one per line
 }
 
 decode_and_score() {  # system kind model split [extra decode arguments]
+  # No --language: a fine-tuned model decodes with the token it was trained with (model.language)
   local system="$1" kind="$2" model="$3" split="$4"; shift 4
   "$PY" -m pipeline decode --model "$model" --manifest "$DATA/$split.jsonl" --out "$EXP/$system/$split/hyps.jsonl" \
-    --language sa --batch-size 16 "$@"
+    --batch-size 16 "$@"
   "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
     --system "$system" --kind "$kind"
 }
@@ -135,7 +136,7 @@ report() {
 }
 
 run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress
-run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test
+run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test --language sa
 for ((seed = 0; seed < SEEDS; seed++)); do  # one marker per seed: a resumed run keeps the seeds it finished
   run_stage 3 "train.$(seed_system "$SYSTEM" "$seed")" "$PY" -m pipeline train --config "$CONFIG" \
     "output_dir=$EXP/$(seed_system "$SYSTEM" "$seed")" "train.seed=$seed"
