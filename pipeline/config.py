@@ -55,6 +55,11 @@ class DataConfig:
             raise ConfigError(f"data.{split} and data.manifests_dir are both empty")
         return str(Path(self.manifests_dir) / f"{split}.jsonl")
 
+    def vocab_path(self) -> Path:
+        """The character ``vocab.json`` that ``prepare`` writes: in manifests_dir, else next to the train manifest."""
+        root = Path(self.manifests_dir) if self.manifests_dir else Path(self.manifest("train")).parent
+        return root / "vocab.json"
+
 
 @dataclass
 class ModelConfig:
@@ -112,6 +117,9 @@ class TrainConfig:
     restrict_vocab: bool = False  # softmax only over tokens seen in train text + specials
     label_smoothing: float = 0.0  # cross-entropy label smoothing (over the allowed tokens with restrict_vocab)
     dropout: float = 0.0  # hidden and attention dropout of the Whisper layers while training (pretrained: 0)
+    # Joint CTC/attention (Whisper): loss = (1 - w) * decoder CE + w * CTC of a linear head over the
+    # characters of data.vocab_path() on the final encoder states. 0 = decoder loss only.
+    ctc_weight: float = 0.0
     cache_dir: str = ""  # encoder-state cache (cached-encoder); default <output_dir>/encoder_cache
     cache_shard_size: int = 200  # utterances per cache shard
     threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
@@ -326,6 +334,10 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad(f"train.regime must be one of {', '.join(REGIMES)}, got {t.regime!r}")
     if t.encoder_trainable_top_layers < 0:
         bad("train.encoder_trainable_top_layers must be >= 0")
+    if not 0.0 <= t.ctc_weight < 1.0:
+        bad(f"train.ctc_weight must be in [0, 1), got {t.ctc_weight}")
+    if t.ctc_weight > 0 and cfg.model.type != "whisper":
+        bad("train.ctc_weight is the joint CTC/attention loss of a Whisper decoder: it needs model.type whisper")
     if t.schedule not in ("linear", "cosine", "constant"):
         bad(f"train.schedule must be linear, cosine or constant, got {t.schedule!r}")
     if t.dtype not in ("auto", "fp32", "bf16", "fp16"):

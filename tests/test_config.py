@@ -85,3 +85,8 @@ def test_cross_field_validation(cfg_path):
         load_config(cfg_path, ["train.trimmed_encoder=false"])
     with pytest.raises(ConfigError, match="speed_perturb"):
         load_config(cfg_path, ["augment.speed_perturb=[]"])
+    with pytest.raises(ConfigError, match=r"ctc_weight must be in \[0, 1\)"):
+        load_config(cfg_path, ["train.ctc_weight=1.0"])
+    with pytest.raises(ConfigError, match="needs model.type whisper"):
+        load_config(cfg_path, ["train.ctc_weight=0.3", "model.type=ctc"])
+    assert load_config(cfg_path, ["train.ctc_weight=0.3"]).train.ctc_weight == 0.3

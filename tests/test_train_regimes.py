@@ -197,3 +197,77 @@ def test_dropout_is_set_everywhere_and_only_acts_in_training(assets, tmp_path):
     loss = losses(out)
     assert summary["step"] == 10 and loss[-1] < 0.9 * loss[0]
     assert json.loads((out / "best" / "config.json").read_text())["dropout"] == 0.1
+
+
+def write_char_vocab(data) -> None:
+    from data_prep.manifest import read_manifest
+    from data_prep.vocab import build_vocab
+
+    vocab = build_vocab(read_manifest(data / "train.jsonl"))
+    (data / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+
+
+def test_joint_ctc_trains_a_character_head_on_the_adapted_encoder(assets, tmp_path):
+    from pipeline.models.ctc_loss import ctc_loss
+    from pipeline.train.data import collate
+
+    _, data = assets
+    write_char_vocab(data)
+    out = tmp_path / "exp"
+    tr = Trainer(make_cfg(assets, out, regime="cached-encoder", encoder_trainable_top_layers=1, ctc_weight=0.5,
+                          max_steps=12), progress=False).setup()  # fmt: skip
+    module = tr.unwrapped
+    assert module.ctc_head.out.out_features == len(tr.ctc_vocab) == 3 + 2  # <pad> <unk> | a b
+    ex = tr.train_ex[0]
+    assert ex.ctc_labels == tuple(tr.ctc_vocab.encode(ex.utt.text))
+    from pipeline.train.data import Item
+
+    batch = collate([tr.train_set[Item(i, 1.0, 0)] for i in range(4)], pad_id=tr.labels.eot)
+    assert batch["ctc_labels"].shape[0] == 4 and batch["ctc_lengths"].tolist() == [
+        len(tr.train_ex[i].ctc_labels) for i in range(4)
+    ]
+
+    def ctc_of_batch() -> float:
+        with torch.no_grad():
+            hidden, lengths = module.encode(None, batch["states"], batch["lengths"])
+            logits, out_lengths = module.ctc_head(hidden, lengths)
+            return float(ctc_loss(logits, out_lengths, batch["ctc_labels"], batch["ctc_lengths"]))
+
+    before = ctc_of_batch()
+    head_before = module.ctc_head.out.weight.detach().clone()
+    tr.train()
+    assert ctc_of_batch() < 0.7 * before  # the head (and the top encoder layer) learned to align characters
+    assert not torch.equal(module.ctc_head.out.weight.detach(), head_before)
+    # The head is a training aid: best/ stays a plain Whisper state dict.
+    assert not any("ctc" in k for k in load_file(str(out / "best" / "model.safetensors")))
+    assert (out / "checkpoints").is_dir() and list((out / "checkpoints").glob("step-*/heads.safetensors"))
+
+    # best/ctc/ is a CTC checkpoint of the same encoder + head: its logits are the training module's.
+    from pipeline.models.ctc import load_ctc_model
+    from pipeline.train.data import FeatureDataset
+
+    ctc_model, vocab = load_ctc_model(out / "best" / "ctc")
+    assert vocab == tr.ctc_vocab
+    sample = FeatureDataset(tr.train_ex, tr.processor.feature_extractor, None, 0)[Item(0, 1.0, 0)]
+    feats, n = sample["features"][None], torch.tensor([sample["length"]])
+    module.eval()
+    with torch.no_grad():
+        hidden, lengths = module.encode(feats, None, n)
+        expected, _ = module.ctc_head(hidden, lengths)
+        got = ctc_model(feats, n).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    # A run that continues from best/ (self-training) continues its CTC head too.
+    cfg2 = make_cfg(assets, tmp_path / "exp2", regime="cached-encoder", encoder_trainable_top_layers=1, ctc_weight=0.5)
+    cfg2.model.name = str(out / "best")
+    tr2 = Trainer(cfg2, progress=False).setup()
+    assert torch.equal(tr2.unwrapped.ctc_head.out.weight, ctc_model.head.out.weight)
+
+
+def test_joint_ctc_needs_the_character_vocabulary(assets, tmp_path):
+    model_dir, data = assets
+    cfg = make_cfg(assets, tmp_path / "exp", ctc_weight=0.3)
+    cfg.data.manifests_dir = str(tmp_path / "nowhere")
+    cfg.data.train = str(data / "train.jsonl")
+    with pytest.raises(Exception, match="vocab.json"):
+        Trainer(cfg, progress=False).setup()

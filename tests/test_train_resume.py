@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from data_prep.manifest import read_manifest
+from data_prep.vocab import build_vocab
 from pipeline.config import config_from_dict
 from pipeline.train.checkpoint import list_checkpoints
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
@@ -17,7 +19,10 @@ from pipeline.train.trainer import Trainer
 def assets(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("resume")
-    return save_tiny_whisper(root / "model"), write_tiny_corpus(root / "data", n_train=14, n_dev=2)
+    data = write_tiny_corpus(root / "data", n_train=14, n_dev=2)
+    vocab = build_vocab(read_manifest(data / "train.jsonl"))  # for the joint CTC head
+    (data / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    return save_tiny_whisper(root / "model"), data
 
 
 def make_cfg(assets, out, train):
@@ -37,7 +42,8 @@ def make_cfg(assets, out, train):
 
 
 def params(trainer):
-    return {k: v.detach().clone() for k, v in trainer.unwrapped.model.named_parameters()}
+    """Every weight of the training module: the model's and a joint CTC head's."""
+    return {k: v.detach().clone() for k, v in trainer.unwrapped.named_parameters()}
 
 
 @pytest.mark.parametrize(
@@ -46,8 +52,9 @@ def params(trainer):
         # LoRA dropout draws on the global RNG every step: resuming must restore it.
         {"regime": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.2}},
         {"regime": "cached-encoder", "encoder_trainable_top_layers": 1},
+        {"regime": "cached-encoder", "encoder_trainable_top_layers": 1, "ctc_weight": 0.3},
     ],
-    ids=["lora-features", "cached-k1"],
+    ids=["lora-features", "cached-k1", "cached-k1-joint-ctc"],
 )
 def test_resume_is_exact(assets, tmp_path, train):
     a = Trainer(make_cfg(assets, tmp_path / "a", train), progress=False)
@@ -71,6 +78,7 @@ def test_resume_is_exact(assets, tmp_path, train):
 
     assert sb["step"] == sa["step"] == 7
     assert pa.keys() == pb.keys()
+    assert any(k.startswith("ctc_head.") for k in pa) == ("ctc_weight" in train)  # the head resumes too
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
     assert not (out_b / "checkpoints" / ".tmp-step-0000006").exists()

@@ -3,6 +3,7 @@
 A checkpoint is a directory ``checkpoints/step-<N>/``:
 
     trainable.safetensors   the weights that train (the rest is rebuilt from the base model)
+    heads.safetensors       weights of training-only heads outside the model (joint CTC), if any
     optimizer.pt            optimizer state
     scheduler.pt            LR scheduler state
     rng-<rank>.pt           python / numpy / torch (/ cuda) RNG states of each process
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from data_prep.manifest import atomic_write_text
 
+HEADS_FILE = "heads.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -100,12 +102,15 @@ def save_checkpoint(
     scheduler,
     state: dict,
     keep: int = 2,
+    heads: torch.nn.Module | None = None,
 ) -> Path:
     """Write checkpoint ``step`` (main process; other ranks' RNG files must already be there)."""
     root = Path(root)
     tmp = tmp_dir(root, step)
     tmp.mkdir(parents=True, exist_ok=True)
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    if heads is not None:
+        save_file(trainable_state(heads), str(tmp / HEADS_FILE))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}, indent=2) + "\n")
@@ -118,10 +123,14 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore weights, optimizer, scheduler and this rank's RNG; returns the saved state dict."""
+def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, rank: int = 0, heads=None) -> dict:
+    """Restore weights (and ``heads``), optimizer, scheduler and this rank's RNG; returns the saved state dict."""
     path = Path(path)
     load_trainable(model, load_file(str(path / "trainable.safetensors")), str(path))
+    if heads is not None:
+        if not (path / HEADS_FILE).is_file():
+            raise ValueError(f"{path}: no {HEADS_FILE} (the run was started without the joint CTC head)")
+        load_trainable(heads, load_file(str(path / HEADS_FILE)), str(path / HEADS_FILE))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     rng_file = path / f"rng-{rank}.pt"

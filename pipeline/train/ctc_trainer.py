@@ -76,8 +76,7 @@ def is_wav2vec2_dir(path: str) -> bool:
 
 def vocab_path(cfg: RecipeConfig) -> Path:
     """``<data.manifests_dir>/vocab.json`` (else next to the train manifest)."""
-    root = Path(cfg.data.manifests_dir) if cfg.data.manifests_dir else Path(cfg.data.manifest("train")).parent
-    return root / "vocab.json"
+    return cfg.data.vocab_path()
 
 
 class WaveDataset(FeatureDataset):

@@ -27,6 +27,7 @@ import torch
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.config import AugmentConfig
 from pipeline.models.augment import add_noise, spec_augment, speed_perturb
+from pipeline.models.ctc_loss import pad_labels as pad_ctc_labels
 from pipeline.models.encoder import SAMPLE_RATE, mel_length
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Example:
     manifest_dir: Path
     labels: tuple[int, ...]  # prefix tokens + text tokens + end-of-text
     prefix_len: int  # tokens the decoder is given, not asked to predict (sot, language, task, notimestamps)
+    ctc_labels: tuple[int, ...] = ()  # character ids of the text (joint CTC/attention training only)
 
     @property
     def audio_path(self) -> Path:
@@ -233,6 +235,7 @@ class FeatureDataset(torch.utils.data.Dataset):
             "length": n if self.trimmed else x.shape[-1],
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
+            "ctc_labels": ex.ctc_labels,
             "id": ex.utt.id,
         }
 
@@ -264,7 +267,14 @@ class StateDataset(torch.utils.data.Dataset):
                 generator=gen,
                 fill=0.0,
             )
-        return {"states": x, "length": x.shape[0], "labels": ex.labels, "prefix_len": ex.prefix_len, "id": ex.utt.id}
+        return {
+            "states": x,
+            "length": x.shape[0],
+            "labels": ex.labels,
+            "prefix_len": ex.prefix_len,
+            "ctc_labels": ex.ctc_labels,
+            "id": ex.utt.id,
+        }
 
 
 def _pad_labels(samples: Sequence[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +306,10 @@ def collate(samples: Sequence[dict], pad_id: int) -> dict:
         for i, s in enumerate(samples):
             x[i, : s[key].shape[0]] = s[key]
     inputs, targets = _pad_labels(samples, pad_id)
-    return {key: x, "lengths": lengths, "decoder_input_ids": inputs, "targets": targets, "ids": [s["id"] for s in samples]}
+    batch = {key: x, "lengths": lengths, "decoder_input_ids": inputs, "targets": targets, "ids": [s["id"] for s in samples]}
+    if samples[0].get("ctc_labels"):
+        batch["ctc_labels"], batch["ctc_lengths"] = pad_ctc_labels([s["ctc_labels"] for s in samples])
+    return batch
 
 
 def batch_seconds_of(batch: list[Item], examples: Sequence[Example]) -> float:

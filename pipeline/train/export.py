@@ -11,6 +11,10 @@ With ``restrict_vocab`` the tokens the model never trained to score are listed
 in ``generation_config.suppress_tokens``, so plain ``generate`` searches the
 same vocabulary the model was trained on. :func:`as_exported` gives the in-memory
 model configured exactly so, for the trainer's dev evaluation.
+
+A model trained with joint CTC (``train.ctc_weight``) also gets ``ctc/``: its
+encoder and CTC head as a CTC checkpoint (:func:`pipeline.models.ctc.save_ctc_model`),
+which ``decode`` and ``rescore --ctc`` load like any CTC system.
 """
 
 from __future__ import annotations
@@ -80,14 +84,34 @@ def as_exported(model, info: dict, allowed_ids: list[int] | None = None) -> Iter
             m.train(training)
 
 
-def export_model(model, processor, out_dir: str | Path, info: dict, allowed_ids: list[int] | None = None) -> Path:
-    """Save ``model`` + ``processor`` + ``asr_adapt.json`` to ``out_dir``, replacing it atomically."""
+CTC_DIR = "ctc"  # the joint CTC head's checkpoint inside an exported model directory
+
+
+def export_joint_ctc(plain, head, vocab, out_dir: Path, processor, info: dict) -> None:
+    """Write ``plain``'s encoder + the joint CTC ``head`` as a CTC checkpoint in ``out_dir``."""
+    from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, save_ctc_model
+
+    config = WhisperCTCConfig(head=copy.deepcopy(head.cfg), trainable_top_layers=0, base_model=info["base_model"])
+    ctc = WhisperEncoderCTC(copy.deepcopy(plain.model.encoder), vocab, config)  # a copy: freezing it leaves training alone
+    ctc.head.load_state_dict(head.state_dict())
+    save_ctc_model(ctc, out_dir, processor.feature_extractor, joint_with_decoder=True, step=info["step"])
+
+
+def export_model(
+    model, processor, out_dir: str | Path, info: dict, allowed_ids: list[int] | None = None, ctc: tuple | None = None
+) -> Path:
+    """Save ``model`` + ``processor`` + ``asr_adapt.json`` to ``out_dir``, replacing it atomically.
+
+    ``ctc``: (joint CTC head, its CTCVocab), written to ``out_dir/ctc/`` in the same swap.
+    """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     with as_exported(model, info, allowed_ids) as plain, torch.no_grad():
         plain.save_pretrained(tmp)
+        if ctc is not None:
+            export_joint_ctc(plain, ctc[0], ctc[1], tmp / CTC_DIR, processor, info)
     processor.save_pretrained(tmp)
     atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     old = out_dir.with_name(f".{out_dir.name}.old")

@@ -18,6 +18,10 @@ computation. Padded batches of trimmed states get the cross-attention mask.
 With ``restrict_vocab`` the softmax runs over the tokens of the training text
 (+ specials) only: the logits are the same dot products with the same tied
 embedding rows, just fewer of them, so the full matrix stays a plain Whisper.
+With ``ctc_weight`` > 0 (joint CTC/attention, as in ESPnet's hybrid models) a
+linear CTC head over the characters reads the final encoder states and its
+loss is mixed in: the adapted encoder layers then get a gradient that must
+align every character to the audio, not only what the decoder's attention finds.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
+from pipeline.models.ctc_heads import CTCHead, HeadConfig
+from pipeline.models.ctc_loss import ctc_loss
 from pipeline.models.encoder import CrossAttentionMask, embed_features, padding_mask, run_layers
 from pipeline.train.data import IGNORE_INDEX
 
@@ -103,6 +109,11 @@ def set_dropout(model: nn.Module, p: float) -> None:
     config.dropout = config.attention_dropout = p
 
 
+def joint_ctc_head_config() -> HeadConfig:
+    """The joint CTC head: LayerNorm + linear over the final encoder states, no dropout, 50 frames/s."""
+    return HeadConfig(kind="linear", dropout=0.0)
+
+
 def whisper_of(model) -> nn.Module:
     """The WhisperForConditionalGeneration inside a (possibly peft-wrapped) model."""
     if hasattr(model, "get_base_model"):
@@ -121,12 +132,22 @@ class Seq2SeqTrainModule(nn.Module):
         lower_frozen: bool,
         allowed_ids: list[int] | None = None,
         label_smoothing: float = 0.0,
+        ctc_vocab_size: int = 0,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         self.model = model  # registered: DDP and the optimizer see its parameters
         self.split = split
         self.lower_frozen = lower_frozen
         self.label_smoothing = label_smoothing
+        self.ctc_weight = ctc_weight
+        self.ctc_head = None
+        if ctc_weight > 0:
+            if ctc_vocab_size < 2:
+                raise ValueError("joint CTC needs a character vocabulary (ctc_vocab_size >= 2: blank + 1)")
+            # The same linear head a CTC system has (LayerNorm + projection), so best/ctc/ can be
+            # written as a CTC checkpoint that the CTC decoder and the rescorer load unchanged.
+            self.ctc_head = CTCHead(whisper_of(model).config.d_model, ctc_vocab_size, joint_ctc_head_config(), blank=0)
         if allowed_ids is not None:
             whisper = whisper_of(model)
             vocab = whisper.get_output_embeddings().weight.shape[0]
@@ -165,9 +186,24 @@ class Seq2SeqTrainModule(nn.Module):
         lengths: torch.Tensor,
         features: torch.Tensor | None = None,
         states: torch.Tensor | None = None,
+        ctc_labels: torch.Tensor | None = None,
+        ctc_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        whisper = self.whisper
         hidden, enc_lengths = self.encode(features, states, lengths)
+        loss = self.decoder_loss(hidden, enc_lengths, decoder_input_ids, targets)
+        if self.ctc_head is None:
+            return loss
+        if ctc_labels is None:
+            raise ValueError("ctc_weight > 0 but the batch has no ctc_labels")
+        logits, out_lengths = self.ctc_head(hidden, enc_lengths)
+        ctc = ctc_loss(logits, out_lengths, ctc_labels, ctc_lengths, blank=0)
+        return (1.0 - self.ctc_weight) * loss + self.ctc_weight * ctc
+
+    def decoder_loss(
+        self, hidden: torch.Tensor, enc_lengths: torch.Tensor, decoder_input_ids: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of the decoder's next-token predictions, teacher-forced on ``hidden``."""
+        whisper = self.whisper
         keep = padding_mask(enc_lengths.to(hidden.device), hidden.shape[1])
         with CrossAttentionMask(whisper, keep):
             dec = whisper.model.decoder(

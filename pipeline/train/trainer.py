@@ -2,7 +2,8 @@
 
 Order of work in :meth:`Trainer.setup` (each step deterministic given the config):
 load the base model -> language token -> new decoder vocabulary (``model.vocabulary: bpe``,
-see :mod:`pipeline.train.new_vocab`) -> label sequences -> trainable weights
+see :mod:`pipeline.train.new_vocab`) -> label sequences (+ character labels for joint
+CTC, ``train.ctc_weight``) -> trainable weights
 (regime) -> encoder-state cache (cached-encoder) -> batch plan -> AdamW + LR
 schedule -> ``accelerate`` -> resume from the newest checkpoint, if any.
 
@@ -15,6 +16,7 @@ checkpoints, ``best/`` and the log. The same code runs on one CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -30,12 +32,13 @@ from tqdm import tqdm
 
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest
 from pipeline.config import RecipeConfig
+from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, train_state_cache_id
 from pipeline.train.curves import TrainLog, plot_curve
 from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, collate, load_examples
 from pipeline.train.evaluate import evaluate_dev, scoring_language
-from pipeline.train.export import as_exported, export_model
+from pipeline.train.export import CTC_DIR, as_exported, export_model
 from pipeline.train.language import LabelEncoder, language_token, setup_language
 from pipeline.train.new_vocab import DEFAULT_SIZE as DEFAULT_VOCAB_SIZE
 from pipeline.train.new_vocab import INFO_FILE as VOCAB_INFO_FILE
@@ -131,6 +134,7 @@ class Trainer:
             cfg.data.manifest("train"), self.labels, max_duration=cfg.data.max_duration,
             min_duration=cfg.data.min_duration, max_labels=max_labels,
         )  # fmt: skip
+        self.ctc_vocab = self._add_ctc_labels() if t.ctc_weight > 0 else None
         # Dev is decoded from its audio as the decode stage decodes it (every utterance, any length),
         # so it needs no labels and no cached encoder states.
         self.dev_utts: list[Utterance] = []
@@ -159,8 +163,11 @@ class Trainer:
             set_dropout(trainable, t.dropout)
         module = Seq2SeqTrainModule(
             trainable, split=self.split, lower_frozen=lower_frozen(t), allowed_ids=self.allowed_ids,
-            label_smoothing=t.label_smoothing,
+            label_smoothing=t.label_smoothing, ctc_weight=t.ctc_weight,
+            ctc_vocab_size=len(self.ctc_vocab) if self.ctc_vocab is not None else 0,
         ).to(self.acc.device)
+        if module.ctc_head is not None:
+            self._init_ctc_head(module.ctc_head)
         module.train()
 
         self.plan = BatchPlan(
@@ -247,6 +254,30 @@ class Trainer:
             )  # fmt: skip
         return info
 
+    def _add_ctc_labels(self) -> CTCVocab:
+        """Joint CTC: every train example gets its text's character ids (``data.vocab_path()``)."""
+        vocab = CTCVocab.load(self.cfg.data.vocab_path())
+        self.train_ex = [dataclasses.replace(ex, ctc_labels=tuple(vocab.encode(ex.utt.text))) for ex in self.train_ex]
+        if self.is_main:
+            log.info("joint CTC/attention, weight %.2f: %d characters from %s", self.cfg.train.ctc_weight,
+                     len(vocab), vocab.source)  # fmt: skip
+        return vocab
+
+    def _init_ctc_head(self, head: torch.nn.Module) -> None:
+        """Continue the joint CTC head of a base model that was itself trained with one (``<model>/ctc/``)."""
+        from pipeline.models.ctc import is_ctc_checkpoint, load_ctc_model
+
+        base = Path(self.cfg.model.name) / CTC_DIR
+        if not is_ctc_checkpoint(base):
+            return
+        ctc_model, vocab = load_ctc_model(base)
+        if vocab != self.ctc_vocab or ctc_model.head.cfg != head.cfg:
+            raise ValueError(f"{base}: its CTC head ({vocab}, {ctc_model.head.cfg.kind}) is not this run's "
+                             f"({self.ctc_vocab}): train from a base model without ctc/ or use its vocabulary")  # fmt: skip
+        head.load_state_dict(ctc_model.head.state_dict())
+        if self.is_main:
+            log.info("joint CTC head initialised from %s", base)
+
     def _build_cache(self, model) -> EncoderStateCache:
         """Compute (main process) or wait for the lower encoder states of the train clips (all speeds)."""
         cfg, t = self.cfg, self.cfg.train
@@ -270,7 +301,7 @@ class Trainer:
             return
         state = ckpt.load_checkpoint(
             path, model=self.unwrapped.model, optimizer=self.optimizer, scheduler=self.scheduler,
-            rank=self.acc.process_index,
+            rank=self.acc.process_index, heads=self.unwrapped.ctc_head,
         )  # fmt: skip
         self.step = state["step"]
         self.epoch = state["epoch"]
@@ -298,7 +329,7 @@ class Trainer:
         )
 
     def _to_device(self, batch: dict) -> dict:
-        keys = ("decoder_input_ids", "targets", "lengths", "features", "states")
+        keys = ("decoder_input_ids", "targets", "lengths", "features", "states", "ctc_labels", "ctc_lengths")
         return {k: batch[k].to(self.acc.device) for k in keys if k in batch}
 
     def _optimizer_step(self, micro: list[dict]) -> tuple[float, int]:
@@ -409,6 +440,7 @@ class Trainer:
             "restricted_vocab": self.allowed_ids is not None,
             "vocabulary": cfg.model.vocabulary,
             "vocabulary_text_tokens": None if self.vocab_info is None else self.vocab_info["text_tokens"],
+            "ctc_weight": cfg.train.ctc_weight,
         }
 
     def _evaluate(self) -> dict | None:
@@ -446,7 +478,11 @@ class Trainer:
         return dev
 
     def _export_best(self, dev: dict | None) -> None:
-        export_model(self.unwrapped.model, self.processor, self.out / "best", self._adapt_info(dev), self.allowed_ids)
+        head = self.unwrapped.ctc_head
+        export_model(
+            self.unwrapped.model, self.processor, self.out / "best", self._adapt_info(dev), self.allowed_ids,
+            ctc=None if head is None else (head, self.ctc_vocab),
+        )  # fmt: skip
 
     def _log(self, *, train_loss, dev, samples_per_s, elapsed) -> None:
         if not self.is_main:
@@ -482,6 +518,7 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.ckpt_root, self.step, model=self.unwrapped.model, optimizer=self.optimizer,
                 scheduler=self.scheduler, state=state, keep=self.cfg.train.keep_checkpoints,
+                heads=self.unwrapped.ctc_head,
             )  # fmt: skip
         self.acc.wait_for_everyone()
 
