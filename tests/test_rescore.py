@@ -328,6 +328,26 @@ def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
     assert len(rows) == 2 + len(SUBSETS) and by["+ ctc"]["wer"] == 0.0 and by["+ char lm"]["wer"] == 0.25
 
 
+def test_ablation_judges_ctc_proposals_apart_from_ctc_scores(tmp_path, capsys):
+    import dataclasses
+
+    from data_prep.manifest import Utterance, write_jsonl
+    from pipeline.rescore.ablate import SUBSETS, decoder_pool, main
+
+    write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa")])
+    right_from_ctc = dataclasses.replace(_cand("x y", -3.0, ctc=-1.0), source="ctc")
+    both = dataclasses.replace(_cand("x w", -2.0, ctc=-4.0), source="beam+ctc")
+    nbests = [NBest("1", [_cand("x z", -1.0, ctc=-5.0), both, right_from_ctc])]
+    assert [c.text for c in decoder_pool(nbests)[0].candidates] == ["x z", "x w"]
+    write_nbest(tmp_path / "nbest.jsonl", nbests)
+    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    by = {r["scores"]: r for r in rows}
+    assert len(rows) == 2 + 2 * len(SUBSETS)
+    assert by["+ ctc"]["wer"] == 0.0  # the CTC model's own proposal, chosen by its score
+    assert by["decoder pool: + ctc"]["wer"] == 0.5  # without it, the best a weighting can do
+
+
 def test_an_ensemble_pools_every_decoders_nbest_and_averages_their_log_probs():
     import numpy as np
 

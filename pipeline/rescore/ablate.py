@@ -7,7 +7,10 @@ Prints, for the same N-best lists: the decoder's own first choice, the oracle
 WER/CER after tuning only the listed weights (each row its own grid search).
 With an ensemble's N-best (candidates carrying ``att_each``) it also prints each
 decoder alone: its own candidates, its own scores, every LM weight tuned, which is
-what the same rescoring without the ensemble gives. Dev only: it tunes.
+what the same rescoring without the ensemble gives. When a CTC model proposed
+candidates too, the subsets are repeated on the decoders' candidates alone
+("decoder pool: ..."): the CTC model then only scores, so its proposals and its
+scores are judged apart. Dev only: it tunes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ SUBSETS = {
     "+ char lm": ("clm",),
     "+ ctc + word lm": ("ctc", "lm"),
     "+ ctc + char lm": ("ctc", "clm"),
+    "+ word lm + char lm": ("lm", "clm"),
     "all": ("ctc", "lm", "clm"),
 }
 
@@ -55,6 +59,22 @@ def single_decoder(nbests: list[NBest], k: int) -> list[NBest]:
     return out
 
 
+def decoder_pool(nbests: list[NBest]) -> list[NBest]:
+    """The candidates some attention decoder proposed (the CTC model's own proposals left out)."""
+    return [NBest(nb.id, [c for c in nb.candidates if c.sources - {"ctc"}], nb.seconds) for nb in nbests]
+
+
+def subset_rows(nbests: list[NBest], refs: list[str], prefix: str = "") -> list[dict]:
+    """One row per entry of :data:`SUBSETS`: dev WER/CER with only those weights tuned."""
+    rows = []
+    for name, free in SUBSETS.items():
+        fixed = {key: (0.0,) for key, score in (("ctc_weights", "ctc"), ("lm_weights", "lm"),
+                                               ("char_lm_weights", "clm")) if score not in free}  # fmt: skip
+        t = tune_weights(nbests, refs, **fixed)
+        rows.append({"scores": prefix + name, "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.rescore.ablate", description=__doc__.split("\n")[0])
     p.add_argument("--nbest", required=True, help="nbest.jsonl written by `rescore` on DEV")
@@ -68,11 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"scores": "decoder's first choice", "wer": first.wer, "cer": first.cer}]
     w, c = oracle(nbests, refs)
     rows.append({"scores": "oracle (best candidate)", "wer": w, "cer": c})
-    for name, free in SUBSETS.items():
-        fixed = {key: (0.0,) for key, score in (("ctc_weights", "ctc"), ("lm_weights", "lm"),
-                                               ("char_lm_weights", "clm")) if score not in free}  # fmt: skip
-        t = tune_weights(nbests, refs, **fixed)
-        rows.append({"scores": name, "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
+    rows += subset_rows(nbests, refs)
+    if any("ctc" in c.sources for nb in nbests for c in nb.candidates):
+        rows += subset_rows(decoder_pool(nbests), refs, prefix="decoder pool: ")
     n_decoders = max((c.n_decoders for nb in nbests for c in nb.candidates), default=1)
     for k in range(n_decoders) if n_decoders > 1 else ():
         t = tune_weights(single_decoder(nbests, k), refs)
