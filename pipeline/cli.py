@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("pipeline.score.cli", "score hypotheses against a manifest (WER/CER, alignments, CIs)"),
     "report": ("pipeline.report.cli", "compare experiments in report.html / report.md"),
     "train": ("pipeline.train.cli", "fine-tune a pretrained model from a recipe config"),
+    "soup": ("pipeline.train.soup", "average the weights of models fine-tuned from the same start (a model soup)"),
     "rescore": ("pipeline.rescore.cli", "rescore Whisper's N-best with a CTC model and a word LM (weights tuned on dev)"),
     "pseudo-label": ("pipeline.pseudo_label", "label unlabeled audio with a system's transcripts for self-training"),
     "lm": ("pipeline.lm.cli", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),

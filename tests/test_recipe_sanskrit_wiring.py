@@ -42,7 +42,7 @@ def arg(call: list[str], flag: str) -> str:
 
 
 def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
-    calls = run_recipe(tmp_path)
+    calls = run_recipe(tmp_path, SEEDS="1")
     (pl,) = calls_of(calls, "pseudo-label")
     assert pl[pl.index("--hyps") + 1 : pl.index("--hyps") + 3] == [
         "exp/sa/whisper_lm/dev/hyps.jsonl", "exp/sa/whisper_lm/test/hyps.jsonl"]  # fmt: skip
@@ -64,22 +64,22 @@ def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
 
 
 def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
-    calls = run_recipe(tmp_path / "ctc", CTC="1")
+    calls = run_recipe(tmp_path / "ctc", CTC="1", SEEDS="1")
     (pl,) = calls_of(calls, "pseudo-label")
     assert "exp/sa/whisper_ctc_lm/dev/hyps.jsonl" in pl  # labels from the best system of stage 6
     st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_ctc_lm" in arg(c, "--out")]
     assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in st_rescores)
 
-    calls = run_recipe(tmp_path / "nbest8", NBEST="8")
+    calls = run_recipe(tmp_path / "nbest8", NBEST="8", SEEDS="1")
     assert all(arg(c, "--beams") == "8" == arg(c, "--nbest") for c in calls_of(calls, "rescore"))
 
-    calls = run_recipe(tmp_path / "plain", SELFTRAIN="0")
+    calls = run_recipe(tmp_path / "plain", SELFTRAIN="0", SEEDS="1")
     assert not calls_of(calls, "pseudo-label") and len(calls_of(calls, "train")) == 1
     assert not list((tmp_path / "plain/exp/sa/.done").glob("stage7.*"))
 
 
 def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
-    calls = run_recipe(tmp_path, SEEDS="2")
+    calls = run_recipe(tmp_path, SEEDS="2", SOUP="0")
     trains = calls_of(calls, "train")
     assert [(arg(c, "--config"), c[-2:]) for c in trains] == [
         ("recipes/sanskrit/config.yaml", ["output_dir=exp/sa/whisper_ft", "train.seed=0"]),
@@ -106,7 +106,7 @@ def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
     assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2"} <= done
 
     # A single-seed run after it redoes stages 6-8 (its own variant), not stage 3
-    calls = run_recipe(tmp_path)
+    calls = run_recipe(tmp_path, SEEDS="1")
     assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
     assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {
         "whisper_lm",
@@ -120,3 +120,33 @@ def test_only_the_zero_shot_decode_forces_the_language_token(tmp_path):
     assert len(zeroshot) == 1 and arg(zeroshot[0], "--language") == "sa"
     # fine-tuned models decode with the token they were trained with (config model.language)
     assert all("--language" not in c for c in decodes if c not in zeroshot)
+
+
+def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tmp_path):
+    calls = run_recipe(tmp_path)
+    trains = calls_of(calls, "train")
+    assert [c[-2:] for c in trains[:2]] == [["output_dir=exp/sa/whisper_ft", "train.seed=0"],
+                                             ["output_dir=exp/sa/whisper_ft_s1", "train.seed=1"]]  # fmt: skip
+    (soup,) = calls_of(calls, "soup")
+    assert soup[soup.index("--models") + 1 : soup.index("--out")] == [
+        "exp/sa/whisper_ft/best", "exp/sa/whisper_ft_s1/best"]  # fmt: skip
+    assert arg(soup, "--out") == "exp/sa/whisper_soup2/best"
+    assert calls.index(trains[1]) < calls.index(soup)
+    finetuned = [c for c in calls_of(calls, "decode") if arg(c, "--model") != "whisper-base"]
+    assert {arg(c, "--model") for c in finetuned} == {"exp/sa/whisper_soup2/best", "exp/sa/whisper_st_soup2/best"}
+    rescores = calls_of(calls, "rescore")
+    assert all(len(c[c.index("--model") + 1 : c.index("--lm")]) == 1 for c in rescores)  # one model, not two
+    assert {arg(c, "--model") for c in rescores} == {"exp/sa/whisper_soup2/best", "exp/sa/whisper_st_soup2/best"}
+    assert {arg(c, "--out").split("/")[2] for c in rescores} == {"whisper_soup2_lm", "whisper_st_soup2_lm"}
+    (pl,) = calls_of(calls, "pseudo-label")
+    assert "exp/sa/whisper_soup2_lm/dev/hyps.jsonl" in pl
+    (selftrain,) = trains[2:]  # the soup self-trains once
+    assert "model.name=exp/sa/whisper_soup2/best" in selftrain and "output_dir=exp/sa/whisper_st_soup2" in selftrain
+    done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
+    assert {"stage3.soup.whisper_soup2", "stage6.rescore.ctc0.soup2", "stage8.selftrained.ctc0.soup2"} <= done
+
+    # An ensemble run after it reuses both seeds' training, and writes systems of its own
+    calls = run_recipe(tmp_path, SOUP="0")
+    assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
+    assert not calls_of(calls, "soup")
+    assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {"whisper_x2_lm", "whisper_st_x2_lm"}

@@ -114,6 +114,15 @@ def export_model(
             export_joint_ctc(plain, ctc[0], ctc[1], tmp / CTC_DIR, processor, info)
     processor.save_pretrained(tmp)
     atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return swap_in(tmp, out_dir)
+
+
+def swap_in(tmp: Path, out_dir: Path) -> Path:
+    """Put the finished directory ``tmp`` at ``out_dir``, replacing what was there.
+
+    The old directory is moved aside first and removed last, so a reader sees the old or the
+    new directory, and a crash leaves at least one of them (``.<name>.old``) whole.
+    """
     old = out_dir.with_name(f".{out_dir.name}.old")
     if old.exists():
         shutil.rmtree(old)
