@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,7 +17,7 @@ from data_prep.vocab import build_vocab, write_vocab  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.hyps import read_hyps  # noqa: E402
-from pipeline.train.checkpoint import list_checkpoints  # noqa: E402
+from pipeline.train.checkpoint import ResumeError, list_checkpoints  # noqa: E402
 from pipeline.train.ctc_trainer import CTCTrainer  # noqa: E402
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 
@@ -109,6 +110,14 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
         assert torch.allclose(pa, pb, atol=1e-6), name
     steps = [r["step"] for _, r in read_jsonl(tmp_path / "b" / "log.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
+    # The same output_dir with one transcript relabeled: the finished run is not taken for the new one.
+    other = tmp_path / "other_data"
+    shutil.copytree(assets[1], other)
+    rows = read_manifest(other / "train.jsonl")
+    write_jsonl(other / "train.jsonl", [Utterance.from_json({**rows[0].to_json(), "text": "ba ab"}), *rows[1:]])
+    cfg_c = config_from_dict(recipe((assets[0], other), tmp_path / "b", max_steps=6, eval_every=3, checkpoint_every=3))
+    with pytest.raises(ResumeError, match="another training set"):
+        CTCTrainer(cfg_c, progress=False).setup()
 
 
 def test_rejects_ctc_vocab_mismatch_clearly(assets, tmp_path):

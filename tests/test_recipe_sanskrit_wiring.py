@@ -69,6 +69,12 @@ def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
     assert "exp/sa/whisper_ctc_lm/dev/hyps.jsonl" in pl  # labels from the best system of stage 6
     st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_ctc_lm" in arg(c, "--out")]
     assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in st_rescores)
+    # Other pseudo-labels, so another self-trained system than CTC=0's whisper_st: a CTC=1 run
+    # after a CTC=0 run in one exp/sa trains its own instead of resuming the finished one.
+    selftrain = calls_of(calls, "train")[-1]
+    assert "output_dir=exp/sa/whisper_st_ctc" in selftrain
+    assert all(arg(c, "--model") == "exp/sa/whisper_st_ctc/best" for c in st_rescores)
+    assert all(arg(c, "--model") == "exp/sa/whisper_st_ctc/best" for c in calls_of(calls, "decode")[-2:])
 
     calls = run_recipe(tmp_path / "nbest8", NBEST="8", SEEDS="1")
     assert all(arg(c, "--beams") == "8" == arg(c, "--nbest") for c in calls_of(calls, "rescore"))

@@ -256,6 +256,13 @@ def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, t
     assert all(1 <= len(nb.candidates) <= 2 and all(c.lm is not None and c.ctc is None for c in nb.candidates)
                for nb in nbests)  # fmt: skip
     assert len(read_hyps(dev_out)) == 5
+    assert weights["metric"] == "wer" and weights["dev_wer"] == min(g["wer"] for g in weights["grid"])
+    # Tuned for CER instead: the finished N-best file is reused, the pick minimizes CER over the same grid.
+    assert main([*base, "--manifest", str(data / "dev.jsonl"), "--out", str(dev_out), "--tune",
+                 "--tune-metric", "cer"]) == 0  # fmt: skip
+    by_cer = json.loads((dev_out.parent / "weights.json").read_text())
+    assert by_cer["metric"] == "cer" and by_cer["dev_cer"] == min(g["cer"] for g in by_cer["grid"])
+    assert read_nbest(dev_out.parent / "nbest.jsonl") == nbests
 
     # Never tune on test.
     test_out = tmp_path / "test" / "hyps.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,7 +11,12 @@ import torch
 from data_prep.manifest import read_manifest
 from data_prep.vocab import build_vocab
 from pipeline.config import config_from_dict
-from pipeline.train.checkpoint import list_checkpoints
+from pipeline.train.checkpoint import (
+    ResumeError,
+    check_same_train_data,
+    list_checkpoints,
+    train_data_fingerprint,
+)
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
@@ -87,3 +93,30 @@ def test_resume_is_exact(assets, tmp_path, train):
     log_b = [json.loads(x) for x in (out_b / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_b] == list(range(1, 8))  # lines after the checkpoint were dropped
     assert [r["train_loss"] for r in log_a] == [r["train_loss"] for r in log_b]
+
+
+def test_resume_on_other_training_data_is_refused(assets, tmp_path):
+    """An output_dir reused with another training set (new pseudo-labels, say) must not continue the old run."""
+    train = {"regime": "cached-encoder", "encoder_trainable_top_layers": 1}
+    out = tmp_path / "run"
+    first = Trainer(make_cfg(assets, out, train), progress=False)
+    assert first.train(until_step=4)["interrupted"]
+    state = json.loads((out / "checkpoints" / "step-0000003" / "state.json").read_text())
+    assert state["train_data"] == train_data_fingerprint(first.train_ex)
+
+    model_dir, data = assets
+    other = tmp_path / "other_data"
+    shutil.copytree(data, other)
+    rows = (other / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(rows[0])
+    row["text"] = row["text"] + " x"  # one transcript relabeled
+    (other / "train.jsonl").write_text("\n".join([json.dumps(row, ensure_ascii=False), *rows[1:]]) + "\n")
+    cfg = make_cfg((model_dir, other), out, train)
+    with pytest.raises(ResumeError, match=r"step-0000003: this run trained on another training set"):
+        Trainer(cfg, progress=False).setup()
+
+    # The same data resumes; a checkpoint written before fingerprints existed is trusted.
+    check_same_train_data("old", {"step": 3}, "0123456789abcdef")
+    again = Trainer(make_cfg(assets, out, train), progress=False)
+    again.setup()
+    assert again.step == 3

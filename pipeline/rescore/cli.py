@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--tune", action="store_true", help="tune the weights on this (DEV) manifest -> weights.json")
     w.add_argument("--weights", type=Path, default=None, help="weights.json from a --tune run on dev")
+    p.add_argument("--tune-metric", choices=("wer", "cer"), default="wer",
+                   help="what --tune minimizes (ties go to the other); cer for scripts where words are long "
+                        "and a weak proposer in the pool could buy WER with CER")
 
 
 def _lm_arpa(lm: str) -> Path:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                  beams=args.beams, n=args.nbest, batch_size=args.batch_size)  # fmt: skip
     if args.tune:
         refs = {u.id: u.text for u in utts}
-        tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests])
+        tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)
         tuned.tuned_on = str(args.manifest)
         tuned.save(args.out.parent / "weights.json")
         weights = tuned.weights

@@ -136,10 +136,11 @@ class TunedWeights:
     tuned_on: str = ""
     n_utts: int = 0
     grid: list[dict] = field(default_factory=list)
+    metric: str = "wer"  # what the grid search minimized
 
     def to_json(self) -> dict:
-        return {**asdict(self.weights), "dev_wer": self.wer, "dev_cer": self.cer, "tuned_on": self.tuned_on,
-                "n_utts": self.n_utts, "grid": self.grid}  # fmt: skip
+        return {**asdict(self.weights), "dev_wer": self.wer, "dev_cer": self.cer, "metric": self.metric,
+                "tuned_on": self.tuned_on, "n_utts": self.n_utts, "grid": self.grid}  # fmt: skip
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False, indent=1) + "\n")
@@ -188,4 +189,4 @@ def tune_weights(
                                     g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"], g["word_bonus"]))  # fmt: skip
     w = Weights(**{k: best[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight")})
     log.info("rescoring weights on dev: %s (WER %.4f, CER %.4f)", w, best["wer"], best["cer"])
-    return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid)
+    return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid, metric=metric)

@@ -16,6 +16,7 @@ either the previous checkpoint or the new one, never half of one. The last
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -31,6 +32,33 @@ from data_prep.manifest import atomic_write_text
 
 HEADS_FILE = "heads.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class ResumeError(ValueError):
+    """A checkpoint that must not be continued with the present run's inputs."""
+
+
+def train_data_fingerprint(examples) -> str:
+    """A short hash of the training set (utterance ids and texts, in order).
+
+    Stored in every checkpoint: a run resumed on other data (e.g. a recipe's output
+    directory reused with new pseudo-labels) would otherwise continue, or simply
+    return, the old model without a word.
+    """
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(ex.utt.id.encode("utf-8") + b"\0" + ex.utt.text.encode("utf-8") + b"\n")
+    return h.hexdigest()[:16]
+
+
+def check_same_train_data(path: str | Path, state: dict, fingerprint: str) -> None:
+    """Refuse to resume checkpoint ``path`` when it trained on another training set (older ones carry no hash)."""
+    saved = state.get("train_data")
+    if saved is not None and saved != fingerprint:
+        raise ResumeError(
+            f"{path}: this run trained on another training set (fingerprint {saved}, the present one is "
+            f"{fingerprint}); resume it on the data it started with, or train into a new output_dir"
+        )
 
 
 def rng_state() -> dict:

@@ -253,6 +253,7 @@ class CTCTrainer:
         if path is None:
             return
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        ckpt.check_same_train_data(path, state, ckpt.train_data_fingerprint(self.train_ex))
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
         self.best_cer = state["best_cer"] if state["best_cer"] is not None else math.inf
         self.best_step = state["best_step"]
@@ -415,6 +416,7 @@ class CTCTrainer:
             "epoch": self.epoch, "pos": self.pos, "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
             "best_step": self.best_step, "bad_evals": self.bad_evals, "stopped_early": self.stopped_early,
             "elapsed_s": elapsed, "world_size": 1, "config": json.loads(self.cfg.to_json()),
+            "train_data": ckpt.train_data_fingerprint(self.train_ex),
             "collapse_monitor": self.monitor.state_dict(),
         }  # fmt: skip
         ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, optimizer=self.optimizer,

@@ -177,6 +177,7 @@ class Trainer:
         )  # fmt: skip
         self.steps_per_epoch = self.plan.steps_per_epoch(t.grad_accum)
         self.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * self.steps_per_epoch))
+        self.train_data = ckpt.train_data_fingerprint(self.train_ex)
         self.train_set = (
             StateDataset(self.train_ex, self.cache, cfg.augment, t.seed)
             if self.cache is not None
@@ -303,6 +304,7 @@ class Trainer:
             path, model=self.unwrapped.model, optimizer=self.optimizer, scheduler=self.scheduler,
             rank=self.acc.process_index, heads=self.unwrapped.ctc_head,
         )  # fmt: skip
+        ckpt.check_same_train_data(path, state, self.train_data)
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.pos = state["pos"]
@@ -513,6 +515,7 @@ class Trainer:
                 "stopped_early": self.stopped_early,
                 "elapsed_s": elapsed,
                 "world_size": self.acc.num_processes,
+                "train_data": self.train_data,
                 "config": json.loads(self.cfg.to_json()),
             }
             ckpt.save_checkpoint(

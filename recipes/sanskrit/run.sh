@@ -21,7 +21,7 @@
 #               pseudo-labels (`pipeline pseudo-label`; references unread); the decoder system
 #               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml):
 #               whisper_st_soup2 (whisper_st with SEEDS=1); with SOUP=0 each seed's decoder does
-#               (whisper_st_x2, whisper_st_x2_s1)
+#               (whisper_st_x2, whisper_st_x2_s1); CTC=1 appends _ctc (whisper_st_soup2_ctc)
 #   8 selftrained decode + score dev and test with it (seed 0's with SOUP=0), then rescore its
 #               4-best as in stage 6 (system whisper_st_soup2_lm, whisper_st_lm with SEEDS=1,
 #               whisper_st_x2_lm with SOUP=0; *_ctc_lm with CTC=1)
@@ -44,12 +44,16 @@ ST_CONFIG=${ST_CONFIG:-recipes/sanskrit/config_selftrain.yaml}
 SEEDS=${SEEDS:-2}  # decoders trained with seeds 0..SEEDS-1
 SOUP=${SOUP:-1}    # with SEEDS > 1: 1 = average them into one decoder (a model soup), 0 = an ensemble
 if [ "$SEEDS" -le 1 ]; then MODE=single; elif [ "$SOUP" = 1 ]; then MODE=soup; else MODE=ensemble; fi
-# The decoder system of stages 4-8, and the self-trained one. Each mode names its own, so that
-# runs of several modes in one exp/sa never resume each other's models.
+# The decoder system of stages 4-8, and the self-trained one. Each mode (and CTC=1, whose
+# pseudo-labels differ) names its own self-trained system, so that runs of several variants in
+# one exp/sa never resume each other's models (the trainer also refuses a checkpoint of
+# another training set).
+CTC_SUFFIX=""
+if [ "$CTC" = 1 ]; then CTC_SUFFIX=_ctc; fi
 case "$MODE" in
-  single) DECODER=$SYSTEM; ST_SYSTEM=${ST_SYSTEM:-whisper_st}; VARIANT="ctc$CTC.seeds1" ;;
-  soup) DECODER=${SYSTEM%_ft}_soup$SEEDS; ST_SYSTEM=${ST_SYSTEM:-whisper_st_soup$SEEDS}; VARIANT="ctc$CTC.soup$SEEDS" ;;
-  ensemble) DECODER=$SYSTEM; ST_SYSTEM=${ST_SYSTEM:-whisper_st_x$SEEDS}; VARIANT="ctc$CTC.seeds$SEEDS" ;;
+  single) DECODER=$SYSTEM; ST_SYSTEM=${ST_SYSTEM:-whisper_st$CTC_SUFFIX}; VARIANT="ctc$CTC.seeds1" ;;
+  soup) DECODER=${SYSTEM%_ft}_soup$SEEDS; ST_SYSTEM=${ST_SYSTEM:-whisper_st_soup$SEEDS$CTC_SUFFIX}; VARIANT="ctc$CTC.soup$SEEDS" ;;
+  ensemble) DECODER=$SYSTEM; ST_SYSTEM=${ST_SYSTEM:-whisper_st_x$SEEDS$CTC_SUFFIX}; VARIANT="ctc$CTC.seeds$SEEDS" ;;
 esac
 N_DECODERS=1  # decoders that stages 6-8 rescore with and self-train: all seeds only in an ensemble
 if [ "$MODE" = ensemble ]; then N_DECODERS=$SEEDS; fi
@@ -96,7 +100,8 @@ lms() {  # word 3-gram + character 6-gram LMs of the train text (with CTC=1 also
 }
 
 rescored_name() {  # the rescored system's name for a decoder system: whisper_soup2_lm, whisper_lm,
-  local base="${1%_ft}"  # whisper_st_ctc_lm, whisper_x2_lm, whisper_st_x2_lm (SOUP=0) ...
+  local base="${1%_ft}"  # whisper_st_ctc_lm (from whisper_st_ctc), whisper_x2_lm, whisper_st_x2_lm (SOUP=0) ...
+  base="${base%_ctc}"
   if [ "$MODE" = ensemble ] && [ "${base%_x"$SEEDS"}" = "$base" ]; then base="${base}_x$SEEDS"; fi
   if [ "$CTC" = 1 ]; then echo "${base}_ctc_lm"; else echo "${base}_lm"; fi
 }
