@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import config_from_dict
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 
@@ -199,20 +199,12 @@ def test_dropout_is_set_everywhere_and_only_acts_in_training(assets, tmp_path):
     assert json.loads((out / "best" / "config.json").read_text())["dropout"] == 0.1
 
 
-def write_char_vocab(data) -> None:
-    from data_prep.manifest import read_manifest
-    from data_prep.vocab import build_vocab
-
-    vocab = build_vocab(read_manifest(data / "train.jsonl"))
-    (data / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-
-
 def test_joint_ctc_trains_a_character_head_on_the_adapted_encoder(assets, tmp_path):
     from pipeline.models.ctc_loss import ctc_loss
     from pipeline.train.data import collate
 
     _, data = assets
-    write_char_vocab(data)
+    write_tiny_char_vocab(data)
     out = tmp_path / "exp"
     tr = Trainer(make_cfg(assets, out, regime="cached-encoder", encoder_trainable_top_layers=1, ctc_weight=0.5,
                           max_steps=12), progress=False).setup()  # fmt: skip

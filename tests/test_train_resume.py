@@ -8,8 +8,6 @@ import shutil
 import pytest
 import torch
 
-from data_prep.manifest import read_manifest
-from data_prep.vocab import build_vocab
 from pipeline.config import config_from_dict
 from pipeline.train.checkpoint import (
     ResumeError,
@@ -17,7 +15,7 @@ from pipeline.train.checkpoint import (
     list_checkpoints,
     train_data_fingerprint,
 )
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 
@@ -26,8 +24,7 @@ def assets(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("resume")
     data = write_tiny_corpus(root / "data", n_train=14, n_dev=2)
-    vocab = build_vocab(read_manifest(data / "train.jsonl"))  # for the joint CTC head
-    (data / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    write_tiny_char_vocab(data)  # for the joint CTC head
     return save_tiny_whisper(root / "model"), data
 
 

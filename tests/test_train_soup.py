@@ -10,11 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_prep.manifest import read_manifest
-from data_prep.vocab import build_vocab
 from pipeline.config import config_from_dict
 from pipeline.train.soup import SoupError, make_soup
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 
@@ -25,7 +23,7 @@ def two_seeds(tmp_path_factory):
     root = tmp_path_factory.mktemp("soup")
     model_dir = save_tiny_whisper(root / "model")
     data = write_tiny_corpus(root / "data", n_train=10, n_dev=2)
-    (data / "vocab.json").write_text(json.dumps(build_vocab(read_manifest(data / "train.jsonl"))), encoding="utf-8")
+    write_tiny_char_vocab(data)
     bests = []
     for seed in (0, 1):
         cfg = config_from_dict({

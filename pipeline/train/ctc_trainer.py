@@ -74,11 +74,6 @@ def is_wav2vec2_dir(path: str) -> bool:
     return "wav2vec2" in str(model_type)
 
 
-def vocab_path(cfg: RecipeConfig) -> Path:
-    """``<data.manifests_dir>/vocab.json`` (else next to the train manifest)."""
-    return cfg.data.vocab_path()
-
-
 class WaveDataset(FeatureDataset):
     """Augmented 16 kHz waveforms (wav2vec2 models take raw audio)."""
 
@@ -207,9 +202,10 @@ class CTCTrainer:
             torch.set_num_threads(t.threads)
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(t.seed)
-        self.vocab = CTCVocab.load(vocab_path(cfg))
+        self.vocab = CTCVocab.load(cfg.data.vocab_path())
         self._build_model()
         self.train_ex = self._load_train()
+        self.train_data = ckpt.train_data_fingerprint(self.train_ex)  # checked on resume
         self._load_dev()
         use_cache = self.is_whisper and self.model.split_layer > 0
         if not self.is_whisper:
@@ -253,7 +249,7 @@ class CTCTrainer:
         if path is None:
             return
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
-        ckpt.check_same_train_data(path, state, ckpt.train_data_fingerprint(self.train_ex))
+        ckpt.check_same_train_data(path, state, self.train_data)
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
         self.best_cer = state["best_cer"] if state["best_cer"] is not None else math.inf
         self.best_step = state["best_step"]
@@ -416,7 +412,7 @@ class CTCTrainer:
             "epoch": self.epoch, "pos": self.pos, "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
             "best_step": self.best_step, "bad_evals": self.bad_evals, "stopped_early": self.stopped_early,
             "elapsed_s": elapsed, "world_size": 1, "config": json.loads(self.cfg.to_json()),
-            "train_data": ckpt.train_data_fingerprint(self.train_ex),
+            "train_data": self.train_data,
             "collapse_monitor": self.monitor.state_dict(),
         }  # fmt: skip
         ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, optimizer=self.optimizer,
@@ -428,4 +424,4 @@ def train_ctc(cfg: RecipeConfig, progress: bool = True) -> dict:
     return CTCTrainer(cfg, progress=progress).train()
 
 
-__all__ = ["CTCTrainer", "WaveDataset", "ctc_collate", "is_wav2vec2_dir", "train_ctc", "vocab_path"]
+__all__ = ["CTCTrainer", "WaveDataset", "ctc_collate", "is_wav2vec2_dir", "train_ctc"]

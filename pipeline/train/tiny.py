@@ -157,6 +157,19 @@ def write_tiny_corpus(
     return root
 
 
+def write_tiny_char_vocab(root: str | Path) -> Path:
+    """``root/vocab.json``: the character vocabulary of ``root/train.jsonl``, as ``prepare`` writes it.
+
+    CTC systems and joint CTC/attention training read it. Returns its path.
+    """
+    from data_prep.manifest import read_manifest
+    from data_prep.vocab import build_vocab, write_vocab
+
+    path = Path(root) / "vocab.json"
+    write_vocab(path, build_vocab(read_manifest(Path(root) / "train.jsonl")))
+    return path
+
+
 def write_same_text_corpus(root: str | Path, text: str, lang: str, *, n: int = 4, dev: bool = False) -> Path:
     """``n`` train clips (a 0.5 s tone each) that all say ``text``; with ``dev``, a dev manifest of the first.
 

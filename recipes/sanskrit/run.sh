@@ -16,7 +16,8 @@
 #               SEEDS=1). With SOUP=0 every seed's decoder proposes its 4-best and scores every
 #               candidate (an ensemble: whisper_x2_lm ...).
 #               With CTC=1 the CTC system also proposes hypotheses and scores every candidate
-#               (system whisper_ctc_lm), and is decoded with the word LM alone (system ctc_ft_lm)
+#               (system whisper_soup2_ctc_lm; whisper_ctc_lm with SEEDS=1), and is decoded with
+#               the word LM alone (system ctc_ft_lm)
 #   7 selftrain (SELFTRAIN=1, the default) stage 6's transcripts of the dev and test AUDIO become
 #               pseudo-labels (`pipeline pseudo-label`; references unread); the decoder system
 #               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml):
