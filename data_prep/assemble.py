@@ -121,4 +121,8 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
         plotted()
     for split, s in report["splits"].items():
         print(f"  {split:<5} {s['utterances']:>6} utts {s['hours']:8.3f} h {s['speakers']:>4} speakers")
+    if not utts:  # nothing to train or score on: stop the recipe here, not in a later stage
+        print(f"error: no utterance accepted, all {len(rejects)} input rows rejected; "
+              f"the reason of each is in {out / 'rejects.jsonl'}")
+        status = 1
     return status

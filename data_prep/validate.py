@@ -79,11 +79,23 @@ def forget_folders() -> None:
     _REAL_DIRS.clear()
 
 
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+
 def inside(path: str, root: str, *, real: str | None = None) -> bool:
-    """Whether ``path`` (after resolving symlinks and ``..``) lies inside ``root``; ``real`` may pass
-    ``path`` resolved already."""
-    real, base = os.path.realpath(path) if real is None else real, _real_root(root)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+    """Whether ``path`` lies inside ``root``: as written (``..`` resolved, symlinks not), or once
+    symlinks are resolved too; ``real`` may pass ``path`` resolved already.
+
+    A symlink inside the corpus is followed wherever it points: whoever built the corpus folder
+    put it there (a ``clips`` folder linked to another disk, a subset assembled from links).
+    What the check stops is a transcript list that names files outside the corpus (``../``,
+    an absolute path elsewhere).
+    """
+    written = os.path.normpath(os.path.join(os.path.abspath(root), path))
+    if _under(written, os.path.normpath(os.path.abspath(root))):
+        return True
+    return _under(os.path.realpath(path) if real is None else real, _real_root(root))
 
 
 def screen_row(row: RawRow, root: str, allow_pipes: bool = False, allow_outside_root: bool = False, *,
@@ -94,7 +106,8 @@ def screen_row(row: RawRow, root: str, allow_pipes: bool = False, allow_outside_
             return reject(row, "shell_pipe", "wav.scp entry is a command pipe; rerun with --allow-pipes to run it")
         return None
     if not allow_outside_root and not inside(row.audio, root, real=real):
-        return reject(row, "path_outside_root", f"{row.audio} resolves outside the corpus root {root}")
+        return reject(row, "path_outside_root",
+                      f"{row.audio} lies outside the corpus root {root} (--allow-outside-root accepts it)")
     return None
 
 

@@ -300,6 +300,34 @@ def test_corpus_splits_and_speaker_overlap_error(tmp_path):
     assert [u.id for u in read_manifest(out / "test.jsonl")] == ["d"]
 
 
+def test_symlinks_inside_the_corpus_are_followed_paths_outside_it_rejected(tmp_path):
+    # a corpus assembled with links: its clips folder lives on another disk, and one clip there
+    # is a link to a third place
+    elsewhere = cv_corpus(tmp_path / "disk", {"train": [("s1", "a.wav", "क"), ("s2", "b.wav", "ख")]}) / "clips"
+    corpus = tmp_path / "cv"
+    corpus.mkdir()
+    (corpus / "clips").symlink_to(elsewhere)
+    utterance_clip(tmp_path / "third" / "c.wav")
+    (elsewhere / "c.wav").symlink_to(tmp_path / "third" / "c.wav")
+    utterance_clip(tmp_path / "outside.wav")
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+    rows = [("s1", "a.wav", "क"), ("s2", "b.wav", "ख"), ("s3", "c.wav", "ग"), ("s4", "../../outside.wav", "घ")]
+    (corpus / "train.tsv").write_text(header + "".join(f"{k}\t{c}\t{t}\t2\t0\t\t\t\tsa\t\n" for k, c, t in rows))
+    out = tmp_path / "out"
+    assert prepare(corpus, out, "cv", "sa", **FAST) == 0
+    assert sorted(u.text for u in read_manifest(out / "manifest.jsonl")) == ["क", "ख", "ग"]
+    (bad,) = read_rejects(out / "rejects.jsonl")
+    assert bad.reason == "path_outside_root" and bad.source.line == 5 and "--allow-outside-root" in bad.detail
+
+
+def test_a_corpus_with_nothing_accepted_is_an_error(tmp_path, capsys):
+    corpus = cv_corpus(tmp_path / "cv", {"train": [("s1", "a.wav", "abc")]})  # Latin text: foreign_script
+    out = tmp_path / "out"
+    assert prepare(corpus, out, "cv", "sa", **FAST) == 1
+    assert "no utterance accepted" in capsys.readouterr().out
+    assert [r.reason for r in read_rejects(out / "rejects.jsonl")] == ["foreign_script"]
+
+
 def test_cli_explicit_speakers_and_sentencepiece(tmp_path):
     rows = {"train": [(f"s{i % 4}", f"u{i}.wav", t) for i, t in enumerate(
         ["रामः वनं गच्छति", "सीता गृहे अस्ति", "बालकः पठति", "गजः चलति", "नदी वहति", "अहो दौर्भाग्यम्",
