@@ -31,10 +31,16 @@ def build_vocab(train: list[Utterance]) -> dict[str, int]:
 
 
 def oov_report(vocab: dict[str, int], utts: list[Utterance], examples: int = 5) -> dict:
-    """Per split: characters missing from the vocabulary, their counts and example ids."""
+    """Per split: characters missing from the vocabulary, their counts and example ids; and the
+    running words never seen in the train transcripts (``word_oov_rate``): a word LM of the train
+    text cannot propose them, so every one must be spelled from the audio alone.
+    """
     out: dict[str, dict] = {}
+    train_words = {w for u in utts if u.split == "train" for w in u.text.split()}
     for split in ("dev", "test"):
         rows = [u for u in utts if u.split == split]
+        words = [w for u in rows for w in u.text.split()]
+        oov_words = sum(w not in train_words for w in words)
         total, counts, where = 0, Counter(), {}
         for u in rows:
             for t in char_tokens(u.text):
@@ -50,6 +56,9 @@ def oov_report(vocab: dict[str, int], utts: list[Utterance], examples: int = 5) 
             "oov_characters": n_oov,
             "oov_rate": round(n_oov / total, 6) if total else 0.0,
             "utterances_with_oov": sum(any(t not in vocab for t in char_tokens(u.text)) for u in rows),
+            "words": len(words),
+            "oov_words": oov_words,
+            "word_oov_rate": round(oov_words / len(words), 6) if words else 0.0,
             "oov": {ch: {"count": c, "codepoint": f"U+{ord(ch):04X}", "examples": where[ch]}
                     for ch, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))},
         }

@@ -103,6 +103,10 @@ def test_splits_are_speaker_disjoint_and_vocab_from_train(zoo_out):
     oov = json.loads((zoo_out / "oov.json").read_text())
     dev_chars = [c for u in utts if u.split == "dev" for c in u.text.replace(" ", "")]
     assert oov["dev"]["oov_characters"] == sum(c not in vocab for c in dev_chars) > 0
+    train_words = {w for u in utts if u.split == "train" for w in u.text.split()}
+    dev_words = [w for u in utts if u.split == "dev" for w in u.text.split()]
+    assert oov["dev"]["oov_words"] == sum(w not in train_words for w in dev_words) > 0
+    assert oov["dev"]["word_oov_rate"] == round(oov["dev"]["oov_words"] / len(dev_words), 6)
     stats = json.loads((zoo_out / "stats.json").read_text())
     assert stats["total"]["utterances"] == len(utts)
     assert (zoo_out / "durations.png").read_bytes()[:4] == b"\x89PNG"
