@@ -121,6 +121,10 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
         plotted()
     for split, s in report["splits"].items():
         print(f"  {split:<5} {s['utterances']:>6} utts {s['hours']:8.3f} h {s['speakers']:>4} speakers")
+    empty = [split for split, s in report["splits"].items() if not s["utterances"]]
+    if utts and empty:  # allowed (e.g. a corpus only to score on), but the recipes need all three
+        print(f"warning: no utterances in the {' and '.join(empty)} split{'s' * (len(empty) > 1)}: the recipes "
+              "train on train, pick checkpoints and tune weights on dev, and report on test")
     if not utts:  # nothing to train or score on: stop the recipe here, not in a later stage
         print(f"error: no utterance accepted, all {len(rejects)} input rows rejected; "
               f"the reason of each is in {out / 'rejects.jsonl'}")

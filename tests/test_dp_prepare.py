@@ -324,6 +324,12 @@ def test_symlinks_inside_the_corpus_are_followed_paths_outside_it_rejected(tmp_p
     assert bad.reason == "path_outside_root" and bad.source.line == 5 and "--allow-outside-root" in bad.detail
 
 
+def test_an_empty_split_is_warned_about(tmp_path, capsys):
+    corpus = cv_corpus(tmp_path / "cv", {"train": [("s1", "a.wav", "क")], "test": [("s2", "b.wav", "ख")]})
+    assert prepare(corpus, tmp_path / "out", "cv", "sa", **FAST) == 0
+    assert "warning: no utterances in the dev split" in capsys.readouterr().out
+
+
 def test_a_corpus_with_nothing_accepted_is_an_error(tmp_path, capsys):
     corpus = cv_corpus(tmp_path / "cv", {"train": [("s1", "a.wav", "abc")]})  # Latin text: foreign_script
     out = tmp_path / "out"
