@@ -84,16 +84,17 @@ def _under(path: str, base: str) -> bool:
 
 
 def inside(path: str, root: str, *, real: str | None = None) -> bool:
-    """Whether ``path`` lies inside ``root``: as written (``..`` resolved, symlinks not), or once
-    symlinks are resolved too; ``real`` may pass ``path`` resolved already.
+    """Whether ``path`` lies inside ``root``: as written (with no ``..``, symlinks not resolved),
+    or once symlinks and ``..`` are resolved; ``real`` may pass ``path`` resolved already.
 
     A symlink inside the corpus is followed wherever it points: whoever built the corpus folder
     put it there (a ``clips`` folder linked to another disk, a subset assembled from links).
     What the check stops is a transcript list that names files outside the corpus (``../``,
-    an absolute path elsewhere).
+    an absolute path elsewhere). A ``..`` is judged where it really leads: after a linked
+    folder it climbs out of the link's target, not back into the corpus.
     """
-    written = os.path.normpath(os.path.join(os.path.abspath(root), path))
-    if _under(written, os.path.normpath(os.path.abspath(root))):
+    written = os.path.join(os.path.abspath(root), path)
+    if ".." not in written.split(os.sep) and _under(os.path.normpath(written), os.path.normpath(os.path.abspath(root))):
         return True
     return _under(os.path.realpath(path) if real is None else real, _real_root(root))
 

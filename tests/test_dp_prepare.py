@@ -14,6 +14,7 @@ from data_prep.assemble import SplitOptions
 from data_prep.manifest import PSEUDO_LABEL_REJECT_REASONS, REJECT_REASONS, read_manifest, read_rejects
 from data_prep.merge import MergeError, merge
 from data_prep.prepare import prepare
+from data_prep.validate import inside
 from pipeline.cli import main as cli
 
 FAST = dict(jobs=1, max_duration=2.0, min_duration=0.3, vad="energy", trim_vad="none", progress=False)
@@ -322,6 +323,8 @@ def test_symlinks_inside_the_corpus_are_followed_paths_outside_it_rejected(tmp_p
     assert sorted(u.text for u in read_manifest(out / "manifest.jsonl")) == ["क", "ख", "ग"]
     (bad,) = read_rejects(out / "rejects.jsonl")
     assert bad.reason == "path_outside_root" and bad.source.line == 5 and "--allow-outside-root" in bad.detail
+    assert inside(f"{corpus}/clips/c.wav", str(corpus))
+    assert not inside(f"{corpus}/clips/../c.wav", str(corpus))  # really disk/c.wav: `..` leaves the link's target
 
 
 def test_an_empty_split_is_warned_about(tmp_path, capsys):
