@@ -46,8 +46,9 @@ def _files(model: Path) -> set[str]:
     return {str(p.relative_to(model)) for p in model.rglob("*") if p.is_file()}
 
 
-def check_compatible(models: list[Path]) -> dict:
-    """Raise :class:`SoupError` unless the models differ only in their weights; returns the first's asr_adapt."""
+def check_compatible(models: list[Path]) -> tuple[dict, set[str]]:
+    """Raise :class:`SoupError` unless the models differ only in their weights; returns the first's
+    asr_adapt and its files (relative paths)."""
     if len(models) < 2:
         raise SoupError("a soup needs at least two models")
     first = models[0]
@@ -70,7 +71,7 @@ def check_compatible(models: list[Path]) -> dict:
             if theirs.get(key) != adapt.get(key):
                 raise SoupError(f"{m / ADAPT_FILE}: {key} is {theirs.get(key)!r}, {first / ADAPT_FILE} says "
                                 f"{adapt.get(key)!r}")  # fmt: skip
-    return adapt
+    return adapt, names
 
 
 def _read_adapt(model: Path) -> dict:
@@ -119,12 +120,12 @@ def make_soup(models: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     if out.resolve() in {m.resolve() for m in models}:
         raise SoupError(f"{out}: the soup cannot replace one of its own models")
-    adapt = check_compatible(models)
+    adapt, files = check_compatible(models)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(models[0], tmp, ignore=shutil.ignore_patterns("*.safetensors", ADAPT_FILE))
-    for name in sorted(n for n in _files(models[0]) if n.endswith(".safetensors")):
+    for name in sorted(n for n in files if n.endswith(".safetensors")):
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         n = average_file([m / name for m in models], tmp / name)
         log.info("%s: %d tensors averaged over %d models", name, n, len(models))
