@@ -51,6 +51,12 @@ def _real_root(root: str) -> str:
     return os.path.realpath(root)
 
 
+@functools.lru_cache(maxsize=16)
+def _written_root(root: str) -> str:
+    # the root as paths are written under it: absolute, symlinks kept
+    return os.path.normpath(os.path.abspath(root))
+
+
 #: Folders resolved by :func:`realpath` in this process (cleared by :func:`forget_folders`).
 _REAL_DIRS: dict[str, str] = {}
 
@@ -93,8 +99,8 @@ def inside(path: str, root: str, *, real: str | None = None) -> bool:
     an absolute path elsewhere). A ``..`` is judged where it really leads: after a linked
     folder it climbs out of the link's target, not back into the corpus.
     """
-    written = os.path.join(os.path.abspath(root), path)
-    if ".." not in written.split(os.sep) and _under(os.path.normpath(written), os.path.normpath(os.path.abspath(root))):
+    written = os.path.join(_written_root(root), path)
+    if ".." not in written.split(os.sep) and _under(os.path.normpath(written), _written_root(root)):
         return True
     return _under(os.path.realpath(path) if real is None else real, _real_root(root))
 
