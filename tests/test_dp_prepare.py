@@ -314,10 +314,9 @@ def test_symlinks_inside_the_corpus_are_followed_paths_outside_it_rejected(tmp_p
     (corpus / "clips").symlink_to(elsewhere)
     utterance_clip(tmp_path / "third" / "c.wav")
     (elsewhere / "c.wav").symlink_to(tmp_path / "third" / "c.wav")
-    utterance_clip(tmp_path / "outside.wav")
-    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+    utterance_clip(tmp_path / "outside.wav")  # clips/../../outside.wav, through the link
     rows = [("s1", "a.wav", "क"), ("s2", "b.wav", "ख"), ("s3", "c.wav", "ग"), ("s4", "../../outside.wav", "घ")]
-    (corpus / "train.tsv").write_text(header + "".join(f"{k}\t{c}\t{t}\t2\t0\t\t\t\tsa\t\n" for k, c, t in rows))
+    cv_corpus(corpus, {"train": rows})  # every clip exists already: it only writes train.tsv
     out = tmp_path / "out"
     assert prepare(corpus, out, "cv", "sa", **FAST) == 0
     assert sorted(u.text for u in read_manifest(out / "manifest.jsonl")) == ["क", "ख", "ग"]
