@@ -26,7 +26,7 @@ from pathlib import Path
 
 from data_prep.manifest import Reject, Utterance, atomic_write_text, jsonl_line, write_jsonl
 from data_prep.process import ProcessConfig, RowResult
-from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_overlaps
+from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_key, speaker_overlaps
 from data_prep.stats import start_plot_durations, write_stats
 from data_prep.validate import Accounting
 from data_prep.vocab import build_vocab, oov_report, train_sentencepiece, write_vocab
@@ -86,14 +86,20 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
     write_jsonl(out / "rejects.jsonl", rejects)
     atomic_write_text(out / "accounting.json", json.dumps(accounting, indent=1) + "\n")
     print(acc.summary())
+    corpus_splits = {u.split for u in utts}
     try:
         utts, mode = assign_splits(utts, opts.split_by, ratios, opts.seed, dict(opts.speakers))
     except SplitError as e:
         print(f"error: {e}")
         return 1
+    if mode == "corpus+carved":
+        for split in sorted({u.split for u in utts} - corpus_splits):
+            spk = sorted({speaker_key(u) for u in utts if u.split == split})
+            print(f"note: the corpus has no {split} split; {len(spk)} of its train speakers became {split} "
+                  f"({', '.join(spk)}; --split-by corpus keeps the corpus's own splits)")
     plotted = start_plot_durations(utts, out / "durations.png")  # drawn meanwhile, in another process
     try:
-        report = {"mode": mode, "seed": opts.seed, "ratios": ratios if mode == "ratio" else None,
+        report = {"mode": mode, "seed": opts.seed, "ratios": ratios if mode in ("ratio", "corpus+carved") else None,
                   **overlap_report(utts)}
         atomic_write_text(out / "splits.json", json.dumps(report, indent=1) + "\n")
         overlaps = speaker_overlaps(report)

@@ -7,7 +7,11 @@ Three ways to split (``--split-by``):
 ``speakers``  name the dev/test speakers (``dev=SPK1,test=SPK2+SPK3``); everyone else is train
 
 ``auto`` (the default) is ``speakers`` when speakers are named, else ``corpus``
-when every accepted utterance has a corpus split, else ``ratio``. Utterances
+when every accepted utterance has a corpus split, else ``ratio``. When the
+corpus's own split leaves dev or test empty (a Common Voice release without
+dev.tsv), ``auto`` carves the missing split out of the train speakers by the
+ratios (:func:`carve_missing`, mode ``corpus+carved``); ``--split-by corpus``
+keeps the corpus's split as it is. Utterances
 without a speaker id are their own pseudo-speaker (all segments of one input
 row stay together) and are left out of the overlap check.
 """
@@ -21,7 +25,7 @@ from itertools import combinations
 from data_prep.manifest import Utterance
 
 SPLITS = ("train", "dev", "test")
-SPLIT_BY = ("auto", "corpus", "ratio", "speakers")
+SPLIT_BY = ("auto", "corpus", "ratio", "speakers")  # assign_splits may also report "corpus+carved"
 
 
 class SplitError(ValueError):
@@ -101,6 +105,30 @@ def choose_mode(utts: list[Utterance], split_by: str, named: dict[str, str]) -> 
     return "ratio"
 
 
+def speaker_hours(utts: list[Utterance]) -> dict[str, float]:
+    hours: dict[str, float] = defaultdict(float)
+    for u in utts:
+        hours[speaker_key(u)] += u.duration / 3600
+    return dict(hours)
+
+
+def carve_missing(utts: list[Utterance], ratios: dict[str, float], seed: int) -> tuple[list[Utterance], list[str]]:
+    """Give an empty dev or test split whole train speakers, by ``ratios``; returns (utts, splits carved).
+
+    Only the train speakers move, so the corpus's own dev or test split stays as it was.
+    A split whose ratio is 0, or a train split of one speaker, is left empty.
+    """
+    present = {u.split for u in utts}
+    missing = [s for s in ("dev", "test") if s not in present and ratios.get(s, 0) > 0]
+    train_hours = speaker_hours([u for u in utts if u.split == "train"])
+    if not missing or len(train_hours) < 2:
+        return list(utts), []
+    assign = ratio_assign(train_hours, {s: ratios[s] for s in ("train", *missing)}, seed)
+    carved = sorted({split for split in assign.values()} - {"train"})
+    moved = [u.replace(split=assign[speaker_key(u)]) if u.split == "train" else u for u in utts]
+    return moved, carved
+
+
 def assign_splits(
     utts: list[Utterance], split_by: str, ratios: dict[str, float], seed: int, named: dict[str, str]
 ) -> tuple[list[Utterance], str]:
@@ -110,6 +138,10 @@ def assign_splits(
         missing = [u.id for u in utts if u.split not in SPLITS]
         if missing:
             raise SplitError(f"--split-by corpus: {len(missing)} utterances have no corpus split (e.g. {missing[0]})")
+        if split_by == "auto":
+            utts, carved = carve_missing(utts, ratios, seed)
+            if carved:
+                return utts, "corpus+carved"
         return list(utts), mode
     if mode == "speakers":
         known = {u.speaker for u in utts}
@@ -117,10 +149,7 @@ def assign_splits(
         if unknown:
             raise SplitError(f"--split-speakers names unknown speakers {unknown}")
         return [u.replace(split=named.get(u.speaker, "train")) for u in utts], mode
-    hours: dict[str, float] = defaultdict(float)
-    for u in utts:
-        hours[speaker_key(u)] += u.duration / 3600
-    assign = ratio_assign(dict(hours), ratios, seed)
+    assign = ratio_assign(speaker_hours(utts), ratios, seed)
     return [u.replace(split=assign[speaker_key(u)]) for u in utts], mode
 
 

@@ -326,9 +326,15 @@ def test_symlinks_inside_the_corpus_are_followed_paths_outside_it_rejected(tmp_p
     assert not inside(f"{corpus}/clips/../c.wav", str(corpus))  # really disk/c.wav: `..` leaves the link's target
 
 
-def test_an_empty_split_is_warned_about(tmp_path, capsys):
-    corpus = cv_corpus(tmp_path / "cv", {"train": [("s1", "a.wav", "क")], "test": [("s2", "b.wav", "ख")]})
-    assert prepare(corpus, tmp_path / "out", "cv", "sa", **FAST) == 0
+def test_a_missing_dev_split_is_carved_from_train_speakers_else_warned_about(tmp_path, capsys):
+    rows = {"train": [("s1", "a.wav", "क"), ("s2", "c.wav", "ग")], "test": [("s3", "b.wav", "ख")]}
+    out = tmp_path / "out"
+    assert prepare(cv_corpus(tmp_path / "cv", rows), out, "cv", "sa", **FAST) == 0
+    assert "note: the corpus has no dev split; 1 of its train speakers became dev" in capsys.readouterr().out
+    assert json.loads((out / "splits.json").read_text())["mode"] == "corpus+carved"
+    assert len(read_manifest(out / "dev.jsonl")) == 1 and len(read_manifest(out / "train.jsonl")) == 1
+    rows = {"train": [("s1", "a.wav", "क")], "test": [("s3", "b.wav", "ख")]}  # one train speaker: kept
+    assert prepare(cv_corpus(tmp_path / "cv1", rows), tmp_path / "out1", "cv", "sa", **FAST) == 0
     assert "warning: no utterances in the dev split" in capsys.readouterr().out
 
 

@@ -66,3 +66,19 @@ def test_overlap_report_counts_speakers_and_sentences():
     assert rep["overlap"]["train/dev"] == {"shared_speakers": ["A"], "shared_sentences": 1}
     assert rep["overlap"]["train/test"] == {"shared_speakers": [], "shared_sentences": 0}
     assert rep["splits"]["train"]["speakers"] == 1
+
+
+def test_auto_carves_a_missing_dev_split_out_of_train_speakers_only():
+    # a CV release without dev.tsv: train speakers s0..s5, its own test speaker t
+    utts = [utt(i, f"s{i % 6}", "train", dur=1.0 + i % 6) for i in range(30)] + [utt(30, "t", "test")]
+    out, mode = assign_splits(utts, "auto", R, 0, {})
+    assert mode == "corpus+carved"
+    dev = {u.speaker for u in out if u.split == "dev"}
+    assert dev and dev < {f"s{i}" for i in range(6)}  # whole train speakers, not all of them
+    assert [u.speaker for u in out if u.split == "test"] == ["t"]  # the corpus's test split untouched
+    assert {u.speaker for u in out if u.split == "train"}.isdisjoint(dev)
+    assert not overlap_report(out)["overlap"]["train/dev"]["shared_speakers"]
+    kept, mode = assign_splits(utts, "corpus", R, 0, {})  # asked for the corpus's split: kept as it is
+    assert mode == "corpus" and not any(u.split == "dev" for u in kept)
+    one, mode = assign_splits([utt(0, "s0", "train"), utt(1, "t", "test")], "auto", R, 0, {})
+    assert mode == "corpus" and [u.split for u in one] == ["train", "test"]  # nothing to carve from
