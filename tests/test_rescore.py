@@ -200,9 +200,22 @@ def test_tuning_finds_weights_that_fix_the_decoder_and_prefers_no_change_on_ties
     assert tuned.wer == 0.0 and tuned.cer == 0.0
     # (0.5, 0.0) and (0.0, 0.5) both fix utterance 1: the smaller total weight wins, then the order.
     assert tuned.weights.ctc_weight + tuned.weights.lm_weight == 0.5
-    assert len(tuned.grid) == 4
+    assert len(tuned.grid) == 4  # no beam ranks: no search-pick point
     no_gain = tune_weights(nbests[1:], refs[1:], ctc_weights=(0.0, 0.5), lm_weights=(0.0, 0.5), word_bonuses=(0.0,))
     assert no_gain.weights == Weights()
+
+
+def test_tuning_keeps_the_search_s_own_pick_when_no_weighting_matches_it(tmp_path):
+    # a fused search ranked "x y" first although its teacher-forced score and the LM prefer "x z"
+    nbests = [NBest("1", [_cand("x z", -1.0, lm=-2), _cand("x y", -3.0, lm=-9)]),
+              NBest("2", [_cand("p q", -0.5, lm=-2)])]  # fmt: skip
+    nbests[0].candidates[0].rank, nbests[0].candidates[1].rank = 1, 0
+    nbests[1].candidates[0].rank = 0
+    tuned = tune_weights(nbests, ["x y", "p q"], lm_weights=(0.0, 0.5), word_bonuses=(0.0,))
+    assert tuned.weights.beam_pick and tuned.wer == 0.0
+    assert choose(nbests[0], tuned.weights).text == "x y" and choose(NBest("3", []), tuned.weights) is None
+    tuned.save(tmp_path / "weights.json")
+    assert load_weights(tmp_path / "weights.json") == tuned.weights
 
 
 def test_tuning_skips_scores_no_candidate_has():
@@ -309,13 +322,15 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
         refs.append(sentence())
         cands = [Candidate(sentence(), "beam", att=rng.uniform(-9, 0), ctc=rng.choice([rng.uniform(-9, 0), float("-inf")]),
                            lm=rng.uniform(-20, 0), clm=rng.uniform(-30, 0)) for _ in range(rng.randint(0, 5))]  # fmt: skip
-        for c in cands:
-            c.words = len(c.text.split())
+        for r, c in enumerate(random.Random(i).sample(cands, len(cands))):  # ranks: the search's own order
+            c.words, c.rank = len(c.text.split()), r
         nbests.append(NBest(str(i), cands))
     table = ErrorTable(nbests, refs)
     for _ in range(25):
         w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]))
         assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
+    w = Weights(beam_pick=True)
+    assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
 
 
 def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):

@@ -53,7 +53,9 @@ def single_decoder(nbests: list[NBest], k: int) -> list[NBest]:
     source = decoder_source(k)
     out = []
     for nb in nbests:
-        cands = [dataclasses.replace(c, att=c.att_each[k], att_each=None) for c in nb.candidates
+        # ranks are the first decoder's: another decoder's list has none (its search pick is unknown)
+        cands = [dataclasses.replace(c, att=c.att_each[k], att_each=None, rank=c.rank if k == 0 else None)
+                 for c in nb.candidates
                  if c.att_each and {source, "ctc"} & c.sources]  # fmt: skip
         out.append(NBest(nb.id, cands, nb.seconds))
     return out

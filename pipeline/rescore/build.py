@@ -13,6 +13,7 @@ from pathlib import Path
 from data_prep.manifest import Utterance
 from data_prep.text.normalize import normalize_text
 from pipeline.rescore.candidates import Candidate, NBest, decoder_source, write_nbest
+from pipeline.rescore.fusion import Fusion
 from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 from pipeline.resumable import partial_path, read_records, run_resumable
 
@@ -24,36 +25,39 @@ def decoders_of(whisper: WhisperScorer | Sequence[WhisperScorer]) -> list[Whispe
 
 def score_batch(
     waves: Sequence, lang: str, whisper: WhisperScorer | Sequence[WhisperScorer], ctc: CTCScorer | None,
-    lm: WordLM | None, beams: int, n: int, char_lm: CharLM | None = None,
+    lm: WordLM | None, beams: int, n: int, char_lm: CharLM | None = None, fusion: Fusion | None = None,
 ) -> list[list[Candidate]]:  # fmt: skip
     """Candidates of each clip: every decoder's N-best, then the CTC model's own proposals, all scored by all.
 
     With several decoders (an ensemble, e.g. the same recipe trained from other seeds) the pool
     is the union of their N-best lists and a candidate's ``att`` is the mean of their
-    log-probabilities; ``att_each`` keeps each one.
+    log-probabilities; ``att_each`` keeps each one. With ``fusion`` the character LM also
+    scores inside every decoder's beam search (the candidates' ``att`` stays the decoder's own).
     """
     decoders = decoders_of(whisper)
     durations = [len(w) / 16000 for w in waves]
     encoded = [d.encode(waves) for d in decoders]
-    proposals: list[list[tuple[str, str]]] = [[] for _ in waves]
+    proposals: list[list[tuple[str, str, int | None]]] = [[] for _ in waves]
     for k, (d, enc) in enumerate(zip(decoders, encoded)):
         source = decoder_source(k)
-        for i, texts in enumerate(d.nbest(enc, durations, beams, n)):
-            proposals[i] += [(normalize_text(t, lang), source) for t in texts]
+        processor = fusion.processor(d) if fusion is not None else None
+        for i, texts in enumerate(d.nbest(enc, durations, beams, n, fusion=processor)):
+            proposals[i] += [(normalize_text(t, lang), source, r if k == 0 else None) for r, t in enumerate(texts)]
     logp = lengths = None
     if ctc is not None:
         logp, lengths = ctc.frames(waves)
         for i in range(len(waves)):
-            proposals[i] += [(normalize_text(t, lang), "ctc") for t in ctc.propose(logp[i], int(lengths[i]))]
+            proposals[i] += [(normalize_text(t, lang), "ctc", None) for t in ctc.propose(logp[i], int(lengths[i]))]
     out: list[list[Candidate]] = []
     for props in proposals:
         by_text: dict[str, Candidate] = {}
-        for text, source in props:
+        for text, source, rank in props:
             c = by_text.get(text)
             if c is None:
-                by_text[text] = Candidate(text=text, source=source, att=0.0, words=len(text.split()))
+                by_text[text] = Candidate(text=text, source=source, att=0.0, words=len(text.split()), rank=rank)
             elif source not in c.sources:
                 c.source += "+" + source  # proposed by several models: "beam+beam:1", "beam+ctc"
+                c.rank = rank if c.rank is None else c.rank
         out.append(list(by_text.values()))
     flat = [(i, c) for i, cands in enumerate(out) for c in cands]
     each = [d.log_probs(enc, [i for i, _ in flat], [c.text for _, c in flat]) for d, enc in zip(decoders, encoded)]
@@ -84,16 +88,19 @@ def build_nbest(
     beams: int = 8,
     n: int = 8,
     batch_size: int = 8,
+    fusion: Fusion | None = None,
 ) -> tuple[list[NBest], list[str]]:
     """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
     # A finished file from an earlier run is reused: records that lack only LM scores get
     # them here (cheap); records scored by another set of models (CTC or not, another number
-    # of decoders) are decoded again.
+    # of decoders) or searched with other fusion settings are decoded again.
     n_decoders = len(decoders_of(whisper))
+    settings = fusion.settings() if fusion is not None else None
     done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
     done = {
         k: nb for k, nb in done.items()
-        if all((c.ctc is None) == (ctc is None) and c.n_decoders == n_decoders for c in nb.candidates)
+        if nb.fusion == settings
+        and all((c.ctc is None) == (ctc is None) and c.n_decoders == n_decoders for c in nb.candidates)
     }  # fmt: skip
     for nb in done.values():
         for c in nb.candidates:
@@ -102,8 +109,8 @@ def build_nbest(
 
     def work(batch: list[Utterance], waves: list) -> list[NBest]:
         t0 = time.perf_counter()
-        cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm)
+        cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm, fusion)
         per_utt = round((time.perf_counter() - t0) / len(batch), 4)
-        return [NBest(id=u.id, candidates=cs, seconds=per_utt) for u, cs in zip(batch, cands)]
+        return [NBest(id=u.id, candidates=cs, seconds=per_utt, fusion=settings) for u, cs in zip(batch, cands)]
 
     return run_resumable(utts, manifest_dir, out, work, write_nbest, done=done, batch_size=batch_size, desc="n-best")

@@ -28,6 +28,8 @@ class Candidate:
     clm: float | None = None  # character n-gram LM log-probability, nats
     words: int = 0
     att_each: list[float] | None = None  # each decoder's log P(text | audio) when an ensemble scores
+    # place in the first decoder's beam output (0: the search's winner); None: it did not propose it
+    rank: int | None = None
 
     @property
     def sources(self) -> set[str]:
@@ -53,15 +55,20 @@ class NBest:
     id: str  # the manifest's utterance id
     candidates: list[Candidate] = field(default_factory=list)
     seconds: float = 0.0  # wall time spent proposing and scoring this utterance's candidates
+    # the character-LM fusion inside the beam search that proposed them: [weight, bonus]; None: none
+    fusion: list[float] | None = None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "seconds": self.seconds, "candidates": [c.to_json() for c in self.candidates]}
+        return {"id": self.id, "seconds": self.seconds, "fusion": self.fusion,
+                "candidates": [c.to_json() for c in self.candidates]}
 
     @classmethod
     def from_json(cls, d: dict) -> NBest:
         names = {f.name for f in dataclasses.fields(Candidate)}
         cands = [Candidate(**{k: v for k, v in c.items() if k in names}) for c in d["candidates"]]
-        return cls(id=d["id"], candidates=cands, seconds=float(d.get("seconds", 0.0)))
+        fusion = d.get("fusion")
+        return cls(id=d["id"], candidates=cands, seconds=float(d.get("seconds", 0.0)),
+                   fusion=[float(v) for v in fusion] if fusion else None)
 
 
 def read_nbest(path: str | os.PathLike) -> list[NBest]:

@@ -1,5 +1,9 @@
 """``python -m pipeline rescore``: Whisper's N-best, rescored with a CTC model and a word LM.
 
+With ``--fusion-weight`` the character LM also scores inside Whisper's beam search
+(shallow fusion, :mod:`pipeline.rescore.fusion`), so the N-best already leans to
+spellings the LM finds plausible; the rescoring then works on those candidates.
+
     # dev: build the scored N-best lists, tune the weights on them, write hyps
     python -m pipeline rescore --model exp/sa/whisper_ft/best --ctc exp/sa/ctc_ft/best \\
         --lm exp/sa/ctc_ft/lm --manifest data/sa/dev.jsonl --out exp/sa/hybrid/dev/hyps.jsonl --tune
@@ -39,6 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, help="word LM: lm.arpa, its lm.json or their directory")
     p.add_argument("--char-lm", default=None,
                    help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
+    p.add_argument("--fusion-weight", type=float, default=0.0,
+                   help="shallow fusion: the --char-lm also scores inside the beam search with this weight "
+                        "(0 = off; the candidates are then rescored as usual)")
+    p.add_argument("--fusion-bonus", type=float, default=0.0,
+                   help="with --fusion-weight: a reward per character-LM token (offsets the LM's length cost)")
+    p.add_argument("--fusion-top-k", type=int, default=64,
+                   help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
+                        "may emit more (a decoder without a restricted vocabulary)")
     p.add_argument("--beams", type=int, default=8, help="Whisper beam width")
     p.add_argument("--nbest", type=int, default=8, help="candidates kept from Whisper's beam (<= --beams)")
     p.add_argument("--ctc-proposals", type=int, default=4, help="CTC + LM beam texts added as candidates")
@@ -74,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tune and args.manifest.stem.startswith("test"):
         print(f"error: {args.manifest}: tune the weights on dev, never on the test split", file=sys.stderr)
         return 2
+    if args.fusion_weight and not args.char_lm:
+        print("error: --fusion-weight needs --char-lm (the LM that scores inside the beam search)", file=sys.stderr)
+        return 2
     utts = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
@@ -85,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     lang = utts[0].language
     from pipeline.models.whisper import load_whisper
     from pipeline.rescore.build import build_nbest
+    from pipeline.rescore.fusion import Fusion
     from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
     try:
@@ -93,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
         char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None
+        fusion = (Fusion(_char_arpa(args.char_lm), args.fusion_weight, args.fusion_bonus, args.fusion_top_k)
+                  if args.fusion_weight else None)  # fmt: skip
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     nbest_path = args.out.parent / "nbest.jsonl"
     nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, char_lm, lang=lang,
-                                 beams=args.beams, n=args.nbest, batch_size=args.batch_size)  # fmt: skip
+                                 beams=args.beams, n=args.nbest, batch_size=args.batch_size,
+                                 fusion=fusion)  # fmt: skip
     if args.tune:
         refs = {u.id: u.text for u in utts}
         tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)

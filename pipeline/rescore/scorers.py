@@ -53,8 +53,13 @@ class WhisperScorer:
                 return encode_for_decoder(self.model, features, [mel_length(len(a)) for a in arrays])
             return BaseModelOutput(last_hidden_state=self.model.get_encoder()(features).last_hidden_state), None
 
-    def nbest(self, encoded, durations: Sequence[float], beams: int, n: int) -> list[list[str]]:
-        """``n`` beam-search texts per clip (raw decoder text; duplicates possible)."""
+    def nbest(self, encoded, durations: Sequence[float], beams: int, n: int, fusion=None) -> list[list[str]]:
+        """``n`` beam-search texts per clip (raw decoder text; duplicates possible).
+
+        ``fusion``: a logits processor that adds an LM's scores inside the search
+        (:class:`pipeline.rescore.fusion.CharLMFusion`).
+        """
+        from transformers import LogitsProcessorList
         from transformers.generation.utils import GenerationMixin
 
         from pipeline.models.encoder import CrossAttentionMask
@@ -78,6 +83,7 @@ class WhisperScorer:
                 allowed_tokens_only(self.model):
             seqs = GenerationMixin.generate(self.model, encoder_outputs=states, decoder_input_ids=prompt,
                                             cache=beam_search_cache(),
+                                            logits_processor=LogitsProcessorList([fusion] if fusion else []),
                                             num_beams=beams, num_return_sequences=n, do_sample=False,
                                             max_new_tokens=token_budget(max(durations), limit))  # fmt: skip
         rows = seqs.tolist()

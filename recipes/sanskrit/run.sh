@@ -11,9 +11,10 @@
 #               and is decoded again with it as system <SYSTEM>_lm
 #   5 train.ctc (CTC=1 only) a CTC system (recipes/sanskrit/config_ctc.yaml) on the same cached
 #               encoder states
-#   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 4-best
-#               rescored with them, weights tuned on dev (system whisper_soup2_lm; whisper_lm with
-#               SEEDS=1). With SOUP=0 every seed's decoder proposes its 4-best and scores every
+#   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 4-best beam
+#               search with the character LM fused into it (FUSION_WEIGHT, FUSION_BONUS; 0 = plain
+#               beam), its candidates rescored with both LMs or the search's own pick kept, whichever
+#               is best on dev (system whisper_soup2_lm; whisper_lm with SEEDS=1). With SOUP=0 every seed's decoder proposes its 4-best and scores every
 #               candidate (an ensemble: whisper_x2_lm ...).
 #               With CTC=1 the CTC system also proposes hypotheses and scores every candidate
 #               (system whisper_soup2_ctc_lm; whisper_ctc_lm with SEEDS=1), and is decoded with
@@ -59,6 +60,11 @@ esac
 N_DECODERS=1  # decoders that stages 6-8 rescore with and self-train: all seeds only in an ensemble
 if [ "$MODE" = ensemble ]; then N_DECODERS=$SEEDS; fi
 NBEST=${NBEST:-4}  # beam width = N-best size of stages 6 and 8 (8: dev 53.5 -> 52.9 % WER, twice the time)
+# Character-LM fusion in the beam search of stages 6 and 8 (chosen on dev: BENCHMARKS.md, "fusion")
+FUSION_WEIGHT=${FUSION_WEIGHT:-0.5}
+FUSION_BONUS=${FUSION_BONUS:-1.0}
+TUNE_METRIC=${TUNE_METRIC:-cer}  # what the rescoring weights minimize on dev
+VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_$FUSION_BONUS.$TUNE_METRIC"  # another setting reruns stages 6-8
 DATA=data/sa
 EXP=exp/sa
 
@@ -109,7 +115,7 @@ rescored_name() {  # the rescored system's name for a decoder system: whisper_so
 
 nbest_for() {  # split; called from rescore(), whose locals $system and $common it reads. Dev tunes the weights.
   local tune=()
-  if [ "$1" = dev ]; then tune=(--tune); fi
+  if [ "$1" = dev ]; then tune=(--tune --tune-metric "$TUNE_METRIC"); fi
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/$1.jsonl" --out "$EXP/$system/$1/hyps.jsonl" "${tune[@]}"
 }
 
@@ -118,7 +124,8 @@ rescore() {  # decoder_system: its (ensemble's) N-best + word and character LMs 
   system=$(rescored_name "$1")
   mapfile -t models < <(seed_models "$1" "$N_DECODERS")
   if [ "$CTC" = 1 ]; then extra=(--ctc "$EXP/$CTC_SYSTEM/best"); fi
-  local common=(--model "${models[@]}" --lm "$EXP/lm" --char-lm "$EXP/lm" --beams "$NBEST" --nbest "$NBEST" --batch-size 8 "${extra[@]}")
+  local common=(--model "${models[@]}" --lm "$EXP/lm" --char-lm "$EXP/lm" --beams "$NBEST" --nbest "$NBEST" --batch-size 8
+                --fusion-weight "$FUSION_WEIGHT" --fusion-bonus "$FUSION_BONUS" "${extra[@]}")
   # Both N-best lists at once (dev tunes the weights); then test is chosen again with the dev
   # weights, which reuses its finished N-best file and decodes nothing.
   on_dev_and_test nbest_for

@@ -1,0 +1,211 @@
+"""Shallow fusion: a character n-gram LM inside Whisper's beam search.
+
+N-best rescoring can only choose among what the beam proposed, and a 4-beam's
+candidates differ in few places. Fusion lets the LM steer the search itself: at
+every step each candidate token's score gets ``weight * log P_charLM(the
+characters it completes | the hypothesis so far) + bonus * (LM tokens scored)``,
+the bonus paying back the LM's per-character cost so that short hypotheses are
+not favoured.
+
+Whisper's byte-level BPE splits a Devanagari character (3 UTF-8 bytes) across
+tokens, so a hypothesis keeps its incomplete trailing bytes and scores a
+character when its last byte arrives. Spaces are scored lazily, as the
+character LM's word boundary token in front of the next character, which gives
+the LM the same token stream as :func:`pipeline.lm.build.char_tokens` of the
+normalized text (no leading, trailing or repeated boundaries). The end token
+scores ``</s>``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.lm.build import WORD_BOUNDARY
+
+LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """What the LM needs of a hypothesis: its state, undecoded bytes, and an unscored space."""
+
+    state: object  # kenlm.State after the scored characters
+    pending: bytes = b""
+    space: bool = False  # a space came after the last scored character (scored before the next one)
+    started: bool = False  # a character was scored (leading spaces are dropped)
+
+    def key(self) -> tuple:
+        return (self.state, self.pending, self.space, self.started)
+
+
+def _complete_head(data: bytes) -> int:
+    """Length of ``data``'s longest prefix that ends on a UTF-8 character boundary."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 == 0x80:  # a continuation byte: look further back for the lead byte
+            continue
+        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
+        return len(data) - back if need > back else len(data)
+    return len(data)
+
+
+class CharLMFusion:
+    """A transformers logits processor adding a character LM's scores to beam-search candidates.
+
+    ``token_bytes`` maps every token id the decoder may emit as text to its bytes; ``eot``
+    is the end token (scores ``</s>``); ``prompt_len`` the prompt tokens the LM skips.
+    Tokens not in ``token_bytes`` (other specials) are left as they are. With more text
+    tokens than ``top_k`` (a decoder without a restricted vocabulary), only each
+    hypothesis's ``top_k`` best text tokens are scored and may be chosen (a pre-beam).
+    """
+
+    def __init__(self, model, token_bytes: dict[int, bytes], eot: int, prompt_len: int,
+                 weight: float, bonus: float = 0.0, top_k: int = 64):  # fmt: skip
+        self.model = model  # a kenlm.Model (a path is loaded)
+        if isinstance(model, (str, Path)):
+            import kenlm
+
+            self.model = kenlm.Model(str(model))
+        self.token_ids, self.token_data = list(token_bytes), list(token_bytes.values())
+        self.token_bytes, self.eot, self.prompt_len = token_bytes, eot, prompt_len
+        self.weight, self.bonus = weight, bonus
+        self.top_k = top_k if 0 < top_k < len(self.token_ids) else 0
+        self.ids = torch.tensor([*self.token_ids, eot], dtype=torch.long)
+        self._prefixes: dict[tuple[int, ...], _Prefix] = {}
+        self._memo: dict[tuple, tuple[float, int, _Prefix]] = {}
+
+    def start(self) -> _Prefix:
+        import kenlm
+
+        state = kenlm.State()
+        self.model.BeginSentenceWrite(state)
+        return _Prefix(state)
+
+    def _score(self, state, token: str) -> tuple[float, object]:
+        import kenlm
+
+        out = kenlm.State()
+        return self.model.BaseScore(state, token, out), out
+
+    def extend(self, prefix: _Prefix, data: bytes) -> tuple[float, int, _Prefix]:
+        """(log10 LM score, LM tokens scored, new prefix) after appending ``data``."""
+        memo_key = (*prefix.key(), data)
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        buf = prefix.pending + data
+        head = _complete_head(buf)
+        state, space, started, total, n = prefix.state, prefix.space, prefix.started, 0.0, 0
+        for ch in buf[:head].decode("utf-8", errors="replace"):
+            if ch.isspace():
+                space = started
+                continue
+            for token in ((WORD_BOUNDARY, ch) if space else (ch,)):
+                s, state = self._score(state, token)
+                total, n = total + s, n + 1
+            space, started = False, True
+        result = (total, n, _Prefix(state, buf[head:], space, started))
+        self._memo[memo_key] = result
+        return result
+
+    def finish(self, prefix: _Prefix) -> float:
+        """log10 P(</s> | prefix): the end of the sentence."""
+        return self._score(prefix.state, "</s>")[0]
+
+    def prefix_of(self, history: tuple[int, ...]) -> _Prefix:
+        """The LM prefix of a hypothesis's text tokens (cached; each step extends the previous one's)."""
+        found = self._prefixes.get(history)
+        if found is not None:
+            return found
+        if not history:
+            prefix = self.start()
+        else:
+            parent = self.prefix_of(history[:-1])
+            data = self.token_bytes.get(history[-1])
+            prefix = parent if data is None else self.extend(parent, data)[2]
+        self._prefixes[history] = prefix
+        return prefix
+
+    def token_scores(self, prefix: _Prefix, which) -> list[float]:
+        """The fusion score of text tokens ``which`` (indices into the token list) after ``prefix``."""
+        out = []
+        for j in which:
+            logp, n, _ = self.extend(prefix, self.token_data[j])
+            out.append(self.weight * LN10 * logp + self.bonus * n)
+        return out
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] <= self.prompt_len:  # a new search: forget the last one's hypotheses
+            self._prefixes.clear()
+            if len(self._memo) > 1_000_000:
+                self._memo.clear()
+        ids = self.ids.to(scores.device)
+        every = range(len(self.token_ids))
+        for row, seq in enumerate(input_ids[:, self.prompt_len :].tolist()):
+            prefix = self.prefix_of(tuple(seq))
+            end = self.weight * LN10 * self.finish(prefix) if not prefix.pending else 0.0
+            if self.top_k:  # pre-beam: the decoder's best text tokens only, the others out of reach
+                which = scores[row, ids[:-1]].topk(self.top_k).indices.tolist()
+                add = torch.full((len(ids),), float("-inf"))
+            else:
+                which, add = every, torch.empty(len(ids))
+            add[list(which)] = torch.tensor(self.token_scores(prefix, which))
+            add[-1] = end
+            scores[row, ids] += add.to(device=scores.device, dtype=scores.dtype)
+        return scores
+
+
+@dataclass
+class Fusion:
+    """Settings of character-LM fusion; :meth:`processor` fits one to a decoder."""
+
+    arpa: Path
+    weight: float
+    bonus: float = 0.0
+    top_k: int = 64
+    _lm: object = field(default=None, init=False, repr=False, compare=False)  # loaded once, shared
+    _processors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def settings(self) -> list[float]:
+        """What an N-best record stores: lists searched with other settings are not reused."""
+        return [self.weight, self.bonus]
+
+    def processor(self, scorer) -> CharLMFusion:
+        """The logits processor for a :class:`pipeline.rescore.scorers.WhisperScorer`'s beam search."""
+        if id(scorer) not in self._processors:
+            if self._lm is None:
+                import kenlm
+
+                self._lm = kenlm.Model(str(self.arpa))
+            suppress = set(scorer.model.generation_config.suppress_tokens or [])
+            eot = scorer.labels.eot
+            text = [i for i in range(eot) if i not in suppress]  # Whisper's text tokens come before eot
+            token_bytes = text_token_bytes(scorer.processor.tokenizer, text)
+            self._processors[id(scorer)] = CharLMFusion(self._lm, token_bytes, eot, len(scorer.labels.prefix),
+                                                        self.weight, self.bonus, self.top_k)  # fmt: skip
+        return self._processors[id(scorer)]
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in character for each byte (GPT-2's table), inverted."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    shifted = [b for b in range(256) if b not in kept]  # the others map to 256, 257, ... in byte order
+    table = {chr(b): b for b in kept}
+    table.update({chr(256 + k): b for k, b in enumerate(shifted)})
+    return table
+
+
+def text_token_bytes(tokenizer, ids) -> dict[int, bytes]:
+    """Byte strings of byte-level BPE tokens (GPT-2 / Whisper), for the ids that are text."""
+    to_byte = _byte_alphabet()
+    out = {}
+    for i in ids:
+        piece = tokenizer.convert_ids_to_tokens(int(i))
+        if piece is None or any(c not in to_byte for c in piece):
+            continue  # a special token
+        out[int(i)] = bytes(to_byte[c] for c in piece)
+    return out

@@ -1,0 +1,124 @@
+"""Character-LM shallow fusion in Whisper's beam search (pipeline/rescore/fusion.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from pipeline.lm.build import build_char_lm
+from pipeline.rescore.candidates import read_nbest
+from pipeline.rescore.fusion import LN10, CharLMFusion, _complete_head
+from pipeline.rescore.scorers import CharLM
+from pipeline.train.tiny import build_tiny_whisper
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TRAIN = ["सः बालकः", "एषः बालकः", "सः गजः", "एषः गजः", "रामः वनं गच्छति"]
+
+
+@pytest.fixture(scope="module")
+def char_arpa(tmp_path_factory):
+    return build_char_lm(TRAIN, 4, tmp_path_factory.mktemp("fusion") / "char.arpa")
+
+
+def test_complete_head_keeps_an_unfinished_utf8_character_back():
+    ka = "क".encode()  # 3 bytes
+    assert _complete_head(b"ab") == 2
+    assert _complete_head(ka) == 3
+    assert _complete_head(ka[:2]) == 0 and _complete_head(ka[:1]) == 0
+    assert _complete_head(b"a" + ka + ka[:2]) == 4
+    assert _complete_head(b"") == 0
+
+
+@pytest.mark.parametrize("text", ["एषः बालकः", " सः  गजः ", "रामः वनं अगच्छत्", "xyz गजः"])
+def test_streamed_byte_pieces_score_the_same_as_the_whole_sentence(char_arpa, text):
+    # Byte-level BPE cuts characters anywhere; fed piece by piece, with leading, repeated and
+    # trailing spaces, the LM must see exactly char_tokens(normalized text) plus </s>.
+    data = text.encode()
+    rng = random.Random(len(text))
+    cuts = sorted(rng.sample(range(1, len(data)), 7))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    fusion = CharLMFusion(char_arpa, {i: p for i, p in enumerate(pieces)}, eot=999, prompt_len=0,
+                          weight=1.0)  # fmt: skip
+    prefix, total = fusion.start(), 0.0
+    for p in pieces:
+        logp, _, prefix = fusion.extend(prefix, p)
+        total += logp
+    total += fusion.finish(prefix)
+    assert prefix.pending == b""
+    assert total * LN10 == pytest.approx(CharLM(char_arpa)(" ".join(text.split())), abs=1e-4)
+
+
+def _restricted(allowed_tokens):
+    model, processor = build_tiny_whisper(seed=3)
+    tok = processor.tokenizer
+    keep = {tok.convert_tokens_to_ids(t) for t in allowed_tokens} | {model.generation_config.eos_token_id}
+    model.generation_config.suppress_tokens = [i for i in range(model.config.vocab_size) if i not in keep]
+    return model, processor
+
+
+def test_processor_adds_weighted_lm_scores_and_bonus_to_each_text_token(char_arpa):
+    from pipeline.rescore.fusion import Fusion
+    from pipeline.rescore.scorers import WhisperScorer
+
+    model, processor = _restricted(["a", "b", "Ġa", "Ġb", "ab"])
+    scorer = WhisperScorer(model, processor, "sa")
+    fusion = Fusion(char_arpa, weight=0.5, bonus=0.25)
+    proc = fusion.processor(scorer)
+    assert fusion.processor(scorer) is proc  # one per decoder
+    tok = processor.tokenizer
+    assert {tok.convert_ids_to_tokens(i) for i in proc.token_ids} == {"a", "b", "Ġa", "Ġb", "ab"}
+    assert proc.token_bytes[tok.convert_tokens_to_ids("Ġa")] == b" a"
+    prompt = torch.tensor([scorer.labels.prefix + [tok.convert_tokens_to_ids("a")]])
+    scores = torch.zeros(1, model.config.vocab_size)
+    out = proc(prompt, scores.clone())
+    lm = CharLM(char_arpa)
+    after_a = lm._model.score("a", bos=True, eos=False)  # log10 of "a" after <s>
+    b = tok.convert_tokens_to_ids("Ġb")
+    both = lm._model.score("a \u2581 b", bos=True, eos=False)
+    assert out[0, b] == pytest.approx(0.5 * LN10 * (both - after_a) + 0.25 * 2, abs=1e-4)  # ▁ and b scored
+    eot = scorer.labels.eot
+    assert out[0, eot] == pytest.approx(0.5 * LN10 * (lm._model.score("a", bos=True, eos=True) - after_a), abs=1e-4)
+    suppressed = tok.convert_tokens_to_ids("c")
+    assert out[0, suppressed] == 0.0  # not a text token of this decoder: untouched
+
+
+def test_pre_beam_scores_only_the_best_tokens_of_a_large_vocabulary(char_arpa):
+    pieces = {i: bytes([97 + i]) for i in range(6)}  # a..f
+    fusion = CharLMFusion(char_arpa, pieces, eot=6, prompt_len=1, weight=1.0, top_k=2)
+    scores = torch.tensor([[0.0, -1.0, -5.0, -0.5, -9.0, -9.0, -2.0]])
+    out = fusion(torch.tensor([[50]]), scores)
+    assert torch.isfinite(out[0, [0, 3, 6]]).all()  # the two best text tokens and the end token
+    assert torch.isinf(out[0, [1, 2, 4, 5]]).all()
+
+
+def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
+    from pipeline.cli import main
+    from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+
+    data = write_tiny_corpus(tmp_path / "data", n_train=2, n_dev=3)
+    model = save_tiny_whisper(tmp_path / "model", seed=2)
+    # An LM that knows only "b": a heavy fusion weight must turn the beam's output into b's.
+    arpa = build_char_lm(["b b", "b", "b b b"], 3, tmp_path / "lm" / "char.arpa")
+    out = tmp_path / "dev" / "hyps.jsonl"
+    base = ["rescore", "--model", str(model), "--char-lm", str(arpa), "--beams", "3", "--nbest", "3",
+            "--batch-size", "3", "--manifest", str(data / "dev.jsonl"), "--out", str(out)]  # fmt: skip
+    assert main(base) == 0
+    plain = read_nbest(out.parent / "nbest.jsonl")
+    assert all(nb.fusion is None for nb in plain)
+    assert main([*base, "--fusion-weight", "5", "--fusion-bonus", "0.5"]) == 0
+    fused = read_nbest(out.parent / "nbest.jsonl")  # other settings: searched again, not reused
+    assert all(nb.fusion == [5.0, 0.5] for nb in fused)
+    lm = CharLM(arpa)
+
+    def mean_lm(nbests):
+        return sum(lm(c.text) for nb in nbests for c in nb.candidates) / sum(len(nb.candidates) for nb in nbests)
+
+    assert mean_lm(fused) > mean_lm(plain)
+    assert json.loads((out.parent / "nbest.jsonl").read_text().splitlines()[0])["fusion"] == [5.0, 0.5]
+    assert main([*base, "--fusion-weight", "1", "--char-lm", ""]) == 2  # fusion needs the char LM
+    assert math.isfinite(fused[0].candidates[0].att)
