@@ -112,13 +112,13 @@ def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
     assert all(nb.fusion is None for nb in plain)
     assert main([*base, "--fusion-weight", "5", "--fusion-bonus", "0.5"]) == 0
     fused = read_nbest(out.parent / "nbest.jsonl")  # other settings: searched again, not reused
-    assert all(nb.fusion == [5.0, 0.5] for nb in fused)
+    assert all(nb.fusion == [5.0, 0.5, 128.0] for nb in fused)
     lm = CharLM(arpa)
 
     def mean_lm(nbests):
         return sum(lm(c.text) for nb in nbests for c in nb.candidates) / sum(len(nb.candidates) for nb in nbests)
 
     assert mean_lm(fused) > mean_lm(plain)
-    assert json.loads((out.parent / "nbest.jsonl").read_text().splitlines()[0])["fusion"] == [5.0, 0.5]
+    assert json.loads((out.parent / "nbest.jsonl").read_text().splitlines()[0])["fusion"] == [5.0, 0.5, 128.0]
     assert main([*base, "--fusion-weight", "1", "--char-lm", ""]) == 2  # fusion needs the char LM
     assert math.isfinite(fused[0].candidates[0].att)

@@ -55,7 +55,7 @@ class NBest:
     id: str  # the manifest's utterance id
     candidates: list[Candidate] = field(default_factory=list)
     seconds: float = 0.0  # wall time spent proposing and scoring this utterance's candidates
-    # the character-LM fusion inside the beam search that proposed them: [weight, bonus]; None: none
+    # the character-LM fusion inside the beam search that proposed them: [weight, bonus, top_k]; None: none
     fusion: list[float] | None = None
 
     def to_json(self) -> dict:

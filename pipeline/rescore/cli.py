@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0 = off; the candidates are then rescored as usual)")
     p.add_argument("--fusion-bonus", type=float, default=0.0,
                    help="with --fusion-weight: a reward per character-LM token (offsets the LM's length cost)")
-    p.add_argument("--fusion-top-k", type=int, default=64,
+    p.add_argument("--fusion-top-k", type=int, default=128,
                    help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
                         "may emit more (a decoder without a restricted vocabulary)")
     p.add_argument("--beams", type=int, default=8, help="Whisper beam width")

@@ -64,7 +64,7 @@ class CharLMFusion:
     """
 
     def __init__(self, model, token_bytes: dict[int, bytes], eot: int, prompt_len: int,
-                 weight: float, bonus: float = 0.0, top_k: int = 64):  # fmt: skip
+                 weight: float, bonus: float = 0.0, top_k: int = 128):  # fmt: skip
         self.model = model  # a kenlm.Model (a path is loaded)
         if isinstance(model, (str, Path)):
             import kenlm
@@ -166,13 +166,15 @@ class Fusion:
     arpa: Path
     weight: float
     bonus: float = 0.0
-    top_k: int = 64
+    # pre-beam: at most this many text tokens scored per hypothesis; a restricted vocabulary
+    # (Sanskrit: 74 text tokens) is scored whole
+    top_k: int = 128
     _lm: object = field(default=None, init=False, repr=False, compare=False)  # loaded once, shared
     _processors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def settings(self) -> list[float]:
         """What an N-best record stores: lists searched with other settings are not reused."""
-        return [self.weight, self.bonus]
+        return [self.weight, self.bonus, float(self.top_k)]
 
     def processor(self, scorer) -> CharLMFusion:
         """The logits processor for a :class:`pipeline.rescore.scorers.WhisperScorer`'s beam search."""
