@@ -11,6 +11,10 @@ spellings the LM finds plausible; the rescoring then works on those candidates.
     python -m pipeline rescore --model exp/sa/whisper_ft/best --ctc exp/sa/ctc_ft/best \\
         --lm exp/sa/ctc_ft/lm --manifest data/sa/test.jsonl --out exp/sa/hybrid/test/hyps.jsonl \\
         --weights exp/sa/hybrid/dev/weights.json
+    # the Sanskrit recipe's stage 6 on dev: char LM fused into the 4-beam, the choice tuned for CER
+    python -m pipeline rescore --model exp/sa/whisper_soup2/best --lm exp/sa/lm --char-lm exp/sa/lm \\
+        --beams 4 --nbest 4 --fusion-weight 0.5 --fusion-bonus 1.0 --manifest data/sa/dev.jsonl \\
+        --out exp/sa/whisper_soup2_lm/dev/hyps.jsonl --tune --tune-metric cer
 
 Several ``--model`` directories make an ensemble (e.g. the same recipe trained from
 other seeds): their N-best lists are pooled and every candidate is scored by each
