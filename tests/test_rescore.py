@@ -218,6 +218,34 @@ def test_tuning_keeps_the_search_s_own_pick_when_no_weighting_matches_it(tmp_pat
     assert load_weights(tmp_path / "weights.json") == tuned.weights
 
 
+def test_a_weighting_that_wins_on_dev_but_not_held_out_gives_way_to_the_search_s_pick():
+    # Each utterance: the search's pick "a" (rank 0) and "b", which an LM weight above `flip` prefers.
+    # A weight of 3 fixes one more utterance than it breaks on the whole of dev, but tuned on either
+    # half (even / odd utterances) the chosen weight does worse than the search on the other half.
+    def utt(i, flip, ref):
+        cands = [_cand("a", -1.0, lm=-2.0), _cand("b", -1.0 - flip, lm=-1.0)]
+        cands[0].rank, cands[1].rank = 0, 1
+        return NBest(str(i), cands), ref
+
+    low, high = 0.25, 1.0  # flips at lm weight 0.5 and 3.0 / only at 3.0
+    rows = [utt(0, low, "b"), utt(1, low, "a"), utt(2, high, "a"), utt(3, high, "b"), utt(4, high, "a"),
+            utt(5, high, "b")]  # fmt: skip
+    rows[4][0].candidates.pop()  # a lone (correct) candidate: neutral
+    nbests, refs = [r[0] for r in rows], [r[1] for r in rows]
+    grid = dict(lm_weights=(0.0, 0.5, 3.0), word_bonuses=(0.0,))
+    unchecked = tune_weights(nbests, refs, held_out_check=False, **grid)
+    assert unchecked.weights == Weights(lm_weight=3.0) and unchecked.wer == pytest.approx(2 / 6)
+    checked = tune_weights(nbests, refs, **grid)
+    assert checked.weights.beam_pick and checked.wer == pytest.approx(3 / 6)
+    # held out: 0.5 (even half's choice) errs 3 times on the odd half, 3.0 (odd's) once on the even;
+    # the search's pick errs twice and once
+    assert checked.held_out == pytest.approx([4 / 6, 3 / 6])
+    # a weighting that fixes both halves survives the check
+    fixes = [utt(i, high, "b") for i in range(4)]
+    kept = tune_weights([r[0] for r in fixes], [r[1] for r in fixes], **grid)
+    assert kept.weights == Weights(lm_weight=3.0) and kept.held_out == pytest.approx([0.0, 1.0])
+
+
 def test_tuning_skips_scores_no_candidate_has():
     nbests = [NBest("1", [_cand("x", -1.0), _cand("y", -2.0)])]
     tuned = tune_weights(nbests, ["y"], word_bonuses=(0.0, 1.0))
