@@ -229,7 +229,9 @@ def tune_weights(
                      "keeping the search's pick", metric, *held_out)  # fmt: skip
             best = grid[-1]
     w = Weights(**{k: best[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "beam_pick")})
-    log.info("rescoring weights on dev: %s (WER %.4f, CER %.4f)", w, best["wer"], best["cer"])
+    # the held-out check's tunings on half of dev log quietly
+    log.log(logging.INFO if held_out_check else logging.DEBUG, "rescoring weights on dev: %s (WER %.4f, CER %.4f)",
+            w, best["wer"], best["cer"])  # fmt: skip
     return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid, metric=metric,
                         held_out=held_out)  # fmt: skip
 
