@@ -108,14 +108,17 @@ class ErrorTable:
         self.feats[4] = 0.0
         self.word_err = np.zeros((n, width))
         self.char_err = np.zeros((n, width))
-        self.word_len = self.char_len = 0
+        self.ref_words = np.zeros(n)  # reference lengths, per utterance
+        self.ref_chars = np.zeros(n)
         self.empty_word_err = np.zeros(n)
         self.empty_char_err = np.zeros(n)
+        # which utterances carry a CTC / word LM / char LM score, and beam ranks (the grid's axes)
+        self.carries = {name: np.array([any(getattr(c, name) is not None for c in nb.candidates) for nb in nbests],
+                                       dtype=bool) for name in ("ctc", "lm", "clm", "rank")}  # fmt: skip
         for i, (nb, ref) in enumerate(zip(nbests, refs)):
             empty_w = align_words([ref], [""]).counts()[0]
             empty_c = align_chars([ref], [""]).counts()[0]
-            self.word_len += empty_w.ref_len
-            self.char_len += empty_c.ref_len
+            self.ref_words[i], self.ref_chars[i] = empty_w.ref_len, empty_c.ref_len
             self.empty_word_err[i], self.empty_char_err[i] = empty_w.errors, empty_c.errors
             if not nb.candidates:
                 continue
@@ -135,6 +138,25 @@ class ErrorTable:
             self.padding[i, : len(nb.candidates)] = False
         self.feats[0][self.padding] = 2 * _FLOOR  # padding never wins
         self.has = np.array([len(nb.candidates) > 0 for nb in nbests])
+
+    @property
+    def word_len(self) -> int:
+        return int(self.ref_words.sum())
+
+    @property
+    def char_len(self) -> int:
+        return int(self.ref_chars.sum())
+
+    def rows(self, index: Sequence[int]) -> ErrorTable:
+        """The table of a subset of its utterances (no alignment computed again)."""
+        sub = object.__new__(ErrorTable)
+        for name, value in vars(self).items():
+            sub.__dict__[name] = ({k: v[index] for k, v in value.items()} if isinstance(value, dict)
+                                  else value[:, index] if name == "feats" else value[index])  # fmt: skip
+        return sub
+
+    def carries_any(self, name: str) -> bool:
+        return bool(self.carries[name].any())
 
     def rates(self, w: Weights) -> tuple[float, float]:
         import numpy as np
@@ -204,52 +226,63 @@ def tune_weights(
     if metric not in ("wer", "cer"):
         raise ValueError(f"metric must be wer or cer, got {metric!r}")
 
-    def present(name: str, values: Sequence[float]) -> Sequence[float]:
-        return values if any(getattr(c, name) is not None for nb in nbests for c in nb.candidates) else [0.0]
-
     table = ErrorTable(nbests, refs)
+    axes = dict(ctc_weights=ctc_weights, lm_weights=lm_weights, char_lm_weights=char_lm_weights,
+                word_bonuses=word_bonuses)  # fmt: skip
+    best, grid = _grid_search(table, metric, **axes)
+    held_out = None
+    if held_out_check and not best["beam_pick"] and table.carries_any("rank") and len(nbests) >= 4:
+        held_out = held_out_rates(table, metric, **axes)
+        if held_out[0] >= held_out[1]:
+            log.info("the tuned weights beat the search's pick on dev but not held out (%s %.4f vs %.4f): "
+                     "keeping the search's pick", metric, *held_out)  # fmt: skip
+            best = next(g for g in grid if g["beam_pick"])
+    w = _weights_of(best)
+    log.info("rescoring weights on dev: %s (WER %.4f, CER %.4f)", w, best["wer"], best["cer"])
+    return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid, metric=metric,
+                        held_out=held_out)  # fmt: skip
+
+
+def _weights_of(point: dict) -> Weights:
+    return Weights(**{k: point[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "beam_pick")})
+
+
+def _grid_search(table: ErrorTable, metric: str, *, ctc_weights: Sequence[float], lm_weights: Sequence[float],
+                 char_lm_weights: Sequence[float], word_bonuses: Sequence[float]) -> tuple[dict, list[dict]]:
+    """(best point, every point) of the weight grid on ``table``; see :func:`tune_weights` for the order."""
+
+    def present(name: str, values: Sequence[float]) -> Sequence[float]:
+        return values if table.carries_any(name) else [0.0]
+
     grid = []
     for cw, lw, clw, wb in itertools.product(present("ctc", ctc_weights), present("lm", lm_weights),
                                              present("clm", char_lm_weights), word_bonuses):  # fmt: skip
         w = Weights(ctc_weight=cw, lm_weight=lw, word_bonus=wb, char_lm_weight=clw)
         wer, cer = table.rates(w)
         grid.append({**asdict(w), "wer": wer, "cer": cer})
-    if any(c.rank is not None for nb in nbests for c in nb.candidates):
+    if table.carries_any("rank"):
         wer, cer = table.rates(Weights(beam_pick=True))
         grid.append({**asdict(Weights(beam_pick=True)), "wer": wer, "cer": cer})
     other = "cer" if metric == "wer" else "wer"
     best = min(grid, key=lambda g: (round(g[metric], 9), round(g[other], 9), g["beam_pick"],
                                     g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"], g["word_bonus"]))  # fmt: skip
-    held_out = None
-    if held_out_check and not best["beam_pick"] and grid[-1]["beam_pick"] and len(nbests) >= 4:
-        held_out = held_out_rates(nbests, refs, metric=metric, ctc_weights=ctc_weights, lm_weights=lm_weights,
-                                  word_bonuses=word_bonuses, char_lm_weights=char_lm_weights)  # fmt: skip
-        if held_out[0] >= held_out[1]:
-            log.info("the tuned weights beat the search's pick on dev but not held out (%s %.4f vs %.4f): "
-                     "keeping the search's pick", metric, *held_out)  # fmt: skip
-            best = grid[-1]
-    w = Weights(**{k: best[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "beam_pick")})
-    # the held-out check's tunings on half of dev log quietly
-    log.log(logging.INFO if held_out_check else logging.DEBUG, "rescoring weights on dev: %s (WER %.4f, CER %.4f)",
-            w, best["wer"], best["cer"])  # fmt: skip
-    return TunedWeights(weights=w, wer=best["wer"], cer=best["cer"], n_utts=len(refs), grid=grid, metric=metric,
-                        held_out=held_out)  # fmt: skip
+    return best, grid
 
 
-def held_out_rates(nbests: Sequence[NBest], refs: Sequence[str], *, metric: str, **grid) -> list[float]:
+def held_out_rates(table: ErrorTable, metric: str, **axes) -> list[float]:
     """Two-fold check on dev: [tuned weights, search's pick], each scored on the half it was not tuned on.
 
     The halves are the even and odd utterances (dev order, so both see every part of the
     session); each half's error count is the other half's tuned weights' (or the search's pick's).
     """
-    halves = [list(range(0, len(nbests), 2)), list(range(1, len(nbests), 2))]
+    n = len(table.has)
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
     errors, pick_errors, length = 0.0, 0.0, 0
     for tune_on, score_on in (halves, halves[::-1]):
-        tuned = tune_weights([nbests[i] for i in tune_on], [refs[i] for i in tune_on], metric=metric,
-                             held_out_check=False, **grid)  # fmt: skip
-        table = ErrorTable([nbests[i] for i in score_on], [refs[i] for i in score_on])
-        n = table.word_len if metric == "wer" else table.char_len
-        errors += table.rates(tuned.weights)[metric == "cer"] * n
-        pick_errors += table.rates(Weights(beam_pick=True))[metric == "cer"] * n
-        length += n
+        tuned = _weights_of(_grid_search(table.rows(tune_on), metric, **axes)[0])
+        held = table.rows(score_on)
+        size = held.word_len if metric == "wer" else held.char_len
+        errors += held.rates(tuned)[metric == "cer"] * size
+        pick_errors += held.rates(Weights(beam_pick=True))[metric == "cer"] * size
+        length += size
     return [errors / max(length, 1), pick_errors / max(length, 1)]
