@@ -109,7 +109,7 @@ def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
     assert all(models(c) == ["exp/sa/whisper_ft/best", "exp/sa/whisper_ft_s1/best"] for c in first)
     assert all(models(c) == ["exp/sa/whisper_st_x2/best", "exp/sa/whisper_st_x2_s1/best"] for c in second)
     done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
-    assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2.fusion0.5_1.0.cer"} <= done
+    assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2.fusion0.5_1.0_lp0_r1.25.cer"} <= done
 
     # A single-seed run after it redoes stages 6-8 (its own variant), not stage 3
     calls = run_recipe(tmp_path, SEEDS="1")
@@ -149,10 +149,12 @@ def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tm
     (selftrain,) = trains[2:]  # the soup self-trains once
     assert "model.name=exp/sa/whisper_soup2/best" in selftrain and "output_dir=exp/sa/whisper_st_soup2" in selftrain
     done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
-    variant = "ctc0.soup2.fusion0.5_1.0.cer"
+    variant = "ctc0.soup2.fusion0.5_1.0_lp0_r1.25.cer"
     assert {"stage3.soup.whisper_soup2", f"stage6.rescore.{variant}", f"stage8.selftrained.{variant}"} <= done
     # every beam search of stages 6 and 8 fuses the character LM; dev tunes the choice for CER
-    assert all((arg(c, "--fusion-weight"), arg(c, "--fusion-bonus")) == ("0.5", "1.0") for c in rescores)
+    fused = ("0.5", "1.0", "0", "data/sa/train.jsonl", "1.25")  # length penalty 0: summed scores
+    keys = ("weight", "bonus", "length-penalty", "rate-from", "rate-margin")
+    assert all(tuple(arg(c, f"--fusion-{k}") for k in keys) == fused for c in rescores)
     assert all(arg(c, "--tune-metric") == "cer" for c in rescores if "--tune" in c)
     assert sum("--tune" in c for c in rescores) == 2  # dev of stage 6 and of stage 8
 

@@ -134,14 +134,14 @@ def test_a_fine_tuned_model_is_prompted_with_the_language_it_was_trained_with():
     assert scorer.language == "hi" and hi in scorer.labels.prefix
 
 
-def test_nbest_returns_n_texts_per_clip():
+def test_nbest_returns_at_most_n_texts_per_clip():
     import numpy as np
 
     model, processor = build_tiny_whisper(seed=7)
     scorer = WhisperScorer(model, processor, "sa")
     waves = [np.zeros(8000, np.float32), np.ones(12000, np.float32) * 0.01]
     out = scorer.nbest(scorer.encode(waves), [0.5, 0.75], beams=4, n=3)
-    assert len(out) == 2 and all(len(texts) == 3 for texts in out)
+    assert len(out) == 2 and all(1 <= len(texts) <= 3 for texts in out)  # runaways may be dropped
 
 
 def _brute_force_ctc(logp: torch.Tensor, labels: list[int], blank: int) -> float:

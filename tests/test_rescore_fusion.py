@@ -112,13 +112,87 @@ def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
     assert all(nb.fusion is None for nb in plain)
     assert main([*base, "--fusion-weight", "5", "--fusion-bonus", "0.5"]) == 0
     fused = read_nbest(out.parent / "nbest.jsonl")  # other settings: searched again, not reused
-    assert all(nb.fusion == [5.0, 0.5, 128.0] for nb in fused)
+    assert all(nb.fusion == [5.0, 0.5, 128.0, 0.0, 0.0] for nb in fused)
     lm = CharLM(arpa)
 
     def mean_lm(nbests):
         return sum(lm(c.text) for nb in nbests for c in nb.candidates) / sum(len(nb.candidates) for nb in nbests)
 
     assert mean_lm(fused) > mean_lm(plain)
-    assert json.loads((out.parent / "nbest.jsonl").read_text().splitlines()[0])["fusion"] == [5.0, 0.5, 128.0]
+    assert json.loads((out.parent / "nbest.jsonl").read_text().splitlines()[0])["fusion"] == [5.0, 0.5, 128.0, 0.0, 0.0]
     assert main([*base, "--fusion-weight", "1", "--char-lm", ""]) == 2  # fusion needs the char LM
+    assert main([*base, "--fusion-weight", "5", "--fusion-bonus", "0.5", "--fusion-rate-from",
+                 str(data / "train.jsonl"), "--fusion-rate-margin", "1.0"]) == 0  # fmt: skip
+    from data_prep.manifest import read_manifest
+    from pipeline.pseudo_label import RateBounds
+
+    ceiling = RateBounds.from_labeled(list(read_manifest(data / "train.jsonl")), margin=1.0).high
+    capped = read_nbest(out.parent / "nbest.jsonl")
+    assert all(nb.fusion == [5.0, 0.5, 128.0, 0.0, round(ceiling, 4)] for nb in capped)
+    durations = {u.id: u.duration for u in read_manifest(data / "dev.jsonl")}
+    assert all(len(c.text.replace(" ", "")) <= ceiling * durations[nb.id] + 1e-9 for nb in capped for c in nb.candidates)
     assert math.isfinite(fused[0].candidates[0].att)
+
+
+def test_the_fused_search_ranks_by_its_own_length_penalty(char_arpa, monkeypatch):
+    import numpy as np
+    from transformers.generation.utils import GenerationMixin
+
+    from pipeline.rescore.fusion import Fusion
+    from pipeline.rescore.scorers import WhisperScorer
+
+    model, processor = _restricted(["a", "b", "Ġa", "Ġb", "ab"])
+    scorer = WhisperScorer(model, processor, "sa")
+    seen = []
+    generate = GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("length_penalty"))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    encoded = scorer.encode([np.zeros(8000, np.float32)])
+    scorer.nbest(encoded, [0.5], beams=2, n=2)
+    for lp in (0.0, 1.0):
+        scorer.nbest(encoded, [0.5], beams=2, n=2, fusion=Fusion(char_arpa, 0.5, 1.0, length_penalty=lp).processor(scorer))
+    assert seen == [None, 0.0, 1.0]  # plain beams keep the generation config's; fusion sets its own
+    assert Fusion(char_arpa, 0.5, 1.0).settings() == [0.5, 1.0, 128.0, 0.0, 0.0]  # N-best records tell them apart
+
+
+def test_a_hypothesis_longer_than_its_clip_allows_must_end_behind_the_others(char_arpa):
+    pieces = {0: b"a", 1: b"b", 2: b" "}
+    fusion = CharLMFusion(char_arpa, pieces, eot=3, prompt_len=1, weight=1.0, max_rate=2.0)
+    fusion.set_clips([1.0, 2.0], beams=2)  # at most 2 and 4 characters
+    assert (fusion.max_chars(0), fusion.max_chars(1)) == (2, 4)
+    rows = torch.tensor([[50, 0, 2, 1, 0], [50, 0, 1, 2, 2], [50, 0, 1, 0, 1], [50, 0, 1, 2, 0]])
+    out = fusion(rows, torch.zeros(4, 4))
+    assert torch.isinf(out[0, :3]).all() and out[0, 3] == CharLMFusion.OVER_CEILING  # "a ba": 3 in 1 s
+    assert torch.isfinite(out[1]).all() and out[1, 3] > CharLMFusion.OVER_CEILING  # "ab": spaces do not count
+    assert torch.isfinite(out[2:]).all()  # clip 2: "abab" and "ab a" fit in 4
+    fusion.set_clips([1.0, 2.0], beams=1)  # the same rows as four beams of their own clips...
+    with pytest.raises(IndexError):
+        fusion(rows, torch.zeros(4, 4))  # ...are more rows than clips: a wiring error, not a silent pass
+    unlimited = CharLMFusion(char_arpa, pieces, eot=3, prompt_len=1, weight=1.0)
+    unlimited.set_clips([1.0, 2.0], beams=2)
+    assert torch.isfinite(unlimited(rows, torch.zeros(4, 4))).all()
+
+
+def test_the_ceiling_keeps_a_short_clip_s_n_best_within_its_length(tmp_path):
+    import numpy as np
+
+    from pipeline.rescore.fusion import Fusion
+    from pipeline.rescore.scorers import WhisperScorer
+
+    # An LM that loves "b b b ...": with a bonus per character the search runs on past 1 s.
+    arpa = build_char_lm(["b b", "b", "b b b"], 3, tmp_path / "char.arpa")
+    model, processor = _restricted(["a", "b", "Ġa", "Ġb", "ab"])
+    scorer = WhisperScorer(model, processor, "sa")
+    encoded = scorer.encode([np.zeros(16000, np.float32), np.full(32000, 0.01, np.float32)])
+
+    def lengths(rate):
+        fusion = Fusion(arpa, 1.0, 1.0, max_rate=rate).processor(scorer)
+        return [[len(t.replace(" ", "")) for t in texts] for texts in scorer.nbest(encoded, [1.0, 2.0], 3, 3, fusion)]
+
+    free, capped = lengths(0.0), lengths(2.0)
+    assert max(free[0]) > 2 and capped[0] and max(capped[0]) <= 2  # 2 characters per second of a 1 s clip
+    assert capped[1] == free[1] and max(free[1]) <= 4  # the 2 s clip's hypotheses fit: untouched

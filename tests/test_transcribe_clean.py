@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.models.whisper import _clean, _generate_kwargs  # noqa: E402
+from pipeline.models.whisper import _clean, _generate_kwargs, drop_runaways  # noqa: E402
 from pipeline.train.tiny import build_tiny_whisper  # noqa: E402
 
 
@@ -30,6 +30,19 @@ def test_clean_with_and_without_the_prompt():
     # Every content id (bytes and merges) survives in first position.
     for first in range(gen.eos_token_id):
         assert _clean([first, 5, eos], gen, own_budget=100)[0] == [first, 5]
+
+
+def test_hypotheses_that_ran_into_the_clip_s_budget_give_way_to_ones_that_ended():
+    model, processor = build_tiny_whisper()
+    gen = model.generation_config
+    eos = gen.eos_token_id
+    prompt = _prompt(gen, processor)
+    short = prompt + [5, 6, eos, eos, eos, eos]
+    runaway = prompt + [5, 6, 7, 8, 9, 10]  # still running when the search stopped
+    over_budget = prompt + [5, 6, 7, 8, 9, eos]  # ended, but past this clip's budget of 4 tokens
+    assert drop_runaways([runaway, short, over_budget], gen, own_budget=4) == [short]
+    assert drop_runaways([runaway, over_budget], gen, own_budget=4) == [runaway, over_budget]  # nothing ended
+    assert drop_runaways([runaway, over_budget], gen, own_budget=10) == [over_budget]
 
 
 def test_generate_returns_new_tokens_only_and_clean_keeps_them():

@@ -368,10 +368,12 @@ def transcribe_detailed(
     ]
 
 
-def _clean(row: list[int], gen, own_budget: int, stopped: bool = False) -> tuple[list[int], bool]:
-    """Content tokens of one generated row: prompt and padding removed, own budget applied, loop cut.
+def _content(row: list[int], gen, own_budget: int) -> tuple[list[int], bool]:
+    """(content tokens of one generated row, whether it ended by itself within ``own_budget``).
 
-    ``stopped``: the loop criterion ended the row (it is then padded as if it had ended by itself).
+    The prompt's control tokens and everything from the end token on are dropped; a row
+    longer than its clip's budget (the search ran on for a longer clip of its batch) is cut
+    to it and did not end by itself.
     """
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, int) else (gen.eos_token_id or [None])[0]
     pad = gen.pad_token_id
@@ -388,10 +390,28 @@ def _clean(row: list[int], gen, own_budget: int, stopped: bool = False) -> tuple
             ended = True
             break
         ids.append(t)
-    # A piece shorter than the batch's longest gets its own, tighter budget.
-    if len(ids) >= own_budget or stopped:
+    if len(ids) >= own_budget:
         ids, ended = ids[:own_budget], False
-    if ended:
+    return ids, ended
+
+
+def drop_runaways(rows: Sequence[list[int]], gen, own_budget: int) -> list[list[int]]:
+    """The rows of one clip's N-best that ended by themselves within its budget (all if none did).
+
+    A beam hypothesis still running at the clip's token budget is a runaway (a decoder
+    looping, or an LM's bonus outbidding the end token); it competes only when nothing ended.
+    """
+    ended = [row for row in rows if _content(row, gen, own_budget)[1]]
+    return ended or list(rows)
+
+
+def _clean(row: list[int], gen, own_budget: int, stopped: bool = False) -> tuple[list[int], bool]:
+    """Content tokens of one generated row: prompt and padding removed, own budget applied, loop cut.
+
+    ``stopped``: the loop criterion ended the row (it is then padded as if it had ended by itself).
+    """
+    ids, ended = _content(row, gen, own_budget)
+    if ended and not stopped:
         # The model stopped by itself: repeated words are what it heard, not a runaway loop.
         return ids, False
     return truncate_loop(ids)

@@ -3,6 +3,9 @@
 With ``--fusion-weight`` the character LM also scores inside Whisper's beam search
 (shallow fusion, :mod:`pipeline.rescore.fusion`), so the N-best already leans to
 spellings the LM finds plausible; the rescoring then works on those candidates.
+``--fusion-rate-from`` caps the fused search's hypotheses at a speaking rate taken
+from a transcribed manifest (the train split), so that the LM's bonus cannot carry
+a hypothesis past the end of a short clip.
 
     # dev: build the scored N-best lists, tune the weights on them, write hyps
     python -m pipeline rescore --model exp/sa/whisper_ft/best --ctc exp/sa/ctc_ft/best \\
@@ -13,8 +16,8 @@ spellings the LM finds plausible; the rescoring then works on those candidates.
         --weights exp/sa/hybrid/dev/weights.json
     # the Sanskrit recipe's stage 6 on dev: char LM fused into the 4-beam, the choice tuned for CER
     python -m pipeline rescore --model exp/sa/whisper_soup2/best --lm exp/sa/lm --char-lm exp/sa/lm \\
-        --beams 4 --nbest 4 --fusion-weight 0.5 --fusion-bonus 1.0 --manifest data/sa/dev.jsonl \\
-        --out exp/sa/whisper_soup2_lm/dev/hyps.jsonl --tune --tune-metric cer
+        --beams 4 --nbest 4 --fusion-weight 0.5 --fusion-bonus 1.0 --fusion-rate-from data/sa/train.jsonl \\
+        --manifest data/sa/dev.jsonl --out exp/sa/whisper_soup2_lm/dev/hyps.jsonl --tune --tune-metric cer
 
 Several ``--model`` directories make an ensemble (e.g. the same recipe trained from
 other seeds): their N-best lists are pooled and every candidate is scored by each
@@ -52,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(0 = off; the candidates are then rescored as usual)")
     p.add_argument("--fusion-bonus", type=float, default=0.0,
                    help="with --fusion-weight: a reward per character-LM token (offsets the LM's length cost)")
+    p.add_argument("--fusion-length-penalty", type=float, default=0.0,
+                   help="with --fusion-weight: the search ranks hypotheses by score / length ** this "
+                        "(0: summed scores, the bonus being the length reward; 1: generate's per-token mean)")
+    p.add_argument("--fusion-rate-from", type=Path, default=None,
+                   help="with --fusion-weight: a transcribed manifest (train) whose speaking rate caps the search: "
+                        "a hypothesis with more characters per second of audio than its 99th percentile times "
+                        "--fusion-rate-margin is dropped from the beam")
+    p.add_argument("--fusion-rate-margin", type=float, default=1.25)
     p.add_argument("--fusion-top-k", type=int, default=128,
                    help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
                         "may emit more (a decoder without a restricted vocabulary)")
@@ -85,6 +96,16 @@ def _char_arpa(lm: str) -> Path:
     return path / "char.arpa" if path.is_dir() else path
 
 
+def _max_rate(labeled: Path | None, margin: float) -> float:
+    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
+    if labeled is None:
+        return 0.0
+    from data_prep.manifest import read_manifest
+    from pipeline.pseudo_label import RateBounds
+
+    return RateBounds.from_labeled(list(read_manifest(labeled)), margin=margin).high
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.tune and args.manifest.stem.startswith("test"):
@@ -113,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
         char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None
-        fusion = (Fusion(_char_arpa(args.char_lm), args.fusion_weight, args.fusion_bonus, args.fusion_top_k)
+        fusion = (Fusion(_char_arpa(args.char_lm), args.fusion_weight, args.fusion_bonus, args.fusion_top_k,
+                         args.fusion_length_penalty, _max_rate(args.fusion_rate_from, args.fusion_rate_margin))
                   if args.fusion_weight else None)  # fmt: skip
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

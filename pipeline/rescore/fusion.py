@@ -14,6 +14,14 @@ character LM's word boundary token in front of the next character, which gives
 the LM the same token stream as :func:`pipeline.lm.build.char_tokens` of the
 normalized text (no leading, trailing or repeated boundaries). The end token
 scores ``</s>``.
+
+A fused search can talk itself into text the audio does not hold: the LM's bonus
+pays for every character, and a decoder that loops finds repeating cheap. So
+the search also knows its clips' lengths: a hypothesis with more characters than
+a ceiling rate (``max_rate``, characters per second of audio, e.g. the train
+text's 99th percentile with a margin) allows must end there, at a penalty that
+ranks it behind every hypothesis within the ceiling (it remains only as a last
+resort, when nothing else ended).
 """
 
 from __future__ import annotations
@@ -37,9 +45,10 @@ class _Prefix:
     pending: bytes = b""
     space: bool = False  # a space came after the last scored character (scored before the next one)
     started: bool = False  # a character was scored (leading spaces are dropped)
+    chars: int = 0  # characters scored (spaces excluded)
 
     def key(self) -> tuple:
-        return (self.state, self.pending, self.space, self.started)
+        return (self.state, self.pending, self.space, self.started, self.chars)
 
 
 def _complete_head(data: bytes) -> int:
@@ -61,10 +70,16 @@ class CharLMFusion:
     Tokens not in ``token_bytes`` (other specials) are left as they are. With more text
     tokens than ``top_k`` (a decoder without a restricted vocabulary), only each
     hypothesis's ``top_k`` best text tokens are scored and may be chosen (a pre-beam).
+    With ``max_rate`` (characters per second) and the clips set by :meth:`set_clips`, a
+    hypothesis longer than its clip allows may only end, at ``OVER_CEILING`` instead of the
+    end token's score.
     """
 
+    OVER_CEILING = -1.0e4  # far below any real hypothesis's score, yet finite: it still ends
+
     def __init__(self, model, token_bytes: dict[int, bytes], eot: int, prompt_len: int,
-                 weight: float, bonus: float = 0.0, top_k: int = 128):  # fmt: skip
+                 weight: float, bonus: float = 0.0, top_k: int = 128, length_penalty: float = 0.0,
+                 max_rate: float = 0.0):  # fmt: skip
         self.model = model  # a kenlm.Model (a path is loaded)
         if isinstance(model, (str, Path)):
             import kenlm
@@ -73,10 +88,23 @@ class CharLMFusion:
         self.token_ids, self.token_data = list(token_bytes), list(token_bytes.values())
         self.token_bytes, self.eot, self.prompt_len = token_bytes, eot, prompt_len
         self.weight, self.bonus = weight, bonus
+        self.length_penalty = length_penalty  # the beam search's (generate's ``length_penalty``)
+        self.max_rate = max_rate
+        self._max_chars: list[int] = []  # per clip of the current search (empty: no ceiling)
+        self._beams = 1
         self.top_k = top_k if 0 < top_k < len(self.token_ids) else 0
         self.ids = torch.tensor([*self.token_ids, eot], dtype=torch.long)
         self._prefixes: dict[tuple[int, ...], _Prefix] = {}
         self._memo: dict[tuple, tuple[float, int, _Prefix]] = {}
+
+    def set_clips(self, durations: list[float], beams: int) -> None:
+        """The clips of the next search (rows ``k * beams ... (k + 1) * beams - 1`` are clip k's)."""
+        self._max_chars = [math.ceil(self.max_rate * d) for d in durations] if self.max_rate > 0 else []
+        self._beams = beams
+
+    def max_chars(self, clip: int) -> float:
+        """The most characters clip ``clip`` of the current search may hold (inf: no ceiling)."""
+        return self._max_chars[clip] if self._max_chars else math.inf
 
     def start(self) -> _Prefix:
         import kenlm
@@ -100,6 +128,7 @@ class CharLMFusion:
         buf = prefix.pending + data
         head = _complete_head(buf)
         state, space, started, total, n = prefix.state, prefix.space, prefix.started, 0.0, 0
+        chars = prefix.chars
         for ch in buf[:head].decode("utf-8", errors="replace"):
             if ch.isspace():
                 space = started
@@ -107,8 +136,8 @@ class CharLMFusion:
             for token in ((WORD_BOUNDARY, ch) if space else (ch,)):
                 s, state = self._score(state, token)
                 total, n = total + s, n + 1
-            space, started = False, True
-        result = (total, n, _Prefix(state, buf[head:], space, started))
+            space, started, chars = False, True, chars + 1
+        result = (total, n, _Prefix(state, buf[head:], space, started, chars))
         self._memo[memo_key] = result
         return result
 
@@ -147,6 +176,10 @@ class CharLMFusion:
         every = range(len(self.token_ids))
         for row, seq in enumerate(input_ids[:, self.prompt_len :].tolist()):
             prefix = self.prefix_of(tuple(seq))
+            if prefix.chars > self.max_chars(row // self._beams):
+                scores[row] = float("-inf")  # too long for its clip: it ends, behind everything within
+                scores[row, self.eot] = self.OVER_CEILING
+                continue
             end = self.weight * LN10 * self.finish(prefix) if not prefix.pending else 0.0
             if self.top_k:  # pre-beam: the decoder's best text tokens only, the others out of reach
                 which = scores[row, ids[:-1]].topk(self.top_k).indices.tolist()
@@ -169,12 +202,19 @@ class Fusion:
     # pre-beam: at most this many text tokens scored per hypothesis; a restricted vocabulary
     # (Sanskrit: 74 text tokens) is scored whole
     top_k: int = 128
+    # The search ranks hypotheses by their summed scores divided by length ** length_penalty.
+    # 0 (sums, as ESPnet's beam search): the bonus is then the only length reward. Under
+    # generate's default 1 (a per-token mean) the bonus rewards length twice, and a decoder
+    # looping on a short clip outbids the end token: its repetitions are cheap per token.
+    length_penalty: float = 0.0
+    # the most characters (spaces excluded) per second of audio a hypothesis may hold; 0: no ceiling
+    max_rate: float = 0.0
     _lm: object = field(default=None, init=False, repr=False, compare=False)  # loaded once, shared
     _processors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def settings(self) -> list[float]:
         """What an N-best record stores: lists searched with other settings are not reused."""
-        return [self.weight, self.bonus, float(self.top_k)]
+        return [self.weight, self.bonus, float(self.top_k), self.length_penalty, round(self.max_rate, 4)]
 
     def processor(self, scorer) -> CharLMFusion:
         """The logits processor for a :class:`pipeline.rescore.scorers.WhisperScorer`'s beam search."""
@@ -188,7 +228,8 @@ class Fusion:
             text = [i for i in range(eot) if i not in suppress]  # Whisper's text tokens come before eot
             token_bytes = text_token_bytes(scorer.processor.tokenizer, text)
             self._processors[id(scorer)] = CharLMFusion(self._lm, token_bytes, eot, len(scorer.labels.prefix),
-                                                        self.weight, self.bonus, self.top_k)  # fmt: skip
+                                                        self.weight, self.bonus, self.top_k,
+                                                        self.length_penalty, self.max_rate)  # fmt: skip
         return self._processors[id(scorer)]
 
 

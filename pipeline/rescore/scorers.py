@@ -54,10 +54,13 @@ class WhisperScorer:
             return BaseModelOutput(last_hidden_state=self.model.get_encoder()(features).last_hidden_state), None
 
     def nbest(self, encoded, durations: Sequence[float], beams: int, n: int, fusion=None) -> list[list[str]]:
-        """``n`` beam-search texts per clip (raw decoder text; duplicates possible).
+        """Up to ``n`` beam-search texts per clip (raw decoder text; duplicates possible), best first.
 
         ``fusion``: a logits processor that adds an LM's scores inside the search
-        (:class:`pipeline.rescore.fusion.CharLMFusion`).
+        (:class:`pipeline.rescore.fusion.CharLMFusion`), with its own length penalty.
+        A hypothesis that ran into its clip's token budget without ending is a runaway
+        (a decoder looping, or an LM bonus outbidding the end token): it is dropped when
+        another hypothesis of the clip ended by itself; so is one the fusion's ceiling ended.
         """
         from transformers import LogitsProcessorList
         from transformers.generation.utils import GenerationMixin
@@ -68,6 +71,7 @@ class WhisperScorer:
             _quiet_generate,
             allowed_tokens_only,
             beam_search_cache,
+            drop_runaways,
             token_budget,
         )
 
@@ -76,6 +80,10 @@ class WhisperScorer:
         limit = self.model.config.max_target_positions - len(self.labels.prefix)
         n = min(n, beams)
         prompt = torch.tensor([self.labels.prefix] * len(durations), device=self.param.device)
+        search = {}
+        if fusion is not None:
+            fusion.set_clips(list(durations), beams)
+            search["length_penalty"] = fusion.length_penalty
         # Whisper's own generate() cannot return an N-best list (with num_return_sequences it
         # runs n copies of the beam and keeps each one's best); the generic one can, from the
         # same prompt, with the same token suppression (taken from the generation config).
@@ -85,14 +93,17 @@ class WhisperScorer:
                                             cache=beam_search_cache(),
                                             logits_processor=LogitsProcessorList([fusion] if fusion else []),
                                             num_beams=beams, num_return_sequences=n, do_sample=False,
-                                            max_new_tokens=token_budget(max(durations), limit))  # fmt: skip
+                                            max_new_tokens=token_budget(max(durations), limit),
+                                            **search)  # fmt: skip
         rows = seqs.tolist()
         out = []
         for i, secs in enumerate(durations):
-            texts = []
-            for row in rows[i * n : (i + 1) * n]:
-                ids, _ = _clean(row, gen, token_budget(secs, limit))
-                texts.append(self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
+            budget = token_budget(secs, limit)
+            ids_of = (_clean(row, gen, budget)[0] for row in drop_runaways(rows[i * n : (i + 1) * n], gen, budget))
+            texts = [self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in ids_of]
+            if fusion is not None:  # those that had to end at the ceiling, likewise
+                ceiling = fusion.max_chars(i)
+                texts = [t for t in texts if len(t.replace(" ", "")) <= ceiling] or texts
             out.append(texts)
         return out
 

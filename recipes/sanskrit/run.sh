@@ -12,10 +12,12 @@
 #   5 train.ctc (CTC=1 only) a CTC system (recipes/sanskrit/config_ctc.yaml) on the same cached
 #               encoder states
 #   6 rescore   word 3-gram + character 6-gram LMs from the train text; the decoder's 4-best beam
-#               search with the character LM fused into it (FUSION_WEIGHT, FUSION_BONUS; 0 = plain
-#               beam), its candidates rescored with both LMs or the search's own pick kept, whichever
-#               is best on dev (system whisper_soup2_lm; whisper_lm with SEEDS=1). With SOUP=0 every seed's decoder proposes its 4-best and scores every
-#               candidate (an ensemble: whisper_x2_lm ...).
+#               search with the character LM fused into it (FUSION_WEIGHT, FUSION_BONUS, FUSION_LP;
+#               weight 0 = plain beam) and capped at FUSION_RATE_MARGIN x the train text's 99th-percentile
+#               characters per second; hypotheses that run into the clip's token budget are dropped;
+#               its candidates rescored with both LMs or the search's own pick kept, whichever is best
+#               on dev (system whisper_soup2_lm; whisper_lm with SEEDS=1). With SOUP=0 every seed's
+#               decoder proposes its 4-best and scores every candidate (an ensemble: whisper_x2_lm ...).
 #               With CTC=1 the CTC system also proposes hypotheses and scores every candidate
 #               (system whisper_soup2_ctc_lm; whisper_ctc_lm with SEEDS=1), and is decoded with
 #               the word LM alone (system ctc_ft_lm)
@@ -63,8 +65,11 @@ NBEST=${NBEST:-4}  # beam width = N-best size of stages 6 and 8 (8: dev 53.5 -> 
 # Character-LM fusion in the beam search of stages 6 and 8 (chosen on dev: BENCHMARKS.md, "fusion")
 FUSION_WEIGHT=${FUSION_WEIGHT:-0.5}
 FUSION_BONUS=${FUSION_BONUS:-1.0}
+FUSION_LP=${FUSION_LP:-0}  # the fused search ranks by summed scores (1: per-token means, which let loops win)
+# A fused hypothesis may hold at most the train text's 99th-percentile characters per second times this
+FUSION_RATE_MARGIN=${FUSION_RATE_MARGIN:-1.25}
 TUNE_METRIC=${TUNE_METRIC:-cer}  # what the rescoring weights minimize on dev
-VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_$FUSION_BONUS.$TUNE_METRIC"  # another setting reruns stages 6-8
+VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_${FUSION_BONUS}_lp${FUSION_LP}_r$FUSION_RATE_MARGIN.$TUNE_METRIC"  # another setting reruns stages 6-8
 DATA=data/sa
 EXP=exp/sa
 
@@ -125,7 +130,8 @@ rescore() {  # decoder_system: its (ensemble's) N-best + word and character LMs 
   mapfile -t models < <(seed_models "$1" "$N_DECODERS")
   if [ "$CTC" = 1 ]; then extra=(--ctc "$EXP/$CTC_SYSTEM/best"); fi
   local common=(--model "${models[@]}" --lm "$EXP/lm" --char-lm "$EXP/lm" --beams "$NBEST" --nbest "$NBEST" --batch-size 8
-                --fusion-weight "$FUSION_WEIGHT" --fusion-bonus "$FUSION_BONUS" "${extra[@]}")
+                --fusion-weight "$FUSION_WEIGHT" --fusion-bonus "$FUSION_BONUS" --fusion-length-penalty "$FUSION_LP"
+                --fusion-rate-from "$DATA/train.jsonl" --fusion-rate-margin "$FUSION_RATE_MARGIN" "${extra[@]}")
   # Both N-best lists at once (dev tunes the weights); then test is chosen again with the dev
   # weights, which reuses its finished N-best file and decodes nothing.
   on_dev_and_test nbest_for
