@@ -54,7 +54,7 @@ class RateBounds:
 
     @classmethod
     def from_labeled(cls, utts: Sequence[Utterance], margin: float = 1.5) -> RateBounds:
-        rates = [_chars(u.text) / u.duration for u in utts if u.duration > 0 and u.text.strip()]
+        rates = [rate_chars(u.text) / u.duration for u in utts if u.duration > 0 and u.text.strip()]
         if not rates:
             raise ValueError("the labeled manifest has no transcribed utterances to take a speaking rate from")
         lo, hi = np.percentile(rates, [1, 99])
@@ -62,7 +62,7 @@ class RateBounds:
 
     def explain(self, text: str, duration: float) -> str:
         """Why ``text`` is implausible for ``duration`` seconds of audio ("" if it is not)."""
-        n = _chars(text)
+        n = rate_chars(text)
         if n > self.high * duration:
             return f"{n} characters in {duration:.2f} s: more than {self.high:.1f}/s (the labeled set's rate)"
         if n < self.low * (duration - self.silence_s):
@@ -71,7 +71,8 @@ class RateBounds:
         return ""
 
 
-def _chars(text: str) -> int:
+def rate_chars(text: str) -> int:
+    """The characters a speaking rate counts: all but spaces."""
     return len(text.replace(" ", ""))
 
 

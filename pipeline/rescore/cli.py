@@ -61,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-rate-from", type=Path, default=None,
                    help="with --fusion-weight: a transcribed manifest (train) whose speaking rate caps the search: "
                         "a hypothesis with more characters per second of audio than its 99th percentile times "
-                        "--fusion-rate-margin is dropped from the beam")
-    p.add_argument("--fusion-rate-margin", type=float, default=1.25)
+                        "--fusion-rate-margin may only end, behind every hypothesis within that rate")
+    p.add_argument("--fusion-rate-margin", type=float, default=1.25,
+                   help="with --fusion-rate-from: the factor on its 99th-percentile speaking rate")
     p.add_argument("--fusion-top-k", type=int, default=128,
                    help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
                         "may emit more (a decoder without a restricted vocabulary)")

@@ -26,6 +26,7 @@ resort, when nothing else ended).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,8 @@ class _Prefix:
     chars: int = 0  # characters scored (spaces excluded)
 
     def key(self) -> tuple:
-        return (self.state, self.pending, self.space, self.started, self.chars)
+        """What the LM's scores depend on (not ``chars``: hypotheses of any length share them)."""
+        return (self.state, self.pending, self.space, self.started)
 
 
 def _complete_head(data: bytes) -> int:
@@ -95,7 +97,8 @@ class CharLMFusion:
         self.top_k = top_k if 0 < top_k < len(self.token_ids) else 0
         self.ids = torch.tensor([*self.token_ids, eot], dtype=torch.long)
         self._prefixes: dict[tuple[int, ...], _Prefix] = {}
-        self._memo: dict[tuple, tuple[float, int, _Prefix]] = {}
+        # (LM key, bytes) -> (log10 score, LM tokens, characters completed, the next prefix's LM part)
+        self._memo: dict[tuple, tuple[float, int, int, _Prefix]] = {}
 
     def set_clips(self, durations: list[float], beams: int) -> None:
         """The clips of the next search (rows ``k * beams ... (k + 1) * beams - 1`` are clip k's)."""
@@ -121,25 +124,27 @@ class CharLMFusion:
 
     def extend(self, prefix: _Prefix, data: bytes) -> tuple[float, int, _Prefix]:
         """(log10 LM score, LM tokens scored, new prefix) after appending ``data``."""
+        total, n, chars, nxt = self._step(prefix, data)
+        return total, n, dataclasses.replace(nxt, chars=prefix.chars + chars)
+
+    def _step(self, prefix: _Prefix, data: bytes) -> tuple[float, int, int, _Prefix]:
+        """(log10 LM score, LM tokens, characters completed, the next prefix's LM part), memoized."""
         memo_key = (*prefix.key(), data)
         hit = self._memo.get(memo_key)
-        if hit is not None:
-            return hit
-        buf = prefix.pending + data
-        head = _complete_head(buf)
-        state, space, started, total, n = prefix.state, prefix.space, prefix.started, 0.0, 0
-        chars = prefix.chars
-        for ch in buf[:head].decode("utf-8", errors="replace"):
-            if ch.isspace():
-                space = started
-                continue
-            for token in ((WORD_BOUNDARY, ch) if space else (ch,)):
-                s, state = self._score(state, token)
-                total, n = total + s, n + 1
-            space, started, chars = False, True, chars + 1
-        result = (total, n, _Prefix(state, buf[head:], space, started, chars))
-        self._memo[memo_key] = result
-        return result
+        if hit is None:
+            buf = prefix.pending + data
+            head = _complete_head(buf)
+            state, space, started, total, n, chars = prefix.state, prefix.space, prefix.started, 0.0, 0, 0
+            for ch in buf[:head].decode("utf-8", errors="replace"):
+                if ch.isspace():
+                    space = started
+                    continue
+                for token in ((WORD_BOUNDARY, ch) if space else (ch,)):
+                    s, state = self._score(state, token)
+                    total, n = total + s, n + 1
+                space, started, chars = False, True, chars + 1
+            hit = self._memo[memo_key] = (total, n, chars, _Prefix(state, buf[head:], space, started))
+        return hit
 
     def finish(self, prefix: _Prefix) -> float:
         """log10 P(</s> | prefix): the end of the sentence."""
@@ -163,7 +168,7 @@ class CharLMFusion:
         """The fusion score of text tokens ``which`` (indices into the token list) after ``prefix``."""
         out = []
         for j in which:
-            logp, n, _ = self.extend(prefix, self.token_data[j])
+            logp, n, _, _ = self._step(prefix, self.token_data[j])
             out.append(self.weight * LN10 * logp + self.bonus * n)
         return out
 

@@ -74,6 +74,7 @@ class WhisperScorer:
             drop_runaways,
             token_budget,
         )
+        from pipeline.pseudo_label import rate_chars
 
         states, keep = encoded
         gen = self.model.generation_config
@@ -103,7 +104,7 @@ class WhisperScorer:
             texts = [self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in ids_of]
             if fusion is not None:  # those that had to end at the ceiling, likewise
                 ceiling = fusion.max_chars(i)
-                texts = [t for t in texts if len(t.replace(" ", "")) <= ceiling] or texts
+                texts = [t for t in texts if rate_chars(t) <= ceiling] or texts
             out.append(texts)
         return out
 
