@@ -17,6 +17,7 @@ import numpy as np
 
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.hyps import Hypothesis, write_hyps
+from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args
 from pipeline.resumable import partial_path, read_records, run_resumable
 
 #: A batch decoder: 16 kHz mono arrays in, one (text, generated token count) per array out.
@@ -41,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
     ctc.add_argument("--lm-beta", type=float, default=None, help="word bonus (default: lm.json's)")
     ctc.add_argument("--beam-width", type=int, default=None, help="beam search width (default: greedy without --lm)")
+    fused = p.add_argument_group("Whisper with a character LM inside its beam search (--num-beams wide)")
+    fused.add_argument("--char-lm", default=None,
+                       help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
+    add_fusion_arguments(fused)
 
 
 def load_decoder(model: str, language: str | None, task: str, batch_size: int, num_beams: int,
@@ -94,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     fallback = None if args.no_language else utts[0].language
     from pipeline.models.ctc import is_ctc_checkpoint
 
+    if is_ctc_checkpoint(args.model) and args.fusion_weight:
+        print(f"error: --fusion-weight needs a Whisper model; {args.model} is a CTC checkpoint (use --lm)",
+              file=sys.stderr)
+        return 2
     if is_ctc_checkpoint(args.model):
         from pipeline.decode_ctc import load_ctc_decoder
 
@@ -106,6 +115,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.lm is not None:
         print(f"error: --lm needs a CTC checkpoint; {args.model} has no ctc_config.json", file=sys.stderr)
         return 2
+    elif args.fusion_weight:
+        from pipeline.decode_fused import load_fused_decoder
+
+        if args.task != "transcribe":
+            print("error: --fusion-weight scores transcripts; it cannot be used with --task translate",
+                  file=sys.stderr)
+            return 2
+        try:
+            fusion = fusion_from_args(args)
+            decode_batch = load_fused_decoder(args.model, None if args.no_language else args.language, fusion,
+                                              args.num_beams, args.device, fallback_language=fallback)  # fmt: skip
+        except (FileNotFoundError, ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     else:
         decode_batch = load_decoder(args.model, None if args.no_language else args.language, args.task,
                                     args.batch_size, args.num_beams, args.device, fallback_language=fallback)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from data_prep.audio import AudioError, load_audio
+from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args
 
 GROUP_BATCHES = 4  # read this many batches of files before transcribing them
 
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per 30 s piece")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    fused = parser.add_argument_group("a character LM inside the beam search (--beams wide), as `decode` takes it")
+    fused.add_argument("--char-lm", default=None,
+                       help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
+    add_fusion_arguments(fused)
 
 
 def _one_line(text: str) -> str:
@@ -51,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     except (ModelNotAvailable, FileNotFoundError, ValueError) as e:
         print(f"transcribe: {e}", file=sys.stderr)
         return 1
+    try:
+        transcribe_batch = _fused_transcriber(args, model, processor)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"transcribe: {e}", file=sys.stderr)
+        return 1
     loaded = time.perf_counter()
     failed = 0
     group = max(1, args.batch_size * GROUP_BATCHES)
@@ -68,17 +78,13 @@ def run(args: argparse.Namespace) -> int:
         if not audios:
             continue
         try:
-            texts = transcribe_arrays(
-                model,
-                processor,
-                audios,
-                language=args.language,
-                task=args.task,
-                batch_size=args.batch_size,
-                num_beams=args.beams,
-                max_new_tokens=args.max_new_tokens,
-                progress=False,
-            )
+            if transcribe_batch is not None:
+                texts = [text for i in range(0, len(audios), args.batch_size)
+                         for text, _ in transcribe_batch(audios[i : i + args.batch_size])]  # fmt: skip
+            else:
+                texts = transcribe_arrays(model, processor, audios, language=args.language, task=args.task,
+                                          batch_size=args.batch_size, num_beams=args.beams,
+                                          max_new_tokens=args.max_new_tokens, progress=False)  # fmt: skip
         except ValueError as e:  # e.g. an unknown language code
             bar.close()
             print(f"transcribe: {e}", file=sys.stderr)
@@ -93,3 +99,19 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _fused_transcriber(args: argparse.Namespace, model, processor):
+    """The fused beam search's batch decoder when ``--fusion-weight`` asks for one (None: plain decoding)."""
+    fusion = fusion_from_args(args)
+    if fusion is None:
+        return None
+    from pipeline.decode_fused import fused_batch_decoder
+    from pipeline.models.whisper import decoding_language
+    from pipeline.rescore.scorers import WhisperScorer
+
+    if args.task != "transcribe":
+        raise ValueError("--fusion-weight scores transcripts; it cannot be used with --task translate")
+    if decoding_language(model, args.language) is None:
+        raise ValueError("--fusion-weight needs --language (or a model fine-tuned with one): the LM is one language's")
+    return fused_batch_decoder(WhisperScorer(model, processor, args.language), fusion, args.beams)

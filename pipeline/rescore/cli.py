@@ -38,6 +38,7 @@ from pathlib import Path
 from pipeline.decode import utterances_to_decode
 from pipeline.hyps import Hypothesis, write_hyps
 from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
+from pipeline.rescore.fusion_options import add_fusion_arguments, char_arpa, fusion_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,23 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, help="word LM: lm.arpa, its lm.json or their directory")
     p.add_argument("--char-lm", default=None,
                    help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
-    p.add_argument("--fusion-weight", type=float, default=0.0,
-                   help="shallow fusion: the --char-lm also scores inside the beam search with this weight "
-                        "(0 = off; the candidates are then rescored as usual)")
-    p.add_argument("--fusion-bonus", type=float, default=0.0,
-                   help="with --fusion-weight: a reward per character-LM token (offsets the LM's length cost)")
-    p.add_argument("--fusion-length-penalty", type=float, default=0.0,
-                   help="with --fusion-weight: the search ranks hypotheses by score / length ** this "
-                        "(0: summed scores, the bonus being the length reward; 1: generate's per-token mean)")
-    p.add_argument("--fusion-rate-from", type=Path, default=None,
-                   help="with --fusion-weight: a transcribed manifest (train) whose speaking rate caps the search: "
-                        "a hypothesis with more characters per second of audio than its 99th percentile times "
-                        "--fusion-rate-margin may only end, behind every hypothesis within that rate")
-    p.add_argument("--fusion-rate-margin", type=float, default=1.25,
-                   help="with --fusion-rate-from: the factor on its 99th-percentile speaking rate")
-    p.add_argument("--fusion-top-k", type=int, default=128,
-                   help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
-                        "may emit more (a decoder without a restricted vocabulary)")
+    add_fusion_arguments(p)
     p.add_argument("--beams", type=int, default=8, help="Whisper beam width")
     p.add_argument("--nbest", type=int, default=8, help="candidates kept from Whisper's beam (<= --beams)")
     p.add_argument("--ctc-proposals", type=int, default=4, help="CTC + LM beam texts added as candidates")
@@ -92,28 +77,10 @@ def _lm_arpa(lm: str) -> Path:
     return read_lm_settings(path).arpa
 
 
-def _char_arpa(lm: str) -> Path:
-    path = Path(lm)
-    return path / "char.arpa" if path.is_dir() else path
-
-
-def _max_rate(labeled: Path | None, margin: float) -> float:
-    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
-    if labeled is None:
-        return 0.0
-    from data_prep.manifest import read_manifest
-    from pipeline.pseudo_label import RateBounds
-
-    return RateBounds.from_labeled(list(read_manifest(labeled)), margin=margin).high
-
-
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.tune and args.manifest.stem.startswith("test"):
         print(f"error: {args.manifest}: tune the weights on dev, never on the test split", file=sys.stderr)
-        return 2
-    if args.fusion_weight and not args.char_lm:
-        print("error: --fusion-weight needs --char-lm (the LM that scores inside the beam search)", file=sys.stderr)
         return 2
     utts = utterances_to_decode(args.manifest, args.limit)
     if not utts:
@@ -126,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     lang = utts[0].language
     from pipeline.models.whisper import load_whisper
     from pipeline.rescore.build import build_nbest
-    from pipeline.rescore.fusion import Fusion
     from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 
     try:
@@ -134,10 +100,8 @@ def run(args: argparse.Namespace) -> int:
                    for m in args.model]
         ctc = CTCScorer(args.ctc, args.lm, args.ctc_proposals, args.device) if args.ctc else None
         lm = WordLM(_lm_arpa(args.lm)) if args.lm else None
-        char_lm = CharLM(_char_arpa(args.char_lm)) if args.char_lm else None
-        fusion = (Fusion(_char_arpa(args.char_lm), args.fusion_weight, args.fusion_bonus, args.fusion_top_k,
-                         args.fusion_length_penalty, _max_rate(args.fusion_rate_from, args.fusion_rate_margin))
-                  if args.fusion_weight else None)  # fmt: skip
+        char_lm = CharLM(char_arpa(args.char_lm)) if args.char_lm else None
+        fusion = fusion_from_args(args)
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -238,18 +238,12 @@ class Fusion:
         return self._processors[id(scorer)]
 
 
-def _byte_alphabet() -> dict[str, int]:
-    """Byte-level BPE's printable stand-in character for each byte (GPT-2's table), inverted."""
-    kept = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
-    shifted = [b for b in range(256) if b not in kept]  # the others map to 256, 257, ... in byte order
-    table = {chr(b): b for b in kept}
-    table.update({chr(256 + k): b for k, b in enumerate(shifted)})
-    return table
-
-
 def text_token_bytes(tokenizer, ids) -> dict[int, bytes]:
     """Byte strings of byte-level BPE tokens (GPT-2 / Whisper), for the ids that are text."""
-    to_byte = _byte_alphabet()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    # GPT-2's table of a printable stand-in character for each byte, inverted
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
     out = {}
     for i in ids:
         piece = tokenizer.convert_ids_to_tokens(int(i))

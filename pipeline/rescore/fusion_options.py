@@ -1,0 +1,69 @@
+"""The fused search's command-line options, shared by ``decode``, ``transcribe`` and ``rescore``.
+
+Kept apart from :mod:`pipeline.rescore.fusion` so that reading options (and ``--help``)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.rescore.fusion import Fusion
+
+
+def add_fusion_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The fused search's settings (``rescore`` and ``decode`` take the same ones; the LM is their ``--char-lm``)."""
+    p.add_argument("--fusion-weight", type=float, default=0.0,
+                   help="shallow fusion: the --char-lm scores inside the beam search with this weight (0 = off)")
+    p.add_argument("--fusion-bonus", type=float, default=0.0,
+                   help="with --fusion-weight: a reward per character-LM token (offsets the LM's length cost)")
+    p.add_argument("--fusion-length-penalty", type=float, default=0.0,
+                   help="with --fusion-weight: the search ranks hypotheses by score / length ** this "
+                        "(0: summed scores, the bonus being the length reward; 1: generate's per-token mean)")
+    p.add_argument("--fusion-rate-from", type=Path, default=None,
+                   help="with --fusion-weight: a transcribed manifest (train) whose speaking rate caps the search: "
+                        "a hypothesis with more characters per second of audio than its 99th percentile times "
+                        "--fusion-rate-margin may only end, behind every hypothesis within that rate")
+    p.add_argument("--fusion-rate-margin", type=float, default=1.25,
+                   help="with --fusion-rate-from: the factor on its 99th-percentile speaking rate")
+    p.add_argument("--fusion-top-k", type=int, default=128,
+                   help="with --fusion-weight: score only each hypothesis's K best text tokens when the decoder "
+                        "may emit more (a decoder without a restricted vocabulary)")  # fmt: skip
+
+
+def char_arpa(lm: str | Path) -> Path:
+    """The character LM's ARPA file: the path itself, or ``char.arpa`` in the directory ``lm`` wrote."""
+    path = Path(lm)
+    return path / "char.arpa" if path.is_dir() else path
+
+
+def max_rate_of(labeled: Path | None, margin: float) -> float:
+    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
+    if labeled is None:
+        return 0.0
+    from data_prep.manifest import read_manifest
+    from pipeline.pseudo_label import RateBounds
+
+    return RateBounds.from_labeled(list(read_manifest(labeled)), margin=margin).high
+
+
+def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
+    """The :class:`Fusion` that :func:`add_fusion_arguments`' options ask for (None: weight 0).
+
+    Raises ValueError when a weight comes without ``--char-lm``, FileNotFoundError /
+    ManifestError for an unreadable LM or rate manifest.
+    """
+    if not args.fusion_weight:
+        return None
+    if not args.char_lm:
+        raise ValueError("--fusion-weight needs --char-lm (the LM that scores inside the beam search)")
+    arpa = char_arpa(args.char_lm)
+    if not arpa.is_file():
+        raise FileNotFoundError(f"{arpa}: no character LM there (write one with `lm --char-order N`)")
+    from pipeline.rescore.fusion import Fusion
+
+    return Fusion(arpa, args.fusion_weight, args.fusion_bonus, args.fusion_top_k, args.fusion_length_penalty,
+                  max_rate_of(args.fusion_rate_from, args.fusion_rate_margin))  # fmt: skip
