@@ -10,6 +10,7 @@ import io
 import math
 import os
 import threading
+import warnings
 
 import numpy as np
 import soundfile as sf
@@ -39,7 +40,9 @@ def read_audio(path: str | os.PathLike, offset: float = 0.0, duration: float | N
         try:
             import librosa
 
-            y, sr = librosa.load(path, sr=None, mono=False, offset=offset, duration=duration, dtype=np.float32)
+            with warnings.catch_warnings():  # its fallback and deprecation warnings: the error says it all
+                warnings.simplefilter("ignore")
+                y, sr = librosa.load(path, sr=None, mono=False, offset=offset, duration=duration, dtype=np.float32)
         except Exception as e:  # noqa: BLE001 - any decoder failure is an unreadable file
             raise AudioError(f"{path}: cannot decode audio ({sf_error}; {e})") from e
         y = np.atleast_2d(y)

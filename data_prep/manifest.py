@@ -72,6 +72,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "unreadable_audio",  # exists but cannot be decoded
         "zero_length",  # decodes to no samples
         "nan_samples",  # NaN or infinite samples
+        "silent_audio",  # every sample the same (digital silence): nothing could have been said
         "too_short",  # shorter than the minimum duration
         "too_long",  # longer than the model limit and could not be split
         "empty_text",  # nothing left after normalization

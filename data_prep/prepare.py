@@ -26,7 +26,15 @@ from data_prep.assemble import SplitOptions, assemble, settings_json
 from data_prep.forkmap import fork_map
 from data_prep.importers import IMPORTERS, CorpusError, Row, import_corpus
 from data_prep.manifest import Reject, atomic_write_text, write_jsonl
-from data_prep.process import CACHE_CHOICES, CACHE_DIR, REFERENCE, ProcessConfig, RowResult, process_rows
+from data_prep.process import (
+    CACHE_CHOICES,
+    CACHE_DIR,
+    REFERENCE,
+    OutputError,
+    ProcessConfig,
+    RowResult,
+    process_rows,
+)
 from data_prep.refcache import ref_cache
 from data_prep.segment import VADS
 from data_prep.splits import SPLIT_BY, SplitError, parse_ratios, parse_speakers
@@ -102,6 +110,12 @@ def prepare(
     if cache_format not in CACHE_CHOICES:
         raise ValueError(f"unknown --cache-format {cache_format!r}; known: {', '.join(CACHE_CHOICES)}")
     src, out = Path(src).resolve(), Path(out).resolve()
+    if out.exists() and not out.is_dir():  # found now, not as a cache write failing on every row
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if fmt == "folder" and out.is_relative_to(src):
+        # the folder importer takes every audio file below --src: a rerun would import the cache as corpus audio
+        raise ValueError(f"--out {out} lies inside --src {src}; a folder corpus is every audio file below it, "
+                         "so choose an output folder outside the corpus")
     rules_name = rules or canonical_name(lang, script)
     get_normalizer(rules_name)  # fail now, not in every worker
     cfg = ProcessConfig(
@@ -180,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             min_duration=args.min_duration, max_duration=args.max_duration, vad=args.vad,
             trim_vad=args.trim_vad, cache_format=args.cache_format, progress=not args.no_progress,
         )
-    except (CorpusError, RulesError, SplitError, ValueError) as e:
+    # OSError: e.g. an unreadable corpus file, an output that cannot be written; its message names the file
+    except (CorpusError, RulesError, SplitError, ValueError, OutputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

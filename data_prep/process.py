@@ -27,6 +27,7 @@ so their clips are still cached as FLAC.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -36,6 +37,7 @@ import os
 import shlex
 import stat
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,19 @@ DC_FLAG = 0.01  # flag a DC offset above 1 % of full scale
 MIN_SNR_DB = 20.0  # below this, energy trimming is unsure and the VAD decides
 
 RowResult = list[Utterance] | Reject
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be written (disk full, permissions): the run stops, since no row is to blame."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    # an OSError here would otherwise pass for the row's own (reject unreadable_audio), row after row
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the cache: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -251,7 +266,8 @@ def condition(data: np.ndarray, sr: int, cfg: ProcessConfig, *, overwrite: bool 
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    A.write_bytes_atomic(path, (json.dumps(meta, sort_keys=True) + "\n").encode())
+    with _writing(path):
+        A.write_bytes_atomic(path, (json.dumps(meta, sort_keys=True) + "\n").encode())
 
 
 def _read_json(path: Path) -> dict | None:
@@ -307,6 +323,8 @@ def _analyse_decoded(decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig
     lo, hi = float(flat[at[0]]), float(flat[at[1]])
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return {"reject": ["nan_samples", f"{int((~np.isfinite(data)).sum())} NaN/infinite samples"]}, None
+    if lo == hi:  # quiet noise only gets the "silent" flag; this clip holds no sound at all
+        return {"reject": ["silent_audio", f"every sample is {lo:g}: digital silence, no speech to transcribe"]}, None
     c = analyse(data, sr, cfg, overwrite=True, bounds=(lo, hi), at=at)
     meta = {"duration": round((c.stop - c.start) / A.TARGET_SR, 4), "flags": c.flags, "source_sr": sr,
             "source_channels": int(data.shape[1]), "snr_db": round(c.snr, 1)}
@@ -331,7 +349,8 @@ def _store_clip(audio: Path, meta: dict, c: Conditioning | None, cfg: ProcessCon
         # c.y is ours (decoded for this clip), so it is scaled in place
         pcm = A.to_pcm16(c.y[c.start : c.stop], c.gain_db, overwrite=True, top=c.top)
         # one file per clip: the meta rides in the clip's comment tag, written atomically with it
-        A.write_flac(audio, pcm, A.TARGET_SR, cfg.cache_format, comment=json.dumps(meta, sort_keys=True))
+        with _writing(audio):
+            A.write_flac(audio, pcm, A.TARGET_SR, cfg.cache_format, comment=json.dumps(meta, sort_keys=True))
     else:
         _write_meta(audio.with_suffix(".json"), meta)
     return meta
@@ -462,6 +481,8 @@ def _check(row: Row, cfg: ProcessConfig) -> Reject | _Checked:
             pass
         if st is None or not stat.S_ISREG(st.st_mode):
             return reject(row, "missing_audio", f"{row.audio}: file not found")
+        if st.st_size == 0:  # said plainly, not as two decoders' failures to find a format
+            return reject(row, "zero_length", f"{row.audio}: the file is empty (0 bytes)")
     # a pipe has no file a record could point into: in reference mode its clip is cached as FLAC
     reference = cfg.cache_format == REFERENCE and not row.is_pipe
     return _Checked(row, text, real, st, reference, key=audio_key(row, cfg, real, st) if reference else "")

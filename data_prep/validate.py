@@ -10,7 +10,7 @@ run in a fixed order and the first failing one gives the reason:
 3. :func:`screen_row`: ``shell_pipe``, ``path_outside_root``
 4. :func:`check_text`: ``empty_text``, ``foreign_script``
 5. audio (:mod:`data_prep.process`): ``missing_audio``, ``unreadable_audio``,
-   ``zero_length``, ``nan_samples``, ``too_short``, ``too_long``
+   ``zero_length``, ``nan_samples``, ``silent_audio``, ``too_short``, ``too_long``
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def kaldi_zoo(root: Path) -> Path:
 
     Rows and their fate (with --max-duration 2 --min-duration 0.3 --vad energy):
     a1..a3, b1, c1 good; b2 44.1 kHz stereo (resampled, downmixed); c2 split in 2;
-    x_missing, x_garbage, x_empty, x_nan, x_short, x_long, x_emptytext, x_latin,
+    x_missing, x_garbage, x_empty, x_nan, x_silent, x_short, x_long, x_emptytext, x_latin,
     x_outside, x_pipe, x_notext -> one reason each; plus duplicate, malformed,
     non-UTF-8 lines and an orphan transcript.
     """
@@ -59,20 +59,21 @@ def kaldi_zoo(root: Path) -> Path:
     nan = speechlike(0.8)
     nan[100] = np.nan
     write(a / "nan.wav", nan, subtype="FLOAT")
+    write(a / "silent.wav", np.zeros(16000, dtype=np.float32))
     write(a / "short.wav", speechlike(0.1))
     write(a / "long.wav", speechlike(3.0))
     utterance_clip(root.parent / "outside.wav")
     wav = [
         "a1 audio/a1.wav", "a2 audio/a2.wav", "a3 audio/a3.wav", "b1 audio/b1.wav", "b2 audio/b2.flac",
         "c1 audio/c1.wav", "c2 audio/c2.wav", "x_missing audio/nope.wav", "x_garbage audio/garbage.wav",
-        "x_empty audio/empty.wav", "x_nan audio/nan.wav", "x_short audio/short.wav", "x_long audio/long.wav",
+        "x_empty audio/empty.wav", "x_nan audio/nan.wav", "x_silent audio/silent.wav", "x_short audio/short.wav", "x_long audio/long.wav",
         "x_emptytext audio/a1.wav", "x_latin audio/a1.wav", "x_outside ../outside.wav",
         "x_pipe cat audio/a1.wav |", "x_notext audio/a1.wav", "a1 audio/a2.wav", "x_malformed",
     ]
     texts = {
         "a1": "रामः वनं गच्छति ।", "a2": "सीता गृहे अस्ति", "a3": "अहो दौर्भाग्यम्।", "b1": "बालकः पठति",
         "b2": "गजः चलति", "c1": "नदी वहति", "c2": "प्रथमं वाक्यम् अस्ति । द्वितीयं वाक्यम् अस्ति ।",
-        "x_missing": "क", "x_garbage": "ख", "x_empty": "ग", "x_nan": "घ", "x_short": "च", "x_long": "छ ज",
+        "x_missing": "क", "x_garbage": "ख", "x_empty": "ग", "x_nan": "घ", "x_silent": "ङ", "x_short": "च", "x_long": "छ ज",
         "x_emptytext": "।", "x_latin": "abc", "x_outside": "ट", "x_pipe": "ठ", "x_orphan": "ड",
     }
     spk = {"a": "spkA", "b": "spkB", "c": "spkC"}

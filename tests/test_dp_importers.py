@@ -9,7 +9,7 @@ import pytest
 from dp_fixtures import clip, utterance_clip, write
 
 from data_prep.importers import CorpusError, RawRow, import_corpus
-from data_prep.manifest import Reject, read_manifest
+from data_prep.manifest import Reject, read_manifest, read_rejects
 from data_prep.prepare import prepare
 
 FAST = dict(jobs=1, vad="energy", trim_vad="none", progress=False)
@@ -134,3 +134,74 @@ def test_rel_by_string_equals_pathlib():
     for root in roots:
         for path in paths:
             assert rel(path, root) == reference(path, root), (path, root)
+
+
+def test_kaldi_segment_times_that_are_not_finite_are_malformed_lines(tmp_path):
+    # float() takes "nan", "inf" and 1e400; as times they stopped the whole run in the decoder
+    utterance_clip(tmp_path / "r.wav", 2.0)
+    (tmp_path / "wav.scp").write_text("r r.wav\n")
+    segs = {"ok": "r 0.1 1.5", "a": "r nan 1.0", "b": "r 0 nan", "c": "r 0 inf", "d": "r inf -1", "e": "r 0 1e400"}
+    (tmp_path / "segments").write_text("".join(f"{k} {v}\n" for k, v in segs.items()))
+    (tmp_path / "text").write_text("".join(f"{k} क\n" for k in segs))
+    good, bad = split_rows(import_corpus("kaldi", tmp_path))
+    assert [r.id for r in good] == ["ok"]
+    assert [(r.id, r.reason, r.source.line) for r in bad] == [
+        ("a", "malformed_line", 2), ("b", "malformed_line", 3), ("c", "malformed_line", 4),
+        ("d", "malformed_line", 5), ("e", "malformed_line", 6)]
+
+
+def test_kaldi_malformed_line_of_an_utterance_is_its_only_reject(tmp_path):
+    # its transcript is not reported again as "a transcript but no audio entry"
+    utterance_clip(tmp_path / "r.wav", 2.0)
+    (tmp_path / "wav.scp").write_text("r r.wav\n")
+    (tmp_path / "segments").write_text("ok r 0.1 1.5\nfew r 0\n")
+    (tmp_path / "text").write_text("ok क\nfew ख\n")
+    good, bad = split_rows(import_corpus("kaldi", tmp_path))
+    assert [r.id for r in good] == ["ok"]
+    assert [(r.id, r.reason, r.source.file, r.text_raw) for r in bad] == [("few", "malformed_line", "segments", "ख")]
+
+
+def test_audiofolder_csv_quoted_field_may_span_lines(tmp_path):
+    # valid CSV: a quoted transcript holding a newline is one record, named by its first line;
+    # it was cut at the newline (kept truncated, or two malformed lines)
+    for name in ("a", "b", "c"):
+        utterance_clip(tmp_path / f"{name}.wav")
+    (tmp_path / "metadata.csv").write_bytes(
+        'file_name,transcription\na.wav,"रामः\nवनं ""गच्छति"""\nb.wav,सीता\n'.encode()
+        + b'c.wav,"\xff\nx"\nd.wav,"never closed\n')
+    good, bad = split_rows(import_corpus("audiofolder", tmp_path))
+    assert [(r.id, r.text_raw, r.source.line) for r in good] == [("a", 'रामः\nवनं "गच्छति"', 2), ("b", "सीता", 4)]
+    assert [(r.reason, r.source.line) for r in bad] == [("not_utf8", 5), ("malformed_line", 7)]
+
+
+def test_audiofolder_jsonl_lone_surrogate_or_non_string_transcript_is_malformed(tmp_path):
+    # a "\ud800" escape decodes to a lone surrogate, which stopped the run when the manifest was written
+    utterance_clip(tmp_path / "a.wav")
+    lines = ['{"file_name": "a.wav", "text": "\\ud800 क"}', '{"file_name": "a.wav", "text": ["क"]}',
+             '{"file_name": "a.wav", "text": 5}', '{"file_name": "a.wav", "text": "\\u0915"}']
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    good, bad = split_rows(import_corpus("audiofolder", tmp_path))
+    assert [(r.text_raw, r.source.line) for r in good] == [("क", 4)]
+    assert [(r.reason, r.source.line) for r in bad] == [("malformed_line", 1), ("malformed_line", 2),
+                                                         ("malformed_line", 3)]
+    assert "surrogate" in bad[0].detail and "not a string" in bad[1].detail
+
+
+def test_folder_non_utf8_file_names_are_rejected_and_upper_case_txt_is_read(tmp_path):
+    import os
+    import shutil
+
+    utterance_clip(tmp_path / "spk" / "A.WAV")
+    (tmp_path / "spk" / "A.TXT").write_text("रामः")
+    bad_name = os.fsencode(tmp_path / "spk") + b"/b\xff"
+    shutil.copy(tmp_path / "spk" / "A.WAV", bad_name + b".wav")
+    with open(bad_name + b".txt", "w") as f:
+        f.write("क")
+    with open(bad_name + b"2.txt", "w") as f:  # an orphan transcript with such a name
+        f.write("क")
+    good, bad = split_rows(import_corpus("folder", tmp_path))
+    assert [(r.id, r.text_raw, r.source.file) for r in good] == [("spk-A", "रामः", "spk/A.TXT")]
+    assert [(r.reason, r.source.file) for r in bad] == [("not_utf8", "spk/b\\xff.wav"), ("not_utf8", "spk/b\\xff2.txt")]
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    assert prepare(tmp_path, out, "folder", "sa", **FAST) == 0  # the rejects file can hold them
+    assert [r.source.file for r in read_rejects(out / "rejects.jsonl")] == ["spk/b\\xff.wav", "spk/b\\xff2.txt"]

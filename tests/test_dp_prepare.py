@@ -45,6 +45,7 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_garbage"] == "unreadable_audio"
     assert by_id["x_empty"] == "zero_length"
     assert by_id["x_nan"] == "nan_samples"
+    assert by_id["x_silent"] == "silent_audio"
     assert by_id["x_short"] == "too_short"
     assert by_id["x_long"] == "too_long"
     assert by_id["x_emptytext"] == "empty_text"

@@ -20,6 +20,7 @@ from data_prep.importers.base import (
     CorpusError,
     RawRow,
     Row,
+    is_utf8,
     malformed,
     not_utf8,
     read_lines,
@@ -52,50 +53,93 @@ def metadata_files(root: Path) -> list[tuple[Path, str]]:
     return [(m, "")]
 
 
+def _first_column(rec: dict, names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if rec.get(n) is not None), None)
+
+
 def _first(rec: dict, names: tuple[str, ...]) -> str | None:
-    for n in names:
-        if n in rec and rec[n] is not None:
-            return str(rec[n])
-    return None
+    n = _first_column(rec, names)
+    return None if n is None else str(rec[n])
 
 
-def _records(path: Path, root: Path) -> Iterator[tuple[Source, dict | None, Row | None]]:
-    """(source, record) for each data line, or (source, None, reject) for a bad one."""
-    lines = read_lines(path, root)
-    if path.suffix == ".jsonl":
-        for src, line, raw in lines:
-            if line is None:
-                yield src, None, not_utf8(src, raw)
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield src, None, malformed(src, f"not a JSON object: {e}")
-                continue
-            if not isinstance(rec, dict):
-                yield src, None, malformed(src, "not a JSON object")
-                continue
-            yield src, rec, None
-        return
-    header: list[str] | None = None
+def _json_records(lines: Iterator[tuple[Source, str | None, bytes]]
+                  ) -> Iterator[tuple[Source, dict | None, Row | None]]:
     for src, line, raw in lines:
         if line is None:
-            if header is None:
-                raise CorpusError(f"{path}:{src.line}: header is not valid UTF-8")
             yield src, None, not_utf8(src, raw)
             continue
         try:
-            cols = next(csv.reader([line]))
-        except csv.Error as e:
-            yield src, None, malformed(src, f"CSV error: {e}")
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield src, None, malformed(src, f"not a JSON object: {e}")
             continue
+        if not isinstance(rec, dict):
+            yield src, None, malformed(src, "not a JSON object")
+            continue
+        # a \ud800-style escape decodes to a lone surrogate, which no UTF-8 manifest can hold
+        if "\\ud" in line.lower() and not is_utf8(json.dumps(rec, ensure_ascii=False)):
+            yield src, None, malformed(src, "a JSON \\u escape is a lone surrogate, not a character")
+            continue
+        yield src, rec, None
+
+
+def _csv_lines(lines: Iterator[tuple[Source, str | None, bytes]], taken: list) -> Iterator[str]:
+    """The lines for :mod:`csv`, noting in ``taken`` the (source, line, raw) of each it reads,
+    and None when it asks past the last one (a record still open at the end of the file)."""
+    for item in lines:
+        taken.append(item)
+        _, line, raw = item
+        yield (raw.decode("utf-8", "replace") if line is None else line) + "\n"
+    taken.append(None)
+
+
+def _csv_records(path: Path, lines: Iterator[tuple[Source, str | None, bytes]]
+                 ) -> Iterator[tuple[Source, dict | None, Row | None]]:
+    # one csv.reader over the whole file: a quoted field may hold a newline (valid CSV, as
+    # Hugging Face reads it), so one record can span lines; it is named by its first line
+    taken: list[tuple[Source, str | None, bytes]] = []
+    reader = csv.reader(_csv_lines(lines, taken))
+    header: list[str] | None = None
+    while True:
+        taken.clear()
+        try:
+            cols = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            cols = e
+        unclosed = taken[-1:] == [None]  # csv gives the partial field at the end of the file
+        if unclosed:
+            taken.pop()
+        if not taken:
+            return
+        src = taken[0][0]
+        span = f" (a quoted field runs to line {taken[-1][0].line})" if len(taken) > 1 else ""
+        bad = next((raw for _, line, raw in taken if line is None), None)
         if header is None:
+            if bad is not None:
+                raise CorpusError(f"{path}:{src.line}: header is not valid UTF-8")
+            if isinstance(cols, csv.Error) or unclosed:
+                why = "a quoted field is never closed" if unclosed else cols
+                raise CorpusError(f"{path}:{src.line}: header is not valid CSV: {why}")
             header = cols
             continue
-        if len(cols) != len(header):
-            yield src, None, malformed(src, f"{len(cols)} CSV columns, header has {len(header)}")
-            continue
-        yield src, dict(zip(header, cols)), None
+        if bad is not None:
+            yield src, None, not_utf8(src, bad)
+        elif unclosed:
+            yield src, None, malformed(src, f"a quoted field is not closed before the end of the file{span}")
+        elif isinstance(cols, csv.Error):
+            yield src, None, malformed(src, f"CSV error: {cols}{span}")
+        elif len(cols) != len(header):
+            yield src, None, malformed(src, f"{len(cols)} CSV columns, header has {len(header)}{span}")
+        else:
+            yield src, dict(zip(header, cols)), None
+
+
+def _records(path: Path, root: Path) -> Iterator[tuple[Source, dict | None, Row | None]]:
+    """(source, record) for each data record, or (source, None, reject) for a bad one."""
+    lines = read_lines(path, root)
+    return _json_records(lines) if path.suffix == ".jsonl" else _csv_records(path, lines)
 
 
 def import_audiofolder(root: str | Path) -> Iterator[Row]:
@@ -113,6 +157,10 @@ def import_audiofolder(root: str | Path) -> Iterator[Row]:
                 continue
             if text is None:
                 yield malformed(src, f"no transcript column (one of {', '.join(TEXT_COLUMNS)})")
+                continue
+            column = _first_column(rec, TEXT_COLUMNS)
+            if not isinstance(rec[column], str):  # a JSON number or list: str() would make up a transcript
+                yield malformed(src, f"{column!r} is {json.dumps(rec[column], ensure_ascii=False)[:80]}, not a string")
                 continue
             # ids come from the path below the corpus root, so split folders cannot collide
             relpath = Path(name).name if Path(name).is_absolute() else (meta.parent / name).relative_to(root).as_posix()

@@ -95,6 +95,25 @@ def read_lines(path: Path, root: Path) -> Iterator[tuple[Source, str | None, byt
             yield Source(name, lineno), text, raw
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: a file name that is not UTF-8 decodes to lone
+    surrogates (and so does a JSON ``\\udXXX`` escape), which would stop the manifest writer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escaped(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold shown as backslash escapes (for rejects and messages):
+    a file name's undecodable bytes as the bytes (``\\xff``), a JSON lone surrogate as itself."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def not_utf8(src: Source, raw: bytes, id: str = "") -> Reject:
     """The reject for a line that is not valid UTF-8 (its bytes shown escaped)."""
     return Reject("not_utf8", f"line is not valid UTF-8: {raw[:80]!r}", src, id=id)

@@ -8,13 +8,16 @@ Input rows: one per line of ``segments`` when it exists (each line cuts one
 utterance out of a recording), else one per line of ``wav.scp``. Lines of the
 other files that cannot be used become rows of their own, rejected: a
 transcript without audio (``missing_audio``), a repeated key
-(``duplicate_id``), a malformed or non-UTF-8 line. A ``wav.scp`` value ending
+(``duplicate_id``), a malformed or non-UTF-8 line (a malformed ``segments`` or
+``wav.scp`` line of an utterance is its one reject, with its transcript). A ``wav.scp`` value ending
 in ``|`` is a command pipe; the importer only marks it (``is_pipe``), the
 security decision is made in :mod:`data_prep.validate`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +78,8 @@ def _audio(root: Path, value: str) -> tuple[str, bool]:
 def _parse_segment(value: str) -> tuple[str, float, float | None]:
     rec, start, end = value.split()[:3]
     t0, t1 = float(start), float(end)
-    if t0 < 0 or (t1 >= 0 and t1 <= t0):
+    # float() also takes "nan" and "inf" (and 1e400): no window of a recording, and they break the decoder
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 < 0 or (t1 >= 0 and t1 <= t0):
         raise ValueError(f"bad segment times {start} {end}")
     return rec, t0, (None if t1 < 0 else t1 - t0)
 
@@ -127,7 +131,12 @@ def import_kaldi(root: str | Path) -> Iterator[Row]:
         for utt, (value, src) in wav.values.items():
             yield row(utt, src, value, 0.0, None)
         extra = wav.rejects
-    yield from extra
+    for bad in extra:
+        if bad.reason == "malformed_line" and bad.id in text.values and bad.id not in used:
+            # the utterance's own line is the bad one: its transcript is not also "without audio"
+            used.add(bad.id)
+            bad = dataclasses.replace(bad, text_raw=text.values[bad.id][0])
+        yield bad
     yield from text.rejects
     yield from spk.rejects
     for utt, (value, src) in text.values.items():

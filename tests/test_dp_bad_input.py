@@ -1,0 +1,108 @@
+"""Bad input through ``prepare``: a clear error naming the file, or a reject with a reason; nothing lost."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from dp_fixtures import utterance_clip
+
+from data_prep import audio as A
+from data_prep.manifest import read_manifest, read_rejects
+from data_prep.prepare import prepare
+from pipeline.cli import main as cli
+
+FAST = dict(jobs=1, vad="energy", trim_vad="none", progress=False)
+HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment\n"
+
+
+def cv(root, clips: dict[str, bytes | None]):
+    """A validated.tsv corpus: clip name -> its bytes (None: a generated utterance)."""
+    for name, data in clips.items():
+        if data is None:
+            utterance_clip(root / "clips" / name)
+        else:
+            (root / "clips" / name).write_bytes(data)
+    (root / "validated.tsv").write_text(HEADER + "".join(f"s{i}\t{n}\tक\t2\t0\t\t\t\tsa\t\n"
+                                                         for i, n in enumerate(clips)))
+    return root
+
+
+def args(src, out, fmt="cv"):
+    return ["prepare", "--format", fmt, "--src", str(src), "--lang", "sa", "--out", str(out), "--jobs", "1",
+            "--no-progress", "--vad", "energy", "--trim-vad", "none"]
+
+
+def test_a_zero_byte_clip_is_rejected_zero_length_saying_so(tmp_path):
+    out = tmp_path / "out"
+    assert prepare(cv(tmp_path / "cv", {"a.wav": None, "b.wav": b""}), out, "cv", "sa", **FAST) == 0
+    (r,) = read_rejects(out / "rejects.jsonl")
+    assert (r.id, r.reason, r.source.line) == ("b", "zero_length", 3) and "empty (0 bytes)" in r.detail
+
+
+def test_an_undecodable_file_warns_nothing_besides_its_error(tmp_path):
+    # librosa's fallback and deprecation warnings reached the terminal for every such clip
+    (tmp_path / "x.wav").write_text("not audio\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(A.AudioError, match="x.wav"):
+            A.read_audio(tmp_path / "x.wav")
+    assert [str(w.message) for w in seen] == []
+
+
+def test_out_inside_a_folder_corpus_is_refused(tmp_path, capsys):
+    # its cached clips would be read as corpus audio by the rerun: 1 input row, then 1 + cached
+    utterance_clip(tmp_path / "c" / "a.wav")
+    (tmp_path / "c" / "a.txt").write_text("क")
+    assert cli(args(tmp_path / "c", tmp_path / "c" / "prep", "folder")) == 2
+    assert "lies inside --src" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "prep").exists()
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "out").write_text("")
+    assert cli(args(cv(tmp_path / "cv", {"a.wav": None}), tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--out {tmp_path / 'out'} exists and is not a folder" in err
+
+
+@pytest.mark.parametrize("cache_format", ["flac", "none"])
+def test_a_cache_that_cannot_be_written_stops_the_run_instead_of_rejecting_rows(tmp_path, capsys, cache_format):
+    # a full disk or an unwritable output is no row's fault: it was unreadable_audio for every row
+    # (FLAC cache) or a traceback (reference mode's journal)
+    corpus = cv(tmp_path / "cv", {"a.wav": None, "b.wav": None})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cache").write_text("")  # every write below it fails
+    assert cli(args(corpus, out) + ["--cache-format", cache_format]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{out / 'cache'}" in err and "Not a directory" in err
+    assert not (out / "rejects.jsonl").exists() and not (out / "manifest.jsonl").exists()
+
+
+def test_kaldi_nan_segment_times_are_rejected_not_fatal(tmp_path):
+    # a "nan" time went through to the decoder and ended the run with "cannot convert float NaN to integer"
+    utterance_clip(tmp_path / "c" / "r.wav", 2.0)
+    (tmp_path / "c" / "wav.scp").write_text("r r.wav\n")
+    (tmp_path / "c" / "segments").write_text("ok r 0.1 1.5\nbad r 0 nan\n")
+    (tmp_path / "c" / "text").write_text("ok क\nbad ख\n")
+    out = tmp_path / "out"
+    assert prepare(tmp_path / "c", out, "kaldi", "sa", **FAST) == 0
+    assert [u.id for u in read_manifest(out / "manifest.jsonl")] == ["ok"]
+    assert [(r.id, r.reason, str(r.source)) for r in read_rejects(out / "rejects.jsonl")] == [
+        ("bad", "malformed_line", "segments:2")]
+    acc = json.loads((out / "accounting.json").read_text())
+    assert (acc["input_rows"], acc["accepted_rows"], acc["rejected_rows"]) == (2, 1, 1)
+
+
+def test_audiofolder_lone_surrogate_is_a_reject_not_a_failed_write(tmp_path):
+    utterance_clip(tmp_path / "c" / "a.wav")
+    utterance_clip(tmp_path / "c" / "b.wav")
+    (tmp_path / "c" / "metadata.jsonl").write_text('{"file_name": "a.wav", "text": "क"}\n'
+                                                   '{"file_name": "b.wav", "text": "\\udc00 ख"}\n')
+    out = tmp_path / "out"
+    assert prepare(tmp_path / "c", out, "audiofolder", "sa", **FAST) == 0
+    assert [u.id for u in read_manifest(out / "manifest.jsonl")] == ["a"]
+    assert [(r.reason, str(r.source)) for r in read_rejects(out / "rejects.jsonl")] == [
+        ("malformed_line", "metadata.jsonl:2")]
