@@ -353,6 +353,11 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
         for r, c in enumerate(random.Random(i).sample(cands, len(cands))):  # ranks: the search's own order
             c.words, c.rank = len(c.text.split()), r
         nbests.append(NBest(str(i), cands))
+    # a clip whose candidates the CTC model cannot align at all: the others' scores decide, as on dev
+    refs.append("ab ba")
+    nbests.append(NBest("unaligned", [Candidate("b", "beam", att=-5.0, ctc=float("-inf"), words=1, rank=0),
+                                      Candidate("ab ba", "beam", att=-1.0, ctc=float("-inf"), words=2, rank=1)]))
+    assert choose(nbests[-1], Weights(ctc_weight=0.5)).text == "ab ba"
     table = ErrorTable(nbests, refs)
     for _ in range(25):
         w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]))

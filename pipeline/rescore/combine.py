@@ -40,6 +40,14 @@ DEFAULT_CHAR_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_WORD_BONUSES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0)
 
 
+#: Stands in for a missing or impossible score (-inf), so that a zero weight gives 0, not NaN.
+_FLOOR = -1e9
+
+
+def _floored(value: float | None) -> float:
+    return value if value is not None and value > _FLOOR else _FLOOR
+
+
 @dataclass(frozen=True)
 class Weights:
     ctc_weight: float = 0.0
@@ -49,13 +57,11 @@ class Weights:
     beam_pick: bool = False  # the search's own winner (the lowest rank); the weights are unused
 
     def score(self, c: Candidate) -> float:
-        s = c.att
-        if self.ctc_weight:
-            s = (1.0 - self.ctc_weight) * c.att + self.ctc_weight * (c.ctc if c.ctc is not None else float("-inf"))
-        if self.lm_weight:
-            s += self.lm_weight * (c.lm if c.lm is not None else float("-inf"))
-        if self.char_lm_weight:
-            s += self.char_lm_weight * (c.clm if c.clm is not None else float("-inf"))
+        # The same floored sum, in the same order, as ErrorTable.rates: a missing or impossible
+        # score (None, -inf) counts as _FLOOR, so that when every candidate lacks one (a CTC model
+        # that cannot align any of them) the others still decide, on dev and on test alike.
+        att, ctc, lm, clm = (_floored(v) for v in (c.att, c.ctc, c.lm, c.clm))
+        s = (1 - self.ctc_weight) * att + self.ctc_weight * ctc + self.lm_weight * lm + self.char_lm_weight * clm
         return s + self.word_bonus * c.words
 
 
@@ -83,10 +89,6 @@ def choose_texts(nbests: Sequence[NBest], weights: Weights) -> list[str]:
         c = choose(nb, weights)
         out.append(c.text if c is not None else "")
     return out
-
-
-#: Stands in for a missing or impossible score (-inf), so that a zero weight gives 0, not NaN.
-_FLOOR = -1e9
 
 
 class ErrorTable:
