@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,27 @@ class Source:
         return f"{self.file}:{self.line}" if self.line else self.file
 
 
+def _field_problem(d: dict, src: object) -> str | None:
+    """What is wrong with one manifest record's fields (None: nothing). A hand-edited or cut
+    manifest could otherwise carry ``"duration": "abc"`` to a sort or a normalizer far away."""
+    missing = [name for name in _REQUIRED_FIELDS if name not in d]
+    if missing:
+        return f"missing field(s) {', '.join(map(repr, missing))}"
+    for k, v in d.items():
+        kind = _FIELD_KINDS.get(k)
+        if kind is str and not isinstance(v, str):
+            return f"field {k!r} must be a string, got {v!r}"
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            return f"field {k!r} must be an integer, got {v!r}"
+        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            return f"field {k!r} must be a finite number, got {v!r}"
+    if not all(isinstance(f, str) for f in d.get("flags", ())):
+        return f"field 'flags' must be a list of strings, got {list(d['flags'])!r}"
+    if not (isinstance(src, dict) and isinstance(src.get("file", ""), str) and type(src.get("line", 0)) is int):
+        return f"field 'source' must be {{\"file\": str, \"line\": int}}, got {src!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One utterance of a manifest (see the module docstring for the schema)."""
@@ -140,6 +163,9 @@ class Utterance:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown manifest fields: {sorted(unknown)}")
+        problem = _field_problem(d, src)
+        if problem:
+            raise ValueError(problem)
         return cls(source=Source(**src), **d)
 
     def replace(self, **changes) -> Utterance:
@@ -250,6 +276,12 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Utterance | Reject | 
     return len(out)
 
 
+#: Manifest fields by the JSON type they must hold (``source`` and ``flags`` are checked apart).
+_FIELD_KINDS = {k: t for k, t in typing.get_type_hints(Utterance).items() if t in (str, int, float)}
+_REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(Utterance) if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)  # fmt: skip
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-empty line; errors name file and line."""
     path = Path(path)
@@ -263,15 +295,34 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 raise ManifestError(f"{path}:{lineno}: not a valid JSON line: {e}") from e
 
 
-def read_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Read a manifest written by :func:`write_jsonl`."""
-    out = []
+def read_manifest_lines(path: str | os.PathLike, *, unique_ids: bool = True) -> list[tuple[int, Utterance]]:
+    """(line number, utterance) of each record of a manifest; a bad line is a ManifestError naming file and line.
+
+    ``unique_ids``: an id seen on an earlier line is an error too (it would be decoded and
+    scored twice). A training manifest may repeat a line on purpose, to weight a clip.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found" if not path.exists() else f"{path}: not a file")
+    out: list[tuple[int, Utterance]] = []
+    first_line: dict[str, int] = {}
     for lineno, obj in read_jsonl(path):
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         try:
-            out.append(Utterance.from_json(obj))
+            utt = Utterance.from_json(obj)
         except (TypeError, ValueError) as e:
             raise ManifestError(f"{path}:{lineno}: {e}") from e
+        if unique_ids and utt.id in first_line:
+            raise ManifestError(f"{path}:{lineno}: duplicate utterance id {utt.id!r} (first at line {first_line[utt.id]})")
+        first_line.setdefault(utt.id, lineno)
+        out.append((lineno, utt))
     return out
+
+
+def read_manifest(path: str | os.PathLike, *, unique_ids: bool = True) -> list[Utterance]:
+    """The utterances of a manifest written by :func:`write_jsonl`, checked as :func:`read_manifest_lines` does."""
+    return [u for _, u in read_manifest_lines(path, unique_ids=unique_ids)]
 
 
 def read_rejects(path: str | os.PathLike) -> list[Reject]:

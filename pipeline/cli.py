@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 
+from data_prep.manifest import ManifestError
+from pipeline.config import ConfigError
+
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "import a corpus into normalized, validated manifests"),
@@ -54,7 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ManifestError, ConfigError) as e:
+        # bad input that a command did not catch itself: its message names the file (and line or key)
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"{name}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

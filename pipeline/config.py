@@ -384,7 +384,10 @@ def config_from_dict(tree: dict, source: str = "<dict>", overrides: list[str] | 
         except yaml.YAMLError as e:
             raise ConfigError(f"override {ov!r}: cannot parse value: {e}") from e
         _set_dotted(tree, key, value, source)
-        lines[tuple(key.split("."))] = f"override {ov}"
+        parts = tuple(key.split("."))
+        lines[parts] = f"override {ov}"
+        for i in range(1, len(parts)):  # sections the override made up: an error there is the override's
+            lines.setdefault(parts[:i], f"override {ov}")
     cfg = _build(RecipeConfig, tree, source, lines, ())
     validate(cfg, source)
     return cfg

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import Utterance, read_manifest
+from data_prep.manifest import Source, Utterance, read_manifest_lines
 from pipeline.hyps import Hypothesis, write_hyps
 from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args
-from pipeline.resumable import partial_path, read_records, run_resumable
+from pipeline.resumable import check_output, partial_path, read_records, rejects_path, run_resumable
 
 #: A batch decoder: 16 kHz mono arrays in, one (text, generated token count) per array out.
 BatchDecoder = Callable[[Sequence[np.ndarray]], list[tuple[str, int]]]
@@ -68,8 +68,12 @@ def decode_manifest(
     out: Path,
     batch_size: int = 8,
     model_name: str = "",
+    sources: dict[str, Source] | None = None,
 ) -> tuple[list[Hypothesis], list[str]]:
-    """Decode ``utts`` into ``out``, resumably; returns (hypotheses in manifest order, unreadable-audio errors)."""
+    """Decode ``utts`` into ``out``, resumably; returns (hypotheses in manifest order, unreadable-audio errors).
+
+    Unreadable clips are also listed in ``hyps.rejects.jsonl``; ``sources``: their manifest lines, by id.
+    """
 
     def work(batch: list[Utterance], audios: list[np.ndarray]) -> list[Hypothesis]:
         t0 = time.perf_counter()
@@ -79,23 +83,28 @@ def decode_manifest(
                 for u, (text, n_tokens) in zip(batch, texts)]  # fmt: skip
 
     done = read_records(partial_path(out), Hypothesis.from_json)
-    return run_resumable(utts, manifest_dir, out, work, write_hyps, done=done, batch_size=batch_size, desc="decode")
+    return run_resumable(utts, manifest_dir, out, work, write_hyps, done=done, batch_size=batch_size, desc="decode",
+                         sources=sources)  # fmt: skip
 
 
-def utterances_to_decode(manifest: Path, limit: int = 0) -> list[Utterance]:
-    """The manifest's first ``limit`` utterances (all with 0); an empty result is reported on stderr."""
-    utts = read_manifest(manifest)
+def utterances_to_decode(manifest: Path, limit: int = 0) -> tuple[list[Utterance], dict[str, Source]]:
+    """The manifest's first ``limit`` utterances (all with 0) and their manifest lines by id.
+
+    A bad line or a repeated id raises ManifestError; an empty result is reported on stderr.
+    """
+    lines = read_manifest_lines(manifest)
     if limit:
-        utts = utts[:limit]
-    if not utts:
+        lines = lines[:limit]
+    if not lines:
         print(f"{manifest}: manifest is empty", file=sys.stderr)
-    return utts
+    return [u for _, u in lines], {u.id: Source(str(manifest), n) for n, u in lines}
 
 
 def run(args: argparse.Namespace) -> int:
-    utts = utterances_to_decode(args.manifest, args.limit)
+    utts, sources = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
+    check_output(args.out)  # before the model loads
     fallback = None if args.no_language else utts[0].language
     from pipeline.models.ctc import is_ctc_checkpoint
 
@@ -132,9 +141,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         decode_batch = load_decoder(args.model, None if args.no_language else args.language, args.task,
                                     args.batch_size, args.num_beams, args.device, fallback_language=fallback)
-    hyps, errors = decode_manifest(utts, args.manifest.parent, decode_batch, args.out, args.batch_size, args.model)
+    hyps, errors = decode_manifest(utts, args.manifest.parent, decode_batch, args.out, args.batch_size, args.model,
+                                   sources)  # fmt: skip
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    print(f"wrote {len(hyps)} hypotheses to {args.out}" + (f" ({len(errors)} unreadable)" if errors else ""),
-          file=sys.stderr)
+    unreadable = f" ({len(errors)} unreadable, listed in {rejects_path(args.out)})" if errors else ""
+    print(f"wrote {len(hyps)} hypotheses to {args.out}{unreadable}", file=sys.stderr)
     return 1 if errors else 0

@@ -8,6 +8,7 @@ are skipped) and scoring can join on id.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 
@@ -27,6 +28,18 @@ class Hypothesis:
 
     @classmethod
     def from_json(cls, d: dict) -> Hypothesis:
+        """A hypothesis from its JSON form; a wrong type is a ValueError (it would fail far away, in scoring)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        for name in ("id", "text"):
+            if not isinstance(d.get(name), str):
+                raise ValueError(f"field {name!r} must be a string, got {d.get(name)!r}")
+        if not isinstance(d.get("model", ""), str):
+            raise ValueError(f"field 'model' must be a string, got {d['model']!r}")
+        for name, types in (("seconds", (int, float)), ("tokens", int)):
+            v = d.get(name, 0)
+            if isinstance(v, bool) or not isinstance(v, types) or not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"field {name!r} must be a number >= 0, got {v!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -36,7 +49,7 @@ def read_hyps(path: str | os.PathLike) -> list[Hypothesis]:
     for lineno, obj in read_jsonl(path):
         try:
             out.append(Hypothesis.from_json(obj))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ManifestError(f"{path}:{lineno}: {e}") from e
     return out
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,9 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import Reject, Source, Utterance, atomic_write_text, read_manifest, write_jsonl
+from data_prep.manifest import (
+    ManifestError,
+    Reject,
+    Source,
+    Utterance,
+    atomic_write_text,
+    read_jsonl,
+    read_manifest,
+    read_manifest_lines,
+    write_jsonl,
+)
 from data_prep.text.normalize import get_normalizer
-from pipeline.hyps import read_hyps
+from pipeline.hyps import Hypothesis
 
 FLAG = "pseudo_label"
 
@@ -107,6 +118,28 @@ def _rebase(utt: Utterance, src_dir: Path, out_dir: Path) -> Utterance:
     return utt.replace(audio=os.path.relpath(target, out_dir))
 
 
+def _natural(where: str) -> tuple[str, int]:
+    """``file:line`` sorted by file, then line as a number."""
+    file, _, line = where.rpartition(":")
+    return file, int(line)
+
+
+def read_hyp_texts(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[str, Source]]:
+    """Raw hypothesis text and its line, by id, over all ``paths``; an id given twice is an error naming both lines."""
+    out: dict[str, tuple[str, Source]] = {}
+    for path in paths:
+        for lineno, obj in read_jsonl(path):
+            try:
+                hyp = Hypothesis.from_json(obj)
+            except (TypeError, ValueError) as e:
+                raise ManifestError(f"{path}:{lineno}: {e}") from e
+            if hyp.id in out:
+                raise ManifestError(f"{path}:{lineno}: duplicate hypothesis id {hyp.id!r} "
+                                    f"(first at {out[hyp.id][1]})")  # fmt: skip
+            out[hyp.id] = (hyp.text, Source(str(path), lineno))
+    return out
+
+
 def pseudo_label(
     labeled: str | os.PathLike, unlabeled: Sequence[str | os.PathLike], hyps: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike, *, lang: str, max_repeats: int = 3, rate_margin: float = 1.5,
@@ -115,20 +148,25 @@ def pseudo_label(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     norm = get_normalizer(lang)
-    texts: dict[str, str] = {}
-    for path in hyps:
-        texts.update((h.id, norm.normalize(h.text)) for h in read_hyps(path))
+    hyp_lines = read_hyp_texts(hyps)
+    texts = {k: norm.normalize(text) for k, (text, _) in hyp_lines.items()}
 
-    labeled_utts = read_manifest(labeled)
-    bounds = RateBounds.from_labeled(labeled_utts, rate_margin)
+    labeled_utts = read_manifest(labeled, unique_ids=False)  # train: it may repeat lines on purpose
+    try:
+        bounds = RateBounds.from_labeled(labeled_utts, rate_margin)
+    except ValueError as e:
+        raise ManifestError(f"{labeled}: {e}") from e
     rows = [_rebase(u, Path(labeled).parent, out) for u in labeled_utts]
     seen = {u.id for u in labeled_utts}
     rejects: list[Reject] = []
     per_source: dict[str, Counter] = {}
+    unused = set(texts)
     for manifest in unlabeled:
         counts = per_source.setdefault(str(manifest), Counter())
-        for line, utt in enumerate(read_manifest(manifest), 1):
+        # a repeated id is rejected below as duplicate_id, not an error
+        for line, utt in read_manifest_lines(manifest, unique_ids=False):
             where = Source(str(manifest), line)
+            unused.discard(utt.id)
             if utt.id in seen:
                 reason, detail = "duplicate_id", f"{utt.id} is already in the training set"
             elif utt.id not in texts:
@@ -153,6 +191,9 @@ def pseudo_label(
         "rate_bounds": [round(bounds.low, 3), round(bounds.high, 3)],
         "per_source": {k: dict(v) for k, v in per_source.items()},
         "hyps": [str(h) for h in hyps],
+        # hypotheses of no unlabeled utterance: mismatched files, or fewer manifests than hyps files
+        "unused_hyps": len(unused),
+        "unused_hyps_first": sorted((str(hyp_lines[k][1]) for k in unused), key=_natural)[:5],
     }
     atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
@@ -174,4 +215,7 @@ def run(args: argparse.Namespace) -> int:
                      max_repeats=args.max_repeats, rate_margin=args.rate_margin)  # fmt: skip
     print(f"{s['accepted']} pseudo-labeled utterances added to {s['labeled']} labeled ones, "
           f"{s['rejected']} rejected -> {Path(args.out) / 'train.jsonl'}")  # fmt: skip
+    if s["unused_hyps"]:
+        print(f"warning: {s['unused_hyps']} hypotheses have no utterance in {', '.join(args.unlabeled)} "
+              f"(first: {', '.join(s['unused_hyps_first'])})", file=sys.stderr)  # fmt: skip
     return 0

@@ -5,7 +5,9 @@ alike generation lengths). Each finished batch's records are appended to
 ``<out>.partial`` and fsynced, so a killed run continues where it stopped; a
 line torn by the kill is dropped and its utterance done again. At the end the
 records are written to ``out`` atomically, in manifest order, and the partial
-file goes away. Audio that cannot be read is reported, not fatal.
+file goes away. Audio that cannot be read is reported, not fatal: its
+utterance goes to ``<out stem>.rejects.jsonl`` with the reason, so every
+utterance ends up in one of the two files.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -21,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import AudioError
-from data_prep.manifest import Utterance
+from data_prep.manifest import Reject, Source, Utterance, write_jsonl
 
 
 class Record(Protocol):
@@ -37,6 +40,36 @@ R = TypeVar("R", bound=Record)
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+def rejects_path(out: Path) -> Path:
+    """Where the utterances whose audio could not be read are listed: hyps.jsonl -> hyps.rejects.jsonl."""
+    return out.with_name(out.name.removesuffix(".jsonl") + ".rejects.jsonl")
+
+
+def check_output(out: Path) -> None:
+    """Fail before any work (loading a model can take minutes) if ``out`` cannot be written.
+
+    Raises OSError naming the path (the CLI prints it as one line).
+    """
+    if out.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a file to write", str(out))
+    for folder in out.parents:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(20, "is a file, not a folder to write into", str(folder))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out.parent):
+        pass
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline (a kill mid-write), so the next record starts a line of its own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def read_records(path: Path, from_json: Callable[[dict], R]) -> dict[str, R]:
@@ -63,16 +96,22 @@ def run_resumable(
     done: dict[str, R],
     batch_size: int,
     desc: str,
+    sources: Mapping[str, Source] | None = None,
 ) -> tuple[list[R], list[str]]:
     """Run ``work(utterances, waveforms)`` on every utterance not in ``done``.
 
     ``done`` holds what earlier runs finished (see :func:`read_records`) and is
-    filled in. Returns (records in manifest order, unreadable-audio errors).
+    filled in. ``sources`` maps an id to its manifest line, named by the errors
+    and rejects (without it, a reject names the utterance's own ``source``). Returns (records in
+    manifest order, unreadable-audio errors); the unreadable utterances are also
+    written to :func:`rejects_path` (removed when there are none).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out)
     partial = partial_path(out)
+    _drop_torn_tail(partial)
     todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
     errors: list[str] = []
+    rejects: list[Reject] = []
     with open(partial, "a", encoding="utf-8") as sink, tqdm(
         total=len(utts), initial=len(utts) - len(todo), desc=desc, unit="utt", file=sys.stderr
     ) as bar:
@@ -84,7 +123,11 @@ def run_resumable(
                     waves.append(u.load_audio(manifest_dir))
                     batch.append(u)
                 except AudioError as e:
-                    errors.append(f"{u.id}: {e}")
+                    line = (sources or {}).get(u.id)
+                    where = line or u.source
+                    errors.append(f"{line}: {u.id}: {e}" if line else f"{u.id}: {e}")
+                    reason = "unreadable_audio" if u.audio_path(manifest_dir).is_file() else "missing_audio"
+                    rejects.append(Reject(reason, str(e), where, u.id, u.audio, u.text_raw))
             if batch:
                 for record in work(batch, waves):
                     done[record.id] = record
@@ -94,5 +137,10 @@ def run_resumable(
             bar.update(len(chunk))
     records = [done[u.id] for u in utts if u.id in done]
     write_final(out, records)
+    if rejects:
+        order = {u.id: i for i, u in enumerate(utts)}
+        write_jsonl(rejects_path(out), sorted(rejects, key=lambda r: order[r.id]))
+    else:
+        rejects_path(out).unlink(missing_ok=True)  # from an earlier run whose audio has since been fixed
     partial.unlink(missing_ok=True)
     return records, errors

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text, read_manifest
+from data_prep.manifest import ManifestError, atomic_write_text, read_manifest
 from pipeline.lm.tune import DEFAULT_ALPHAS, DEFAULT_BETAS
 
 
@@ -29,13 +29,28 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
 
 
+def _order(minimum: int):
+    """An argparse type: an n-gram order of at least ``minimum`` (KenLM needs bigrams; 0 = no char LM)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 2 and not (minimum == 0 and n == 0):
+            raise argparse.ArgumentTypeError(f"expected an n-gram order >= 2{' (or 0)' if minimum == 0 else ''}, "
+                                             f"got {text!r}")  # fmt: skip
+        return n
+
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="recipe config: defaults for --train (data), --out (<output_dir>/lm) and the ctc.lm_* keys")
     p.add_argument("--train", type=Path, default=None, help="TRAIN manifest: the only text the LM is built from")
     p.add_argument("--out", type=Path, default=None, help="directory for lm.arpa and lm.json")
-    p.add_argument("--order", type=int, default=None, help="n-gram order (>= 2; default 3 or ctc.lm_order)")
-    p.add_argument("--char-order", type=int, default=0,
+    p.add_argument("--order", type=_order(2), default=None, help="n-gram order (>= 2; default 3 or ctc.lm_order)")
+    p.add_argument("--char-order", type=_order(0), default=0,
                    help="also write char.arpa, a character n-gram LM of this order (for `rescore`; 0 = none)")
     p.add_argument("--tune-on", type=Path, default=None, help="DEV manifest to tune alpha/beta on (never test)")
     p.add_argument("--model", type=Path, default=None, help="CTC checkpoint directory to tune with")
@@ -98,12 +113,15 @@ def run(args: argparse.Namespace) -> int:
     if (args.tune_on is None) != (args.model is None):
         print("error: --tune-on and --model go together", file=sys.stderr)
         return 2
-    train = read_manifest(args.train)
+    train = read_manifest(args.train, unique_ids=False)  # a training manifest may repeat lines on purpose
     leaked = sorted({u.split for u in train if u.split in ("dev", "test")})
     if leaked:
         print(f"error: {args.train}: holds {'/'.join(leaked)} utterances; the LM is built from TRAIN text only",
               file=sys.stderr)  # fmt: skip
         return 2
+    if not any(u.text.strip() for u in train):
+        raise ManifestError(f"{args.train}: no utterance with a transcript to build the LM from "
+                            f"({len(train)} utterances)")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     arpa = build_ngram_lm([u.text for u in train if u.text.strip()], args.order, args.out / "lm.arpa")
     info = {"arpa": arpa.name, "order": args.order, "alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA,

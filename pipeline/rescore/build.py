@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_prep.manifest import Utterance
+from data_prep.manifest import Source, Utterance
 from data_prep.text.normalize import normalize_text
 from pipeline.rescore.candidates import Candidate, NBest, decoder_source, write_nbest
 from pipeline.rescore.fusion import Fusion
@@ -89,8 +89,12 @@ def build_nbest(
     n: int = 8,
     batch_size: int = 8,
     fusion: Fusion | None = None,
+    sources: dict[str, Source] | None = None,
 ) -> tuple[list[NBest], list[str]]:
-    """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors)."""
+    """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors).
+
+    Unreadable clips are also listed in ``nbest.rejects.jsonl``; ``sources``: their manifest lines, by id.
+    """
     # A finished file from an earlier run is reused: records that lack only LM scores get
     # them here (cheap); records scored by another set of models (CTC or not, another number
     # of decoders) or searched with other fusion settings are decoded again.
@@ -113,4 +117,5 @@ def build_nbest(
         per_utt = round((time.perf_counter() - t0) / len(batch), 4)
         return [NBest(id=u.id, candidates=cs, seconds=per_utt, fusion=settings) for u, cs in zip(batch, cands)]
 
-    return run_resumable(utts, manifest_dir, out, work, write_nbest, done=done, batch_size=batch_size, desc="n-best")
+    return run_resumable(utts, manifest_dir, out, work, write_nbest, done=done, batch_size=batch_size, desc="n-best",
+                         sources=sources)  # fmt: skip

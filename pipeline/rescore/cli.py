@@ -39,6 +39,7 @@ from pipeline.decode import utterances_to_decode
 from pipeline.hyps import Hypothesis, write_hyps
 from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
 from pipeline.rescore.fusion_options import add_fusion_arguments, char_arpa, fusion_from_args
+from pipeline.resumable import check_output, rejects_path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tune and args.manifest.stem.startswith("test"):
         print(f"error: {args.manifest}: tune the weights on dev, never on the test split", file=sys.stderr)
         return 2
-    utts = utterances_to_decode(args.manifest, args.limit)
+    utts, sources = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
+    check_output(args.out)  # before the models load
     try:
         weights = load_weights(args.weights) if args.weights else Weights()
     except ValueError as e:
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     nbest_path = args.out.parent / "nbest.jsonl"
     nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, char_lm, lang=lang,
                                  beams=args.beams, n=args.nbest, batch_size=args.batch_size,
-                                 fusion=fusion)  # fmt: skip
+                                 fusion=fusion, sources=sources)  # fmt: skip
     if args.tune:
         refs = {u.id: u.text for u in utts}
         tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)
@@ -125,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
     write_hyps(args.out, hyps)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    print(f"wrote {len(hyps)} hypotheses to {args.out}" + (f" ({len(errors)} unreadable)" if errors else ""),
-          file=sys.stderr)
+    unreadable = f" ({len(errors)} unreadable, listed in {rejects_path(nbest_path)})" if errors else ""
+    print(f"wrote {len(hyps)} hypotheses to {args.out}{unreadable}", file=sys.stderr)
     return 1 if errors else 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -199,10 +200,17 @@ class TunedWeights:
 def load_weights(path: str | os.PathLike) -> Weights:
     try:
         d = json.loads(open(path, encoding="utf-8").read())
-        return Weights(float(d["ctc_weight"]), float(d["lm_weight"]), float(d["word_bonus"]),
-                       float(d.get("char_lm_weight", 0.0)), bool(d.get("beam_pick", False)))  # fmt: skip
+        if not isinstance(d.get("beam_pick", False), bool):
+            raise ValueError(f"beam_pick must be true or false, got {d['beam_pick']!r}")
+        w = Weights(float(d["ctc_weight"]), float(d["lm_weight"]), float(d["word_bonus"]),
+                    float(d.get("char_lm_weight", 0.0)), bool(d.get("beam_pick", False)))  # fmt: skip
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a rescoring weights file ({e})") from e
+    # json reads NaN and Infinity; a NaN weight makes every total NaN and the choice arbitrary
+    bad = [k for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight") if not math.isfinite(getattr(w, k))]
+    if bad:
+        raise ValueError(f"{path}: not a rescoring weights file ({', '.join(bad)} not finite)")
+    return w
 
 
 def tune_weights(

@@ -47,7 +47,7 @@ def max_rate_of(labeled: Path | None, margin: float) -> float:
     from data_prep.manifest import read_manifest
     from pipeline.pseudo_label import RateBounds
 
-    return RateBounds.from_labeled(list(read_manifest(labeled)), margin=margin).high
+    return RateBounds.from_labeled(read_manifest(labeled, unique_ids=False), margin=margin).high
 
 
 def fusion_from_args(args: argparse.Namespace) -> Fusion | None:

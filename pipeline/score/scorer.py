@@ -51,7 +51,7 @@ def read_hyps_for(manifest_ids: set[str], hyps_path: str | os.PathLike, manifest
             raise ScoreError(f"{hyps_path}:{lineno}: a hypothesis needs string fields 'id' and 'text'")
         try:
             hyp = Hypothesis.from_json(obj)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ScoreError(f"{hyps_path}:{lineno}: {e}") from e
         if hyp.id not in manifest_ids:
             raise ScoreError(f"{hyps_path}:{lineno}: hypothesis id {hyp.id!r} is not in the manifest {manifest_path}")

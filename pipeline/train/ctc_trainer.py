@@ -155,7 +155,7 @@ class CTCTrainer:
         """Train examples; empty/too long/too short clips skipped, ``label_too_long`` ones rejected and listed."""
         cfg = self.cfg
         path = Path(cfg.data.manifest("train"))
-        utts = read_manifest(path)
+        utts = read_manifest(path, unique_ids=False)  # a repeated line weights its clip (oversampling)
         usable = [u for u in utts if u.text.strip() and cfg.data.min_duration <= u.duration <= self.max_duration]
         if len(usable) < len(utts):
             log.info("%s: skipped %d clips (empty text or duration outside [%g, %g] s)", path,

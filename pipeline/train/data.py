@@ -62,7 +62,7 @@ def load_examples(
 ) -> tuple[list[Example], dict[str, int]]:
     """Read a manifest into examples; returns (examples, counts of skipped utterances by reason)."""
     manifest = Path(manifest)
-    utts = read_manifest(manifest)
+    utts = read_manifest(manifest, unique_ids=False)  # a repeated line weights its clip (oversampling)
     skipped = {"too_long": 0, "too_short": 0, "empty_text": 0, "label_too_long": 0}
     out: list[Example] = []
     for utt in utts:

@@ -84,9 +84,15 @@ def _read_adapt(model: Path) -> dict:
 def average_file(paths: list[Path], out: Path) -> int:
     """Average one safetensors file over ``paths`` into ``out``; returns how many tensors differed."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
-    tensors = [load_file(str(p)) for p in paths]
+    tensors = []
+    for p in paths:
+        try:
+            tensors.append(load_file(str(p)))
+        except SafetensorError as e:  # a truncated or corrupt file (a copy cut short, a full disk)
+            raise SoupError(f"{p}: not a readable safetensors file ({e})") from e
     keys = tensors[0].keys()
     mean, differing = {}, 0
     for p, t in zip(paths[1:], tensors[1:]):

@@ -239,7 +239,7 @@ class Trainer:
         if self.is_main:
             info = build_vocabulary(
                 vocab_dir,
-                read_manifest(cfg.data.manifest("train")),
+                read_manifest(cfg.data.manifest("train"), unique_ids=False),
                 cfg.model.vocabulary_size or DEFAULT_VOCAB_SIZE,
                 self.processor.tokenizer,
                 may_replace=ckpt.latest_checkpoint(self.ckpt_root) is None,
