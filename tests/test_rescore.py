@@ -121,6 +121,25 @@ def test_attention_log_probs_match_a_manual_teacher_forced_pass():
         assert value == pytest.approx(want, abs=1e-4)
 
 
+def test_scores_after_a_beam_search_are_each_clip_s_own():
+    # generate() expands the encoder states to one row per beam in place: scoring afterwards
+    # must still see clip k's audio for clip k (it saw clip k // beams' before)
+    import numpy as np
+
+    model, processor = build_tiny_whisper(seed=7)
+    scorer = WhisperScorer(model, processor, "sa")
+    rng = np.random.default_rng(2)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 16000, 12000)]
+    encoded = scorer.encode(waves)
+    texts = ["ab", "ba ab", "b"]
+    before = scorer.log_probs(encoded, [0, 1, 2], texts)
+    scorer.nbest(encoded, [len(w) / 16000 for w in waves], beams=3, n=2)
+    assert encoded[0].last_hidden_state.shape[0] == 3
+    assert scorer.log_probs(encoded, [0, 1, 2], texts) == pytest.approx(before, abs=1e-5)
+    alone = [scorer.log_probs(scorer.encode([w]), [0], [t])[0] for w, t in zip(waves, texts)]
+    assert before == pytest.approx(alone, abs=1e-3)
+
+
 def test_a_fine_tuned_model_is_prompted_with_the_language_it_was_trained_with():
     from pipeline.models.whisper import decoding_language
 
@@ -465,3 +484,22 @@ def test_ablation_of_an_ensemble_shows_each_decoder_alone_on_its_own_candidates(
     # alone, decoder 0 picks "x z" (WER 0.5) and decoder 1 "x q" (0.5); their mean picks "x y"
     assert by["decoder 0 alone, all"]["wer"] == 0.5 and by["decoder 1 alone, all"]["wer"] == 0.5
     assert by["att + word bonus"]["wer"] == 0.0
+
+
+def test_n_best_records_of_an_older_version_are_decoded_again(tiny_assets, tmp_path):
+    from pipeline.cli import main
+
+    model, data = tiny_assets
+    out = tmp_path / "v1" / "hyps.jsonl"
+    out.parent.mkdir()
+    current = NBest("dev000", [_cand("bb", -0.1)], seconds=123.0)  # this version's: reused as it is
+    old = {**NBest("dev001", [_cand("bb", -0.1)], seconds=123.0).to_json()}
+    del old["v"]  # written before records had a version: its att may be another clip's
+    (out.parent / "nbest.jsonl.partial").write_text(json.dumps(current.to_json()) + "\n" + json.dumps(old) + "\n")
+    args = ["rescore", "--model", str(model), "--beams", "2", "--nbest", "2", "--batch-size", "2",
+            "--manifest", str(data / "dev.jsonl"), "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    nbests = {nb.id: nb for nb in read_nbest(out.parent / "nbest.jsonl")}
+    assert nbests["dev000"].seconds == 123.0 and nbests["dev001"].seconds != 123.0
+    assert all(nb.version == 2 for nb in nbests.values())
+    assert all(json.loads(line)["v"] == 2 for line in (out.parent / "nbest.jsonl").read_text().splitlines())

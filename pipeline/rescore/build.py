@@ -12,7 +12,7 @@ from pathlib import Path
 
 from data_prep.manifest import Source, Utterance
 from data_prep.text.normalize import normalize_text
-from pipeline.rescore.candidates import Candidate, NBest, decoder_source, write_nbest
+from pipeline.rescore.candidates import NBEST_VERSION, Candidate, NBest, decoder_source, write_nbest
 from pipeline.rescore.fusion import Fusion
 from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 from pipeline.resumable import partial_path, read_records, run_resumable
@@ -97,13 +97,13 @@ def build_nbest(
     """
     # A finished file from an earlier run is reused: records that lack only LM scores get
     # them here (cheap); records scored by another set of models (CTC or not, another number
-    # of decoders) or searched with other fusion settings are decoded again.
+    # of decoders), searched with other fusion settings or of an older record version are decoded again.
     n_decoders = len(decoders_of(whisper))
     settings = fusion.settings() if fusion is not None else None
     done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
     done = {
         k: nb for k, nb in done.items()
-        if nb.fusion == settings
+        if nb.fusion == settings and nb.version == NBEST_VERSION
         and all((c.ctc is None) == (ctc is None) and c.n_decoders == n_decoders for c in nb.candidates)
     }  # fmt: skip
     for nb in done.values():

@@ -50,16 +50,23 @@ def decoder_source(k: int) -> str:
     return "beam" if k == 0 else f"beam:{k}"
 
 
+#: Version of the N-best records. 2: ``att`` is each clip's own (version 1 files scored every clip
+#: after the first of a batch against another clip's audio, see WhisperScorer.nbest); older
+#: records are decoded again, not reused.
+NBEST_VERSION = 2
+
+
 @dataclass
 class NBest:
     id: str  # the manifest's utterance id
     candidates: list[Candidate] = field(default_factory=list)
     seconds: float = 0.0  # wall time spent proposing and scoring this utterance's candidates
-    # the character-LM fusion inside the beam search that proposed them: [weight, bonus, top_k]; None: none
+    # the character-LM fusion inside the beam search that proposed them (Fusion.settings()); None: none
     fusion: list[float] | None = None
+    version: int = NBEST_VERSION
 
     def to_json(self) -> dict:
-        return {"id": self.id, "seconds": self.seconds, "fusion": self.fusion,
+        return {"v": self.version, "id": self.id, "seconds": self.seconds, "fusion": self.fusion,
                 "candidates": [c.to_json() for c in self.candidates]}
 
     @classmethod
@@ -68,7 +75,7 @@ class NBest:
         cands = [Candidate(**{k: v for k, v in c.items() if k in names}) for c in d["candidates"]]
         fusion = d.get("fusion")
         return cls(id=d["id"], candidates=cands, seconds=float(d.get("seconds", 0.0)),
-                   fusion=[float(v) for v in fusion] if fusion else None)
+                   fusion=[float(v) for v in fusion] if fusion else None, version=int(d.get("v", 1)))
 
 
 def read_nbest(path: str | os.PathLike) -> list[NBest]:

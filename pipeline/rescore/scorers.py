@@ -64,6 +64,7 @@ class WhisperScorer:
         """
         from transformers import LogitsProcessorList
         from transformers.generation.utils import GenerationMixin
+        from transformers.modeling_outputs import BaseModelOutput
 
         from pipeline.models.encoder import CrossAttentionMask
         from pipeline.models.whisper import (
@@ -90,7 +91,10 @@ class WhisperScorer:
         # same prompt, with the same token suppression (taken from the generation config).
         with torch.inference_mode(), _quiet_generate(), CrossAttentionMask(self.model, keep), \
                 allowed_tokens_only(self.model):
-            seqs = GenerationMixin.generate(self.model, encoder_outputs=states, decoder_input_ids=prompt,
+            # generate() expands encoder_outputs to one row per beam *in place*: it gets its own
+            # wrapper, so that ``encoded`` still holds one row per clip for log_probs() afterwards
+            seqs = GenerationMixin.generate(self.model, encoder_outputs=BaseModelOutput(**states),
+                                            decoder_input_ids=prompt,
                                             cache=beam_search_cache(),
                                             logits_processor=LogitsProcessorList([fusion] if fusion else []),
                                             num_beams=beams, num_return_sequences=n, do_sample=False,
