@@ -224,6 +224,24 @@ def test_tuning_finds_weights_that_fix_the_decoder_and_prefers_no_change_on_ties
     assert no_gain.weights == Weights()
 
 
+def test_a_char_bonus_lets_the_rescoring_rank_as_a_fused_search_did():
+    from pipeline.rescore.combine import lm_tokens, tune_weights
+
+    assert lm_tokens("ab ba") == 5 and lm_tokens("") == 0 and lm_tokens("abc") == 3
+    # the decoder alone prefers the short text; the fused search's length reward (1 per character-LM token)
+    # picks the long one, which is right: only a char bonus in the grid reproduces that
+    nbests, refs = [], []
+    for i in range(6):
+        nbests.append(NBest(str(i), [Candidate("ab", "beam", att=-1.0, clm=-3.0, words=1, rank=1),
+                                     Candidate("ab ba ab", "beam", att=-5.0, clm=-6.0, words=3, rank=0)]))
+        refs.append("ab ba ab")
+    assert choose(nbests[0], Weights(char_bonus=1.0)).text == "ab ba ab"
+    t = tune_weights(nbests, refs, word_bonuses=(0.0,), char_lm_weights=(0.0,), held_out_check=False)
+    assert t.cer == 0.0
+    without = tune_weights(nbests, refs, word_bonuses=(0.0,), char_lm_weights=(0.0,), char_bonuses=(0.0,))
+    assert without.weights.beam_pick  # without it, only the search's own pick gets there
+
+
 def test_tuning_keeps_the_search_s_own_pick_when_no_weighting_matches_it(tmp_path):
     # a fused search ranked "x y" first although its teacher-forced score and the LM prefer "x z"
     nbests = [NBest("1", [_cand("x z", -1.0, lm=-2), _cand("x y", -3.0, lm=-9)]),
@@ -379,7 +397,8 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
     assert choose(nbests[-1], Weights(ctc_weight=0.5)).text == "ab ba"
     table = ErrorTable(nbests, refs)
     for _ in range(25):
-        w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]))
+        w = Weights(rng.choice([0, 0.3, 0.7]), rng.choice([0, 0.5]), rng.choice([0, 2.0]), rng.choice([0, 0.5]),
+                    char_bonus=rng.choice([0, 1.0]))  # fmt: skip
         assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
     w = Weights(beam_pick=True)
     assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))

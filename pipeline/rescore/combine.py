@@ -1,13 +1,17 @@
 """Choosing one candidate per utterance: a weighted sum of model scores, weights tuned on dev.
 
     score = (1 - ctc_weight) * att + ctc_weight * ctc + lm_weight * lm + char_lm_weight * clm
-            + word_bonus * words
+            + word_bonus * words + char_bonus * lm_tokens
 
 as in ESPnet's joint CTC/attention decoding with an LM: the attention decoder
 knows the language but drops or repeats words and favours short outputs; CTC
 is monotonic and counts every frame; the word LM knows which words exist; the character LM how plausible
 the spelling of a word the word LM never saw is. The
-word bonus offsets the LM's (and the decoder's) bias toward fewer words.
+word bonus offsets the LM's (and the decoder's) bias toward fewer words; the
+character bonus, per character-LM token (characters and word boundaries), is
+the fused search's own length reward, so that with ``char_lm_weight`` and
+``char_bonus`` equal to the fusion's weight and bonus a weighted point ranks
+as the search did, and the word LM can be added on top of it.
 Weights are tuned on DEV only (never test): :func:`tune_weights`.
 
 One more point of the grid is ``beam_pick``: keep the first decoder's beam-search
@@ -39,10 +43,16 @@ DEFAULT_CTC_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_CHAR_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_WORD_BONUSES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0)
+DEFAULT_CHAR_BONUSES = (0.0, 0.5, 1.0, 1.5)
 
 
 #: Stands in for a missing or impossible score (-inf), so that a zero weight gives 0, not NaN.
 _FLOOR = -1e9
+
+
+def lm_tokens(text: str) -> int:
+    """Character-LM tokens of a normalized text (what the fusion's bonus pays for): characters and word boundaries."""
+    return len(text.replace(" ", "")) + max(len(text.split()) - 1, 0)
 
 
 def _floored(value: float | None) -> float:
@@ -56,6 +66,7 @@ class Weights:
     word_bonus: float = 0.0
     char_lm_weight: float = 0.0
     beam_pick: bool = False  # the search's own winner (the lowest rank); the weights are unused
+    char_bonus: float = 0.0  # per character-LM token (see the module docstring)
 
     def score(self, c: Candidate) -> float:
         # The same floored sum, in the same order, as ErrorTable.rates: a missing or impossible
@@ -63,7 +74,7 @@ class Weights:
         # that cannot align any of them) the others still decide, on dev and on test alike.
         att, ctc, lm, clm = (_floored(v) for v in (c.att, c.ctc, c.lm, c.clm))
         s = (1 - self.ctc_weight) * att + self.ctc_weight * ctc + self.lm_weight * lm + self.char_lm_weight * clm
-        return s + self.word_bonus * c.words
+        return s + self.word_bonus * c.words + self.char_bonus * lm_tokens(c.text)
 
 
 def choose(nbest: NBest, weights: Weights) -> Candidate | None:
@@ -107,8 +118,8 @@ class ErrorTable:
 
         width = max((len(nb.candidates) for nb in nbests), default=0) or 1
         n = len(nbests)
-        self.feats = np.full((5, n, width), _FLOOR)  # att, ctc, lm, clm, words
-        self.feats[4] = 0.0
+        self.feats = np.full((6, n, width), _FLOOR)  # att, ctc, lm, clm, words, character-LM tokens
+        self.feats[4:] = 0.0
         self.word_err = np.zeros((n, width))
         self.char_err = np.zeros((n, width))
         self.ref_words = np.zeros(n)  # reference lengths, per utterance
@@ -134,6 +145,7 @@ class ErrorTable:
                     if value is not None and value > _FLOOR:
                         self.feats[f, i, j] = value
                 self.feats[4, i, j] = c.words
+                self.feats[5, i, j] = lm_tokens(c.text)
         self.search_pick = np.array([nb.candidates.index(search_pick(nb.candidates)) if nb.candidates else 0
                                      for nb in nbests])  # fmt: skip
         self.padding = np.ones((n, width), dtype=bool)
@@ -164,12 +176,12 @@ class ErrorTable:
     def rates(self, w: Weights) -> tuple[float, float]:
         import numpy as np
 
-        att, ctc, lm, clm, words = self.feats
+        att, ctc, lm, clm, words, tokens = self.feats
         if w.beam_pick:
             pick = self.search_pick
         else:
             score = (1 - w.ctc_weight) * att + w.ctc_weight * ctc + w.lm_weight * lm + w.char_lm_weight * clm
-            pick = (score + w.word_bonus * words).argmax(axis=1)
+            pick = (score + w.word_bonus * words + w.char_bonus * tokens).argmax(axis=1)
         rows = np.arange(len(pick))
         word = np.where(self.has, self.word_err[rows, pick], self.empty_word_err).sum()
         char = np.where(self.has, self.char_err[rows, pick], self.empty_char_err).sum()
@@ -203,11 +215,13 @@ def load_weights(path: str | os.PathLike) -> Weights:
         if not isinstance(d.get("beam_pick", False), bool):
             raise ValueError(f"beam_pick must be true or false, got {d['beam_pick']!r}")
         w = Weights(float(d["ctc_weight"]), float(d["lm_weight"]), float(d["word_bonus"]),
-                    float(d.get("char_lm_weight", 0.0)), bool(d.get("beam_pick", False)))  # fmt: skip
+                    float(d.get("char_lm_weight", 0.0)), bool(d.get("beam_pick", False)),
+                    float(d.get("char_bonus", 0.0)))  # fmt: skip
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a rescoring weights file ({e})") from e
     # json reads NaN and Infinity; a NaN weight makes every total NaN and the choice arbitrary
-    bad = [k for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight") if not math.isfinite(getattr(w, k))]
+    bad = [k for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "char_bonus")
+           if not math.isfinite(getattr(w, k))]  # fmt: skip
     if bad:
         raise ValueError(f"{path}: not a rescoring weights file ({', '.join(bad)} not finite)")
     return w
@@ -220,6 +234,7 @@ def tune_weights(
     ctc_weights: Sequence[float] = DEFAULT_CTC_WEIGHTS,
     lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS,
     word_bonuses: Sequence[float] = DEFAULT_WORD_BONUSES,
+    char_bonuses: Sequence[float] = DEFAULT_CHAR_BONUSES,
     char_lm_weights: Sequence[float] = DEFAULT_CHAR_LM_WEIGHTS,
     metric: str = "wer",
     held_out_check: bool = True,
@@ -238,7 +253,7 @@ def tune_weights(
 
     table = ErrorTable(nbests, refs)
     axes = dict(ctc_weights=ctc_weights, lm_weights=lm_weights, char_lm_weights=char_lm_weights,
-                word_bonuses=word_bonuses)  # fmt: skip
+                word_bonuses=word_bonuses, char_bonuses=char_bonuses)  # fmt: skip
     best, grid = _grid_search(table, metric, **axes)
     held_out = None
     if held_out_check and not best["beam_pick"] and table.carries_any("rank") and len(nbests) >= 4:
@@ -254,20 +269,24 @@ def tune_weights(
 
 
 def _weights_of(point: dict) -> Weights:
-    return Weights(**{k: point[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "beam_pick")})
+    return Weights(**{k: point[k] for k in ("ctc_weight", "lm_weight", "word_bonus", "char_lm_weight", "beam_pick",
+                                            "char_bonus")})  # fmt: skip
 
 
 def _grid_search(table: ErrorTable, metric: str, *, ctc_weights: Sequence[float], lm_weights: Sequence[float],
-                 char_lm_weights: Sequence[float], word_bonuses: Sequence[float]) -> tuple[dict, list[dict]]:
+                 char_lm_weights: Sequence[float], word_bonuses: Sequence[float],
+                 char_bonuses: Sequence[float] = (0.0,)) -> tuple[dict, list[dict]]:
     """(best point, every point) of the weight grid on ``table``; see :func:`tune_weights` for the order."""
 
     def present(name: str, values: Sequence[float]) -> Sequence[float]:
         return values if table.carries_any(name) else [0.0]
 
     grid = []
-    for cw, lw, clw, wb in itertools.product(present("ctc", ctc_weights), present("lm", lm_weights),
-                                             present("clm", char_lm_weights), word_bonuses):  # fmt: skip
-        w = Weights(ctc_weight=cw, lm_weight=lw, word_bonus=wb, char_lm_weight=clw)
+    for cw, lw, clw, wb, cb in itertools.product(present("ctc", ctc_weights), present("lm", lm_weights),
+                                                 present("clm", char_lm_weights), word_bonuses,
+                                                 present("clm", char_bonuses)):  # fmt: skip
+        # the char bonus is the char LM's partner (the fusion's length reward): only with char LM scores
+        w = Weights(ctc_weight=cw, lm_weight=lw, word_bonus=wb, char_lm_weight=clw, char_bonus=cb)
         wer, cer = table.rates(w)
         grid.append({**asdict(w), "wer": wer, "cer": cer})
     if table.carries_any("rank"):
@@ -275,7 +294,8 @@ def _grid_search(table: ErrorTable, metric: str, *, ctc_weights: Sequence[float]
         grid.append({**asdict(Weights(beam_pick=True)), "wer": wer, "cer": cer})
     other = "cer" if metric == "wer" else "wer"
     best = min(grid, key=lambda g: (round(g[metric], 9), round(g[other], 9), g["beam_pick"],
-                                    g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"], g["word_bonus"]))  # fmt: skip
+                                    g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"],
+                                    g["word_bonus"] + g["char_bonus"]))  # fmt: skip
     return best, grid
 
 
