@@ -15,7 +15,7 @@
 #               search with the character LM fused into it (FUSION_WEIGHT, FUSION_BONUS, FUSION_LP;
 #               weight 0 = plain beam) and capped at FUSION_RATE_MARGIN x the train text's 99th-percentile
 #               characters per second; hypotheses that run into the clip's token budget are dropped;
-#               its candidates rescored with both LMs or the search's own pick kept, whichever is best
+#               its candidates rescored with both LMs and a char bonus or the search's own pick kept, whichever is best
 #               on dev (system whisper_soup2_lm; whisper_lm with SEEDS=1). With SOUP=0 every seed's
 #               decoder proposes its 4-best and scores every candidate (an ensemble: whisper_x2_lm ...).
 #               With CTC=1 the CTC system also proposes hypotheses and scores every candidate
