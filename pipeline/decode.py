@@ -127,15 +127,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.fusion_weight:
         from pipeline.decode_fused import load_fused_decoder
 
-        if args.task != "transcribe":
-            print("error: --fusion-weight scores transcripts; it cannot be used with --task translate",
-                  file=sys.stderr)
-            return 2
         try:
             fusion = fusion_from_args(args)
             decode_batch = load_fused_decoder(args.model, None if args.no_language else args.language, fusion,
                                               args.num_beams, args.device, fallback_language=fallback)  # fmt: skip
-        except (FileNotFoundError, ValueError, OSError) as e:
+        except (ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     else:

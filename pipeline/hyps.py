@@ -44,14 +44,19 @@ class Hypothesis:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def read_hyps(path: str | os.PathLike) -> list[Hypothesis]:
+def read_hyps_lines(path: str | os.PathLike) -> list[tuple[int, Hypothesis]]:
+    """(line number, hypothesis) of each record; a bad record is a ManifestError naming file and line."""
     out = []
     for lineno, obj in read_jsonl(path):
         try:
-            out.append(Hypothesis.from_json(obj))
+            out.append((lineno, Hypothesis.from_json(obj)))
         except (TypeError, ValueError) as e:
             raise ManifestError(f"{path}:{lineno}: {e}") from e
     return out
+
+
+def read_hyps(path: str | os.PathLike) -> list[Hypothesis]:
+    return [h for _, h in read_hyps_lines(path)]
 
 
 def write_hyps(path: str | os.PathLike, hyps: list[Hypothesis]) -> int:

@@ -39,13 +39,12 @@ from data_prep.manifest import (
     Source,
     Utterance,
     atomic_write_text,
-    read_jsonl,
     read_manifest,
     read_manifest_lines,
     write_jsonl,
 )
 from data_prep.text.normalize import get_normalizer
-from pipeline.hyps import Hypothesis
+from pipeline.hyps import read_hyps_lines
 
 FLAG = "pseudo_label"
 
@@ -118,21 +117,11 @@ def _rebase(utt: Utterance, src_dir: Path, out_dir: Path) -> Utterance:
     return utt.replace(audio=os.path.relpath(target, out_dir))
 
 
-def _natural(where: str) -> tuple[str, int]:
-    """``file:line`` sorted by file, then line as a number."""
-    file, _, line = where.rpartition(":")
-    return file, int(line)
-
-
 def read_hyp_texts(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[str, Source]]:
     """Raw hypothesis text and its line, by id, over all ``paths``; an id given twice is an error naming both lines."""
     out: dict[str, tuple[str, Source]] = {}
     for path in paths:
-        for lineno, obj in read_jsonl(path):
-            try:
-                hyp = Hypothesis.from_json(obj)
-            except (TypeError, ValueError) as e:
-                raise ManifestError(f"{path}:{lineno}: {e}") from e
+        for lineno, hyp in read_hyps_lines(path):
             if hyp.id in out:
                 raise ManifestError(f"{path}:{lineno}: duplicate hypothesis id {hyp.id!r} "
                                     f"(first at {out[hyp.id][1]})")  # fmt: skip
@@ -193,7 +182,8 @@ def pseudo_label(
         "hyps": [str(h) for h in hyps],
         # hypotheses of no unlabeled utterance: mismatched files, or fewer manifests than hyps files
         "unused_hyps": len(unused),
-        "unused_hyps_first": sorted((str(hyp_lines[k][1]) for k in unused), key=_natural)[:5],
+        "unused_hyps_first": [str(s) for s in sorted((hyp_lines[k][1] for k in unused),
+                                                     key=lambda s: (s.file, s.line))[:5]],
     }
     atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary

@@ -52,13 +52,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
+        fusion = fusion_from_args(args)  # its options checked before the model loads
         model, processor = load_whisper(args.model, device=args.device)
-    except (ModelNotAvailable, FileNotFoundError, ValueError) as e:
-        print(f"transcribe: {e}", file=sys.stderr)
-        return 1
-    try:
-        transcribe_batch = _fused_transcriber(args, model, processor)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        transcribe_batch = _fused_transcriber(args, fusion, model, processor)
+    except (ModelNotAvailable, ValueError, OSError) as e:
         print(f"transcribe: {e}", file=sys.stderr)
         return 1
     loaded = time.perf_counter()
@@ -101,17 +98,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _fused_transcriber(args: argparse.Namespace, model, processor):
-    """The fused beam search's batch decoder when ``--fusion-weight`` asks for one (None: plain decoding)."""
-    fusion = fusion_from_args(args)
+def _fused_transcriber(args: argparse.Namespace, fusion, model, processor):
+    """The batch decoder of ``fusion``'s beam search (None without fusion: plain decoding)."""
     if fusion is None:
         return None
     from pipeline.decode_fused import fused_batch_decoder
     from pipeline.models.whisper import decoding_language
     from pipeline.rescore.scorers import WhisperScorer
 
-    if args.task != "transcribe":
-        raise ValueError("--fusion-weight scores transcripts; it cannot be used with --task translate")
     if decoding_language(model, args.language) is None:
         raise ValueError("--fusion-weight needs --language (or a model fine-tuned with one): the LM is one language's")
     return fused_batch_decoder(WhisperScorer(model, processor, args.language), fusion, args.beams)

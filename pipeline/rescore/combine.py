@@ -16,8 +16,10 @@ Weights are tuned on DEV only (never test): :func:`tune_weights`.
 
 One more point of the grid is ``beam_pick``: keep the first decoder's beam-search
 winner (the candidate of ``rank`` 0). A search with character-LM fusion ranks its
-hypotheses by a length-normalized score that no weighted sum of the candidates'
-scores reproduces, and on Sanskrit dev its own pick beat every rescoring on CER.
+hypotheses by its own score, which a weighted sum reproduces only with the
+fusion's weight and bonus (``char_lm_weight``, ``char_bonus``) and under its
+length penalty 0 (it also saw the length ceiling, which no sum does), so its
+pick stays a point of the grid of its own.
 A weighted point that beats the search's pick on dev must also beat it held out
 (:func:`held_out_rates`: tuned on one half of dev, scored on the other); else the
 search's pick is kept, since a grid of hundreds of points can win on one dev
@@ -35,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from data_prep.manifest import atomic_write_text
+from pipeline.lm.build import char_tokens
 from pipeline.rescore.candidates import Candidate, NBest
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ _FLOOR = -1e9
 
 def lm_tokens(text: str) -> int:
     """Character-LM tokens of a normalized text (what the fusion's bonus pays for): characters and word boundaries."""
-    return len(text.replace(" ", "")) + max(len(text.split()) - 1, 0)
+    return len(char_tokens(text))
 
 
 def _floored(value: float | None) -> float:

@@ -53,11 +53,13 @@ def max_rate_of(labeled: Path | None, margin: float) -> float:
 def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
     """The :class:`Fusion` that :func:`add_fusion_arguments`' options ask for (None: weight 0).
 
-    Raises ValueError when a weight comes without ``--char-lm``, FileNotFoundError /
-    ManifestError for an unreadable LM or rate manifest.
+    Raises ValueError when a weight comes without ``--char-lm`` or with ``--task translate``,
+    FileNotFoundError / ManifestError for an unreadable LM or rate manifest.
     """
     if not args.fusion_weight:
         return None
+    if getattr(args, "task", "transcribe") != "transcribe":  # rescore has no --task: it only transcribes
+        raise ValueError("--fusion-weight scores transcripts; it cannot be used with --task translate")
     if not args.char_lm:
         raise ValueError("--fusion-weight needs --char-lm (the LM that scores inside the beam search)")
     arpa = char_arpa(args.char_lm)

@@ -47,8 +47,6 @@ def read_hyps_for(manifest_ids: set[str], hyps_path: str | os.PathLike, manifest
     out: dict[str, Hypothesis] = {}
     seen_at: dict[str, int] = {}
     for lineno, obj in read_jsonl(hyps_path):
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not isinstance(obj.get("text"), str):
-            raise ScoreError(f"{hyps_path}:{lineno}: a hypothesis needs string fields 'id' and 'text'")
         try:
             hyp = Hypothesis.from_json(obj)
         except (TypeError, ValueError) as e:
