@@ -85,6 +85,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "path_outside_root",  # audio path escapes the corpus root
         "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
         "missing_text",  # audio without transcript (or the reverse)
+        "missing_speaker",  # Kaldi: utt2spk exists but has no line for the utterance
         "label_too_long",  # more labels than encoder frames (CTC)
     }
 )
@@ -115,8 +116,9 @@ def _field_problem(d: dict, src: object) -> str | None:
             return f"field {k!r} must be an integer, got {v!r}"
         if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
             return f"field {k!r} must be a finite number, got {v!r}"
-    if not all(isinstance(f, str) for f in d.get("flags", ())):
-        return f"field 'flags' must be a list of strings, got {list(d['flags'])!r}"
+    flags = d.get("flags", [])
+    if not (isinstance(flags, (list, tuple)) and all(isinstance(f, str) for f in flags)):  # a string is no list of flags
+        return f"field 'flags' must be a list of strings, got {flags!r}"
     if not (isinstance(src, dict) and isinstance(src.get("file", ""), str) and type(src.get("line", 0)) is int):
         return f"field 'source' must be {{\"file\": str, \"line\": int}}, got {src!r}"
     return None
@@ -158,7 +160,6 @@ class Utterance:
         if version not in READABLE_VERSIONS:
             raise ValueError(f"manifest schema version {version} is not supported (readable: {READABLE_VERSIONS})")
         src = d.pop("source", None) or {}
-        d["flags"] = tuple(d.get("flags", ()))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -166,6 +167,7 @@ class Utterance:
         problem = _field_problem(d, src)
         if problem:
             raise ValueError(problem)
+        d["flags"] = tuple(d.get("flags", ()))
         return cls(source=Source(**src), **d)
 
     def replace(self, **changes) -> Utterance:

@@ -68,13 +68,14 @@ def kaldi_zoo(root: Path) -> Path:
         "c1 audio/c1.wav", "c2 audio/c2.wav", "x_missing audio/nope.wav", "x_garbage audio/garbage.wav",
         "x_empty audio/empty.wav", "x_nan audio/nan.wav", "x_silent audio/silent.wav", "x_short audio/short.wav", "x_long audio/long.wav",
         "x_emptytext audio/a1.wav", "x_latin audio/a1.wav", "x_outside ../outside.wav",
-        "x_pipe cat audio/a1.wav |", "x_notext audio/a1.wav", "a1 audio/a2.wav", "x_malformed",
+        "x_pipe cat audio/a1.wav |", "x_notext audio/a1.wav", "a1 audio/a2.wav", "x_malformed", "x_nospeaker audio/a1.wav",
     ]
     texts = {
         "a1": "रामः वनं गच्छति ।", "a2": "सीता गृहे अस्ति", "a3": "अहो दौर्भाग्यम्।", "b1": "बालकः पठति",
         "b2": "गजः चलति", "c1": "नदी वहति", "c2": "प्रथमं वाक्यम् अस्ति । द्वितीयं वाक्यम् अस्ति ।",
         "x_missing": "क", "x_garbage": "ख", "x_empty": "ग", "x_nan": "घ", "x_silent": "ङ", "x_short": "च", "x_long": "छ ज",
         "x_emptytext": "।", "x_latin": "abc", "x_outside": "ट", "x_pipe": "ठ", "x_orphan": "ड",
+        "x_nospeaker": "ढ",
     }
     spk = {"a": "spkA", "b": "spkB", "c": "spkC"}
     d = root / "data" / "all"
@@ -82,5 +83,5 @@ def kaldi_zoo(root: Path) -> Path:
     (d / "wav.scp").write_text("\n".join(wav) + "\n")
     text = "".join(f"{k} {v}\n" for k, v in texts.items()).encode() + b"x_bad " + b"\xff\xfe\n"
     (d / "text").write_bytes(text)
-    (d / "utt2spk").write_text("".join(f"{k} {spk.get(k[0], 'spkX')}\n" for k in texts))
+    (d / "utt2spk").write_text("".join(f"{k} {spk.get(k[0], 'spkX')}\n" for k in texts if k != "x_nospeaker"))
     return root

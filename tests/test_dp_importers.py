@@ -57,6 +57,22 @@ def test_kaldi_segments_cut_long_recordings(tmp_path):
     assert 1.0 <= utts["u1"].duration <= 1.3 and 1.0 <= utts["u2"].duration <= 1.4
 
 
+def test_kaldi_utterance_missing_from_utt2spk_is_rejected(tmp_path):
+    d = tmp_path / "k"
+    for utt in ("u1", "u2"):
+        utterance_clip(d / f"{utt}.wav")
+    (d / "wav.scp").write_text("u1 u1.wav\nu2 u2.wav\n")
+    (d / "text").write_text("u1 क\nu2 ख\n")
+    (d / "utt2spk").write_text("u1 s1\n")
+    good, bad = split_rows(import_corpus("kaldi", d))
+    assert [(r.id, r.speaker) for r in good] == [("u1", "s1")]
+    assert [(r.reason, r.id, r.text_raw, r.source.file, r.source.line) for r in bad] == [
+        ("missing_speaker", "u2", "ख", "wav.scp", 2)]
+    (d / "utt2spk").unlink()  # no utt2spk at all: no speakers, every utterance kept
+    good, bad = split_rows(import_corpus("kaldi", d))
+    assert [(r.id, r.speaker) for r in good] == [("u1", ""), ("u2", "")] and not bad
+
+
 def test_kaldi_needs_one_data_dir(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -53,6 +53,7 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_outside"] == "path_outside_root"
     assert by_id["x_pipe"] == "shell_pipe"
     assert by_id["x_notext"] == "missing_text"
+    assert by_id["x_nospeaker"] == "missing_speaker"
     assert by_id["x_malformed"] == "malformed_line"
     assert by_id["x_orphan"] == "missing_audio"
     reasons = {r.reason for r in rejects}

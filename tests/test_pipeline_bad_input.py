@@ -37,6 +37,7 @@ def _line(**changes) -> str:
 @pytest.mark.parametrize("line, message", [
     (_line(duration="abc"), "field 'duration' must be a finite number"),
     (_line(text=5), "field 'text' must be a string"),
+    (_line(flags="silent"), "field 'flags' must be a list of strings, got 'silent'"),
     (json.dumps({k: v for k, v in _utt("bad").to_json().items() if k != "text"}), "missing field(s) 'text'"),
     ("[1, 2]", "expected a JSON object"),
     (json.dumps(_utt("u0").to_json()), "duplicate utterance id 'u0' (first at line 1)"),

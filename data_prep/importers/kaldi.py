@@ -7,7 +7,9 @@ directory below it that does. Relative audio paths are resolved against
 Input rows: one per line of ``segments`` when it exists (each line cuts one
 utterance out of a recording), else one per line of ``wav.scp``. Lines of the
 other files that cannot be used become rows of their own, rejected: a
-transcript without audio (``missing_audio``), a repeated key
+transcript without audio (``missing_audio``), an utterance that an existing
+``utt2spk`` does not list (``missing_speaker``: Kaldi's validate_data_dir.sh
+refuses such a directory, and a speaker-disjoint split cannot place it), a repeated key
 (``duplicate_id``), a malformed or non-UTF-8 line (a malformed ``segments`` or
 ``wav.scp`` line of an utterance is its one reject, with its transcript). A ``wav.scp`` value ending
 in ``|`` is a command pipe; the importer only marks it (``is_pipe``), the
@@ -91,6 +93,7 @@ def import_kaldi(root: str | Path) -> Iterator[Row]:
     wav = _read_table(data / "wav.scp", root, 2, "wav.scp")
     text = _read_table(data / "text", root, 1, "text")
     spk = _read_table(data / "utt2spk", root, 2, "utt2spk")
+    has_utt2spk = (data / "utt2spk").is_file()  # without one, every utterance is its own pseudo-speaker
     if not (data / "text").is_file():
         raise CorpusError(f"{data}: Kaldi data directory has no 'text' file")
     seg_path = data / "segments"
@@ -100,6 +103,9 @@ def import_kaldi(root: str | Path) -> Iterator[Row]:
         used.add(utt)
         if utt not in text.values:
             return Reject("missing_text", f"utterance {utt!r} has no line in text", src, id=utt)
+        if has_utt2spk and utt not in spk.values:
+            return Reject("missing_speaker", f"utterance {utt!r} has no line in utt2spk", src, id=utt,
+                          text_raw=text.values[utt][0])
         audio, is_pipe = _audio(root, audio_value)
         return RawRow(
             id=utt,
