@@ -16,7 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_recipe(tmp_path: Path, **env: str) -> list[list[str]]:
+def run_recipe(tmp_path: Path, **env: str | None) -> list[list[str]]:
+    """The recipe's calls. CTC is 0 unless given (most wiring tests predate CTC=1 as the default
+    and check the decoder-only variant); ``CTC=None`` runs the recipe's own default."""
+    env = {k: v for k, v in {"CTC": "0", **env}.items() if v is not None}
+    base = {k: v for k, v in os.environ.items() if k != "CTC"}
     for rel in ("recipes/sanskrit/run.sh", "recipes/lib/stages.sh"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
@@ -28,7 +32,7 @@ def run_recipe(tmp_path: Path, **env: str) -> list[list[str]]:
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     r = subprocess.run(["bash", str(tmp_path / "recipes/sanskrit/run.sh")], capture_output=True, text=True,
-                       env={**os.environ, "PY": str(fake), **env})  # fmt: skip
+                       env={**base, "PY": str(fake), **env})  # fmt: skip
     assert r.returncode == 0, r.stderr
     return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
 
@@ -82,6 +86,21 @@ def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
     calls = run_recipe(tmp_path / "plain", SELFTRAIN="0", SEEDS="1")
     assert not calls_of(calls, "pseudo-label") and len(calls_of(calls, "train")) == 1
     assert not list((tmp_path / "plain/exp/sa/.done").glob("stage7.*"))
+
+
+def test_by_default_the_ctc_system_trains_and_joins_stages_6_and_8(tmp_path):
+    calls = run_recipe(tmp_path, CTC=None)
+    ctc_train = [c for c in calls_of(calls, "train") if "recipes/sanskrit/config_ctc.yaml" in c]
+    assert len(ctc_train) == 1 and "output_dir=exp/sa/ctc_ft" in ctc_train[0]
+    rescores = calls_of(calls, "rescore")
+    assert rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in rescores)
+    assert calls.index(ctc_train[0]) < calls.index(rescores[0])
+    assert {arg(c, "--out").split("/")[2] for c in rescores} == {"whisper_soup2_ctc_lm", "whisper_st_soup2_ctc_lm"}
+    (pl,) = calls_of(calls, "pseudo-label")
+    assert "exp/sa/whisper_soup2_ctc_lm/dev/hyps.jsonl" in pl
+    assert "output_dir=exp/sa/whisper_st_soup2_ctc" in calls_of(calls, "train")[-1]
+    lm = calls_of(calls, "lm")  # the LM's CTC beam-search weights tuned on dev with the CTC system
+    assert len(lm) == 1 and arg(lm[0], "--model") == "exp/sa/ctc_ft/best"
 
 
 def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
