@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,8 +67,8 @@ def test_kaldi_utterance_missing_from_utt2spk_is_rejected(tmp_path):
     (d / "utt2spk").write_text("u1 s1\n")
     good, bad = split_rows(import_corpus("kaldi", d))
     assert [(r.id, r.speaker) for r in good] == [("u1", "s1")]
-    assert [(r.reason, r.id, r.text_raw, r.source.file, r.source.line) for r in bad] == [
-        ("missing_speaker", "u2", "ख", "wav.scp", 2)]
+    assert [(r.reason, r.id, r.text_raw, Path(r.audio).name, r.source.file, r.source.line) for r in bad] == [
+        ("missing_speaker", "u2", "ख", "u2.wav", "wav.scp", 2)]
     (d / "utt2spk").unlink()  # no utt2spk at all: no speakers, every utterance kept
     good, bad = split_rows(import_corpus("kaldi", d))
     assert [(r.id, r.speaker) for r in good] == [("u1", ""), ("u2", "")] and not bad

@@ -8,7 +8,7 @@ Input rows: one per line of ``segments`` when it exists (each line cuts one
 utterance out of a recording), else one per line of ``wav.scp``. Lines of the
 other files that cannot be used become rows of their own, rejected: a
 transcript without audio (``missing_audio``), an utterance that an existing
-``utt2spk`` does not list (``missing_speaker``: Kaldi's validate_data_dir.sh
+``utt2spk`` does not list, or lists on a malformed line only (``missing_speaker``: Kaldi's validate_data_dir.sh
 refuses such a directory, and a speaker-disjoint split cannot place it), a repeated key
 (``duplicate_id``), a malformed or non-UTF-8 line (a malformed ``segments`` or
 ``wav.scp`` line of an utterance is its one reject, with its transcript). A ``wav.scp`` value ending
@@ -101,12 +101,12 @@ def import_kaldi(root: str | Path) -> Iterator[Row]:
 
     def row(utt: str, src: Source, audio_value: str, offset: float, duration: float | None) -> Row:
         used.add(utt)
+        audio, is_pipe = _audio(root, audio_value)  # also in the rejects: the clip a user fixes the lines of
         if utt not in text.values:
-            return Reject("missing_text", f"utterance {utt!r} has no line in text", src, id=utt)
+            return Reject("missing_text", f"utterance {utt!r} has no line in text", src, id=utt, audio=audio)
         if has_utt2spk and utt not in spk.values:
-            return Reject("missing_speaker", f"utterance {utt!r} has no line in utt2spk", src, id=utt,
-                          text_raw=text.values[utt][0])
-        audio, is_pipe = _audio(root, audio_value)
+            return Reject("missing_speaker", f"utterance {utt!r} has no usable line in utt2spk", src, id=utt,
+                          audio=audio, text_raw=text.values[utt][0])
         return RawRow(
             id=utt,
             audio=audio,
