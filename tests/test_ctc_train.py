@@ -120,6 +120,31 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
         CTCTrainer(cfg_c, progress=False).setup()
 
 
+def test_continues_a_trained_ctc_checkpoint(assets, tmp_path):
+    """model.name = a CTC checkpoint (self-training): the run starts from its head and layers, not a new head."""
+    first = CTCTrainer(config_from_dict(recipe(assets, tmp_path / "a", max_steps=4, eval_every=0)), progress=False)
+    first.train()
+    best = tmp_path / "a" / "best"
+    cfg = recipe(assets, tmp_path / "b", max_steps=2, eval_every=0)
+    cfg["model"]["name"] = str(best)
+    cfg["ctc"]["head_dim"] = 48  # the checkpoint's head shape wins over the config's
+    again = CTCTrainer(config_from_dict(cfg), progress=False).setup()
+    assert again.step == 0 and again.model.config.base_model == first.model.config.base_model
+    for (name, pa), pb in zip(first.model.named_parameters(), again.model.parameters()):
+        assert torch.equal(pa, pb), name
+    assert again.train()["step"] == 2
+    trained = [n for n, p in again.model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("head.") for n in trained) and any(n.startswith("encoder.layers.") for n in trained)
+    # Another character set: refused, naming the checkpoint
+    other = tmp_path / "other_data"
+    shutil.copytree(assets[1], other)
+    (other / "vocab.json").write_text(json.dumps({"<pad>": 0, "<unk>": 1, "|": 2, "a": 3}), encoding="utf-8")
+    cfg = recipe((assets[0], other), tmp_path / "c", max_steps=1)
+    cfg["model"]["name"] = str(best)
+    with pytest.raises(ValueError, match="differs"):
+        CTCTrainer(config_from_dict(cfg), progress=False).setup()
+
+
 def test_rejects_ctc_vocab_mismatch_clearly(assets, tmp_path):
     cfg = config_from_dict(recipe(assets, tmp_path / "x", **{"max_steps": 1}))
     cfg.data.manifests_dir = str(tmp_path)  # no vocab.json there

@@ -72,10 +72,10 @@ def test_ctc_nbest_and_no_selftrain_variants(tmp_path):
     (pl,) = calls_of(calls, "pseudo-label")
     assert "exp/sa/whisper_ctc_lm/dev/hyps.jsonl" in pl  # labels from the best system of stage 6
     st_rescores = [c for c in calls_of(calls, "rescore") if "whisper_st_ctc_lm" in arg(c, "--out")]
-    assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in st_rescores)
+    assert st_rescores and all(arg(c, "--ctc") == "exp/sa/ctc_st/best" for c in st_rescores)
     # Other pseudo-labels, so another self-trained system than CTC=0's whisper_st: a CTC=1 run
     # after a CTC=0 run in one exp/sa trains its own instead of resuming the finished one.
-    selftrain = calls_of(calls, "train")[-1]
+    (selftrain,) = [c for c in calls_of(calls, "train") if "recipes/sanskrit/config_selftrain.yaml" in c]
     assert "output_dir=exp/sa/whisper_st_ctc" in selftrain
     assert all(arg(c, "--model") == "exp/sa/whisper_st_ctc/best" for c in st_rescores)
     assert all(arg(c, "--model") == "exp/sa/whisper_st_ctc/best" for c in calls_of(calls, "decode")[-2:])
@@ -93,14 +93,27 @@ def test_by_default_the_ctc_system_trains_and_joins_stages_6_and_8(tmp_path):
     ctc_train = [c for c in calls_of(calls, "train") if "recipes/sanskrit/config_ctc.yaml" in c]
     assert len(ctc_train) == 1 and "output_dir=exp/sa/ctc_ft" in ctc_train[0]
     rescores = calls_of(calls, "rescore")
-    assert rescores and all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in rescores)
     assert calls.index(ctc_train[0]) < calls.index(rescores[0])
     assert {arg(c, "--out").split("/")[2] for c in rescores} == {"whisper_soup2_ctc_lm", "whisper_st_soup2_ctc_lm"}
+    stage6 = [c for c in rescores if "/whisper_soup2_ctc_lm/" in arg(c, "--out")]
+    stage8 = [c for c in rescores if "/whisper_st_soup2_ctc_lm/" in arg(c, "--out")]
+    assert all(arg(c, "--ctc") == "exp/sa/ctc_ft/best" for c in stage6)
     (pl,) = calls_of(calls, "pseudo-label")
     assert "exp/sa/whisper_soup2_ctc_lm/dev/hyps.jsonl" in pl
-    assert "output_dir=exp/sa/whisper_st_soup2_ctc" in calls_of(calls, "train")[-1]
-    lm = calls_of(calls, "lm")  # the LM's CTC beam-search weights tuned on dev with the CTC system
-    assert len(lm) == 1 and arg(lm[0], "--model") == "exp/sa/ctc_ft/best"
+    # Stage 7 self-trains both systems on the pseudo-labels; stage 8 rescores with the self-trained CTC system
+    st_decoder = [c for c in calls_of(calls, "train") if "recipes/sanskrit/config_selftrain.yaml" in c]
+    (st_ctc,) = [c for c in calls_of(calls, "train") if "recipes/sanskrit/config_ctc_selftrain.yaml" in c]
+    assert len(st_decoder) == 1 and "output_dir=exp/sa/whisper_st_soup2_ctc" in st_decoder[0]
+    assert "model.name=exp/sa/ctc_ft/best" in st_ctc and "output_dir=exp/sa/ctc_st" in st_ctc
+    assert f"data.train={arg(pl, '--out')}/train.jsonl" in st_ctc
+    assert calls.index(pl) < calls.index(st_ctc) < calls.index(stage8[0])
+    assert stage8 and all(arg(c, "--ctc") == "exp/sa/ctc_st/best" for c in stage8)
+    lm, lm_st = calls_of(calls, "lm")  # the LM's CTC weights tuned on dev again for the self-trained CTC system
+    assert arg(lm_st, "--model") == "exp/sa/ctc_st/best" and arg(lm_st, "--out") == "exp/sa/lm_st"
+    assert arg(lm_st, "--config") == "recipes/sanskrit/config_ctc.yaml"  # the train text, not the pseudo-labels
+    assert all(arg(c, "--lm") == "exp/sa/lm" for c in stage6) and all(arg(c, "--lm") == "exp/sa/lm_st" for c in stage8)
+    assert calls.index(st_ctc) < calls.index(lm_st) < calls.index(stage8[0])
+    assert arg(lm, "--model") == "exp/sa/ctc_ft/best"  # stage 6's LM: tuned with stage 5's CTC system
 
 
 def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
@@ -128,7 +141,7 @@ def test_two_seeds_train_rescore_and_selftrain_as_an_ensemble(tmp_path):
     assert all(models(c) == ["exp/sa/whisper_ft/best", "exp/sa/whisper_ft_s1/best"] for c in first)
     assert all(models(c) == ["exp/sa/whisper_st_x2/best", "exp/sa/whisper_st_x2_s1/best"] for c in second)
     done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
-    assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2.fusion0.5_1.0_lp0_r1.25.cer"} <= done
+    assert {"stage3.train.whisper_ft", "stage3.train.whisper_ft_s1", "stage6.rescore.ctc0.seeds2.fusion0.5_1.0_lp0_r1.25.wer+cer"} <= done
 
     # A single-seed run after it redoes stages 6-8 (its own variant), not stage 3
     calls = run_recipe(tmp_path, SEEDS="1")
@@ -168,13 +181,13 @@ def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tm
     (selftrain,) = trains[2:]  # the soup self-trains once
     assert "model.name=exp/sa/whisper_soup2/best" in selftrain and "output_dir=exp/sa/whisper_st_soup2" in selftrain
     done = {m.name for m in (tmp_path / "exp/sa/.done").iterdir()}
-    variant = "ctc0.soup2.fusion0.5_1.0_lp0_r1.25.cer"
+    variant = "ctc0.soup2.fusion0.5_1.0_lp0_r1.25.wer+cer"
     assert {"stage3.soup.whisper_soup2", f"stage6.rescore.{variant}", f"stage8.selftrained.{variant}"} <= done
     # every beam search of stages 6 and 8 fuses the character LM; dev tunes the choice for CER
     fused = ("0.5", "1.0", "0", "data/sa/train.jsonl", "1.25")  # length penalty 0: summed scores
     keys = ("weight", "bonus", "length-penalty", "rate-from", "rate-margin")
     assert all(tuple(arg(c, f"--fusion-{k}") for k in keys) == fused for c in rescores)
-    assert all(arg(c, "--tune-metric") == "cer" for c in rescores if "--tune" in c)
+    assert all(arg(c, "--tune-metric") == "wer+cer" for c in rescores if "--tune" in c)
     assert sum("--tune" in c for c in rescores) == 2  # dev of stage 6 and of stage 8
 
     # Other fusion settings are another variant: stages 6-8 run again, the training of stage 3 does not

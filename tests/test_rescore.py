@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.models.ctc_vocab import CTCVocab  # noqa: E402
 from pipeline.models.whisper import allowed_tokens_only, beam_search_cache  # noqa: E402
+from pipeline.rescore.build import nbest_origin  # noqa: E402
 from pipeline.rescore.candidates import Candidate, NBest, read_nbest, write_nbest  # noqa: E402
 from pipeline.rescore.combine import Weights, choose, choose_texts, load_weights, tune_weights  # noqa: E402
 from pipeline.rescore.scorers import WhisperScorer, ctc_log_probs  # noqa: E402
@@ -224,6 +225,18 @@ def test_tuning_finds_weights_that_fix_the_decoder_and_prefers_no_change_on_ties
     assert no_gain.weights == Weights()
 
 
+def test_tuning_for_the_sum_of_wer_and_cer_does_not_leave_wer_to_a_near_tie_in_cer():
+    # "abcdefgh" misses one space (CER 1/9, WER 100 %); "abcd efxy" two letters (CER 2/9, WER 50 %)
+    nbests = [NBest(str(i), [_cand("abcdefgh", -1.0, lm=-5.0), _cand("abcd efxy", -1.5, lm=-1.0)]) for i in range(4)]
+    refs = ["abcd efgh"] * 4
+    by_cer = tune_weights(nbests, refs, lm_weights=(0.0, 0.5), word_bonuses=(0.0,), metric="cer")
+    by_sum = tune_weights(nbests, refs, lm_weights=(0.0, 0.5), word_bonuses=(0.0,), metric="wer+cer")
+    assert by_cer.weights.lm_weight == 0.0 and by_cer.wer == 1.0
+    assert by_sum.weights.lm_weight == 0.5 and by_sum.wer == 0.5 and by_sum.metric == "wer+cer"
+    with pytest.raises(ValueError, match="wer\\+cer"):
+        tune_weights(nbests, refs, metric="ser")
+
+
 def test_a_char_bonus_lets_the_rescoring_rank_as_a_fused_search_did():
     from pipeline.rescore.combine import lm_tokens, tune_weights
 
@@ -349,7 +362,8 @@ def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, t
 
     # Resume: a finished record in the partial file is kept, not decoded again.
     test_out.parent.mkdir(parents=True)
-    kept = NBest("dev002", [_cand("bb bb bb", -0.1)], seconds=123.0)
+    origin = nbest_origin([str(model)], None, str(lm), beams=3, n=2, ctc_proposals=4, language=None)
+    kept = NBest("dev002", [_cand("bb bb bb", -0.1)], seconds=123.0, origin=origin)
     (test_out.parent / "nbest.jsonl.partial").write_text(json.dumps(kept.to_json()) + "\n" + '{"id": "dev0')
     args = [*base, "--manifest", str(data / "test.jsonl"), "--out", str(test_out),
             "--weights", str(dev_out.parent / "weights.json")]  # fmt: skip
@@ -511,8 +525,9 @@ def test_n_best_records_of_an_older_version_are_decoded_again(tiny_assets, tmp_p
     model, data = tiny_assets
     out = tmp_path / "v1" / "hyps.jsonl"
     out.parent.mkdir()
-    current = NBest("dev000", [_cand("bb", -0.1)], seconds=123.0)  # this version's: reused as it is
-    old = {**NBest("dev001", [_cand("bb", -0.1)], seconds=123.0).to_json()}
+    origin = nbest_origin([str(model)], None, None, beams=2, n=2, ctc_proposals=4, language=None)
+    current = NBest("dev000", [_cand("bb", -0.1)], seconds=123.0, origin=origin)  # this version's: reused as it is
+    old = {**NBest("dev001", [_cand("bb", -0.1)], seconds=123.0, origin=origin).to_json()}
     del old["v"]  # written before records had a version: its att may be another clip's
     (out.parent / "nbest.jsonl.partial").write_text(json.dumps(current.to_json()) + "\n" + json.dumps(old) + "\n")
     args = ["rescore", "--model", str(model), "--beams", "2", "--nbest", "2", "--batch-size", "2",
@@ -522,3 +537,29 @@ def test_n_best_records_of_an_older_version_are_decoded_again(tiny_assets, tmp_p
     assert nbests["dev000"].seconds == 123.0 and nbests["dev001"].seconds != 123.0
     assert all(nb.version == 2 for nb in nbests.values())
     assert all(json.loads(line)["v"] == 2 for line in (out.parent / "nbest.jsonl").read_text().splitlines())
+
+
+def test_n_best_records_of_other_weights_or_search_settings_are_decoded_again(tiny_assets, tmp_path):
+    """A retrained model in the same directory, or another beam width, does not reuse the finished N-best file."""
+    import shutil
+
+    from pipeline.cli import main
+    from pipeline.train.tiny import save_tiny_whisper
+
+    model, data = tiny_assets
+    mine = tmp_path / "model"
+    shutil.copytree(model, mine)
+    out = tmp_path / "dev" / "hyps.jsonl"
+    base = ["rescore", "--batch-size", "5", "--manifest", str(data / "dev.jsonl"), "--out", str(out)]
+    assert main([*base, "--model", str(mine), "--beams", "2", "--nbest", "2"]) == 0
+    first = read_nbest(out.parent / "nbest.jsonl")
+    assert len({nb.origin for nb in first}) == 1 and first[0].origin
+    assert main([*base, "--model", str(mine), "--beams", "2", "--nbest", "2"]) == 0  # same: reused
+    assert read_nbest(out.parent / "nbest.jsonl") == first
+    shutil.rmtree(mine)
+    save_tiny_whisper(mine, seed=7)  # other weights, same directory
+    assert main([*base, "--model", str(mine), "--beams", "2", "--nbest", "2"]) == 0
+    second = read_nbest(out.parent / "nbest.jsonl")
+    assert all(a.origin != b.origin for a, b in zip(first, second))  # a reused record keeps its origin
+    assert main([*base, "--model", str(mine), "--beams", "3", "--nbest", "2"]) == 0
+    assert all(a.origin != b.origin for a, b in zip(second, read_nbest(out.parent / "nbest.jsonl")))

@@ -6,6 +6,9 @@ written atomically in manifest order.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +19,28 @@ from pipeline.rescore.candidates import NBEST_VERSION, Candidate, NBest, decoder
 from pipeline.rescore.fusion import Fusion
 from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
 from pipeline.resumable import partial_path, read_records, run_resumable
+
+
+def model_fingerprint(name_or_path: str | os.PathLike) -> str:
+    """A model directory's (or file's) files by name, size and modification time; a hub/registry name as it is.
+
+    Retraining into the same directory changes it, so an N-best file of the old weights is not reused.
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        return str(name_or_path)
+    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+    parts = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def nbest_origin(models: Sequence[str], ctc: str | None, lm: str | None, *, beams: int, n: int,
+                 ctc_proposals: int, language: str | None) -> str:  # fmt: skip
+    """What decides an N-best record's candidates and their model scores (the LM scores are always redone):
+    the decoders, the CTC system and the word LM of its proposals, the search's width and the language."""
+    key = {"decoders": [model_fingerprint(m) for m in models], "beams": beams, "n": n, "language": language,
+           "ctc": [model_fingerprint(ctc), model_fingerprint(lm) if lm else None, ctc_proposals] if ctc else None}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def decoders_of(whisper: WhisperScorer | Sequence[WhisperScorer]) -> list[WhisperScorer]:
@@ -90,20 +115,23 @@ def build_nbest(
     batch_size: int = 8,
     fusion: Fusion | None = None,
     sources: dict[str, Source] | None = None,
+    origin: str | None = None,
 ) -> tuple[list[NBest], list[str]]:
     """Scored N-best lists of ``utts`` written to ``out``; returns (records in manifest order, audio errors).
 
     Unreadable clips are also listed in ``nbest.rejects.jsonl``; ``sources``: their manifest lines, by id.
+    ``origin``: :func:`nbest_origin` of the models and settings, recorded in each record.
     """
     # A finished file from an earlier run is reused: records that lack only LM scores get
-    # them here (cheap); records scored by another set of models (CTC or not, another number
-    # of decoders), searched with other fusion settings or of an older record version are decoded again.
+    # them here (cheap); records of another origin (other models or weights, search width, language),
+    # scored by another set of models (CTC or not, another number of decoders), searched with
+    # other fusion settings or of an older record version are decoded again.
     n_decoders = len(decoders_of(whisper))
     settings = fusion.settings() if fusion is not None else None
     done = {**read_records(out, NBest.from_json), **read_records(partial_path(out), NBest.from_json)}
     done = {
         k: nb for k, nb in done.items()
-        if nb.fusion == settings and nb.version == NBEST_VERSION
+        if nb.fusion == settings and nb.version == NBEST_VERSION and nb.origin == origin
         and all((c.ctc is None) == (ctc is None) and c.n_decoders == n_decoders for c in nb.candidates)
     }  # fmt: skip
     for nb in done.values():
@@ -115,7 +143,8 @@ def build_nbest(
         t0 = time.perf_counter()
         cands = score_batch(waves, lang, whisper, ctc, lm, beams, n, char_lm, fusion)
         per_utt = round((time.perf_counter() - t0) / len(batch), 4)
-        return [NBest(id=u.id, candidates=cs, seconds=per_utt, fusion=settings) for u, cs in zip(batch, cands)]
+        return [NBest(id=u.id, candidates=cs, seconds=per_utt, fusion=settings, origin=origin)
+                for u, cs in zip(batch, cands)]  # fmt: skip
 
     return run_resumable(utts, manifest_dir, out, work, write_nbest, done=done, batch_size=batch_size, desc="n-best",
                          sources=sources)  # fmt: skip

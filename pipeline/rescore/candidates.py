@@ -64,10 +64,12 @@ class NBest:
     # the character-LM fusion inside the beam search that proposed them (Fusion.settings()); None: none
     fusion: list[float] | None = None
     version: int = NBEST_VERSION
+    # which models and search settings made it (pipeline.rescore.build.nbest_origin); None: unrecorded
+    origin: str | None = None
 
     def to_json(self) -> dict:
         return {"v": self.version, "id": self.id, "seconds": self.seconds, "fusion": self.fusion,
-                "candidates": [c.to_json() for c in self.candidates]}
+                "origin": self.origin, "candidates": [c.to_json() for c in self.candidates]}
 
     @classmethod
     def from_json(cls, d: dict) -> NBest:
@@ -75,7 +77,8 @@ class NBest:
         cands = [Candidate(**{k: v for k, v in c.items() if k in names}) for c in d["candidates"]]
         fusion = d.get("fusion")
         return cls(id=d["id"], candidates=cands, seconds=float(d.get("seconds", 0.0)),
-                   fusion=[float(v) for v in fusion] if fusion else None, version=int(d.get("v", 1)))
+                   fusion=[float(v) for v in fusion] if fusion else None, version=int(d.get("v", 1)),
+                   origin=d.get("origin"))
 
 
 def read_nbest(path: str | os.PathLike) -> list[NBest]:

@@ -64,9 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--tune", action="store_true", help="tune the weights on this (DEV) manifest -> weights.json")
     w.add_argument("--weights", type=Path, default=None, help="weights.json from a --tune run on dev")
-    p.add_argument("--tune-metric", choices=("wer", "cer"), default="wer",
-                   help="what --tune minimizes (ties go to the other); cer for scripts where words are long "
-                        "and a weak proposer in the pool could buy WER with CER")
+    p.add_argument("--tune-metric", choices=("wer", "cer", "wer+cer"), default="wer",
+                   help="what --tune minimizes (ties go to WER, or to CER for wer); cer for scripts where words "
+                        "are long and a weak proposer in the pool could buy WER with CER; wer+cer for both")
 
 
 def _lm_arpa(lm: str) -> Path:
@@ -76,6 +76,14 @@ def _lm_arpa(lm: str) -> Path:
     if path.suffix == ".arpa":
         return path
     return read_lm_settings(path).arpa
+
+
+def origin_of(args: argparse.Namespace) -> str:
+    """The N-best records' origin for these command-line arguments (see ``nbest_origin``)."""
+    from pipeline.rescore.build import nbest_origin
+
+    return nbest_origin(args.model, args.ctc, args.lm, beams=args.beams, n=args.nbest,
+                        ctc_proposals=args.ctc_proposals, language=args.language)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     nbest_path = args.out.parent / "nbest.jsonl"
     nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, char_lm, lang=lang,
                                  beams=args.beams, n=args.nbest, batch_size=args.batch_size,
-                                 fusion=fusion, sources=sources)  # fmt: skip
+                                 fusion=fusion, sources=sources, origin=origin_of(args))  # fmt: skip
     if args.tune:
         refs = {u.id: u.text for u in utts}
         tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)

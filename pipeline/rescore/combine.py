@@ -230,6 +230,16 @@ def load_weights(path: str | os.PathLike) -> Weights:
     return w
 
 
+#: What the weight search can minimize: WER, CER, or their sum (both goals at once: where many
+#: weightings tie on CER within a few hundredths of a point, CER alone leaves WER to chance).
+METRICS = ("wer", "cer", "wer+cer")
+
+
+def metric_value(rates: dict, metric: str) -> float:
+    """``metric`` of a point with ``wer`` and ``cer`` keys."""
+    return rates["wer"] + rates["cer"] if metric == "wer+cer" else rates[metric]
+
+
 def tune_weights(
     nbests: Sequence[NBest],
     refs: Sequence[str],
@@ -251,8 +261,8 @@ def tune_weights(
     """
     if len(nbests) != len(refs):
         raise ValueError(f"{len(nbests)} N-best lists but {len(refs)} references")
-    if metric not in ("wer", "cer"):
-        raise ValueError(f"metric must be wer or cer, got {metric!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
 
     table = ErrorTable(nbests, refs)
     axes = dict(ctc_weights=ctc_weights, lm_weights=lm_weights, char_lm_weights=char_lm_weights,
@@ -296,7 +306,7 @@ def _grid_search(table: ErrorTable, metric: str, *, ctc_weights: Sequence[float]
         wer, cer = table.rates(Weights(beam_pick=True))
         grid.append({**asdict(Weights(beam_pick=True)), "wer": wer, "cer": cer})
     other = "cer" if metric == "wer" else "wer"
-    best = min(grid, key=lambda g: (round(g[metric], 9), round(g[other], 9), g["beam_pick"],
+    best = min(grid, key=lambda g: (round(metric_value(g, metric), 9), round(g[other], 9), g["beam_pick"],
                                     g["ctc_weight"] + g["lm_weight"] + g["char_lm_weight"],
                                     g["word_bonus"] + g["char_bonus"]))  # fmt: skip
     return best, grid
@@ -310,12 +320,18 @@ def held_out_rates(table: ErrorTable, metric: str, **axes) -> list[float]:
     """
     n = len(table.has)
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]
-    errors, pick_errors, length = 0.0, 0.0, 0
+    errors = {"tuned": [0.0, 0.0], "pick": [0.0, 0.0]}  # word errors, char errors
+    words = chars = 0
     for tune_on, score_on in (halves, halves[::-1]):
         tuned = _weights_of(_grid_search(table.rows(tune_on), metric, **axes)[0])
         held = table.rows(score_on)
-        size = held.word_len if metric == "wer" else held.char_len
-        errors += held.rates(tuned)[metric == "cer"] * size
-        pick_errors += held.rates(Weights(beam_pick=True))[metric == "cer"] * size
-        length += size
-    return [errors / max(length, 1), pick_errors / max(length, 1)]
+        for name, w in (("tuned", tuned), ("pick", Weights(beam_pick=True))):
+            wer, cer = held.rates(w)
+            errors[name][0] += wer * held.word_len
+            errors[name][1] += cer * held.char_len
+        words, chars = words + held.word_len, chars + held.char_len
+
+    def rate(e: list[float]) -> float:
+        return metric_value({"wer": e[0] / max(words, 1), "cer": e[1] / max(chars, 1)}, metric)
+
+    return [rate(errors["tuned"]), rate(errors["pick"])]

@@ -4,7 +4,8 @@ The model is a pretrained encoder with a new character head over
 ``<manifests_dir>/vocab.json`` (written by ``prepare`` from the TRAIN split):
 a Whisper encoder (``ctc.encoder`` empty = ``model.name``, via the registry) as
 :class:`~pipeline.models.ctc.WhisperEncoderCTC`, or a local wav2vec2 / XLS-R /
-MMS directory (:func:`~pipeline.models.ctc_wav2vec2.load_wav2vec2_ctc`).
+MMS directory (:func:`~pipeline.models.ctc_wav2vec2.load_wav2vec2_ctc`). A Whisper-encoder
+CTC checkpoint as ``model.name`` is continued, head and all (self-training on pseudo-labels).
 
 Shared with the Whisper trainer (:mod:`pipeline.train.trainer`): duration
 batches (:class:`~pipeline.train.data.BatchPlan`), feature and cached-state
@@ -42,13 +43,17 @@ from pipeline.config import RecipeConfig
 from pipeline.decode import decode_manifest
 from pipeline.decode_ctc import ctc_batch_decoder
 from pipeline.models.ctc import (
+    WHISPER_KIND,
     BlankCollapseMonitor,
     HeadConfig,
     WhisperCTCConfig,
     WhisperEncoderCTC,
     ctc_param_groups,
     filter_label_too_long,
+    is_ctc_checkpoint,
+    load_ctc_model,
     pad_labels,
+    read_ctc_config,
     save_ctc_model,
 )
 from pipeline.models.ctc_vocab import CTCVocab
@@ -132,7 +137,9 @@ class CTCTrainer:
     def _build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.ctc
         source = c.encoder or cfg.model.name
-        if is_wav2vec2_dir(source):
+        if is_ctc_checkpoint(source) and read_ctc_config(source)["kind"] == WHISPER_KIND:
+            self._continue_whisper_ctc(source)
+        elif is_wav2vec2_dir(source):
             from pipeline.models.ctc_wav2vec2 import load_wav2vec2_ctc, wav2vec2_output_frames
 
             self.model = load_wav2vec2_ctc(source, self.vocab)
@@ -150,6 +157,23 @@ class CTCTrainer:
             self.max_duration = min(cfg.data.max_duration, WINDOW_S)
         self.model.to(self.device)
         self.is_whisper = isinstance(self.model, WhisperEncoderCTC)
+
+    def _continue_whisper_ctc(self, source: str) -> None:
+        """Start from a trained Whisper-encoder CTC checkpoint (head and layers), e.g. to self-train it.
+
+        Its head shape and trainable layers are the checkpoint's (the ``ctc`` section's are not used);
+        the frozen lower layers are still the pretrained ones, so the encoder-state cache is shared.
+        """
+        from transformers import WhisperFeatureExtractor
+
+        model, vocab = load_ctc_model(source)
+        if vocab != self.vocab:
+            raise ValueError(f"{source}: its vocab.json differs from {self.cfg.data.vocab_path()}; a CTC system "
+                             "continues only on the characters it was trained with")  # fmt: skip
+        self.model = model.train()
+        self.fe = WhisperFeatureExtractor.from_pretrained(source)
+        self.frames = self.model.output_frames
+        self.max_duration = min(self.cfg.data.max_duration, WINDOW_S)
 
     def _load_train(self) -> list[Example]:
         """Train examples; empty/too long/too short clips skipped, ``label_too_long`` ones rejected and listed."""

@@ -25,10 +25,12 @@
 #               pseudo-labels (`pipeline pseudo-label`; references unread); the decoder system
 #               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml):
 #               whisper_st_soup2 (whisper_st with SEEDS=1); with SOUP=0 each seed's decoder does
-#               (whisper_st_x2, whisper_st_x2_s1); CTC=1 appends _ctc (whisper_st_soup2_ctc)
+#               (whisper_st_x2, whisper_st_x2_s1); CTC=1 appends _ctc (whisper_st_soup2_ctc), and
+#               stage 5's CTC system trains one more epoch on the same data too
+#               (recipes/sanskrit/config_ctc_selftrain.yaml): ctc_st
 #   8 selftrained decode + score dev and test with it (seed 0's with SOUP=0), then rescore its
 #               4-best as in stage 6 (system whisper_st_soup2_lm, whisper_st_lm with SEEDS=1,
-#               whisper_st_x2_lm with SOUP=0; *_ctc_lm with CTC=1)
+#               whisper_st_x2_lm with SOUP=0; *_ctc_lm with CTC=1, where ctc_st proposes and scores)
 #   9 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
@@ -42,6 +44,8 @@ CONFIG=${CONFIG:-recipes/sanskrit/config.yaml}
 SYSTEM=${SYSTEM:-whisper_ft}
 CTC_CONFIG=${CTC_CONFIG:-recipes/sanskrit/config_ctc.yaml}
 CTC_SYSTEM=${CTC_SYSTEM:-ctc_ft}
+CTC_ST_CONFIG=${CTC_ST_CONFIG:-recipes/sanskrit/config_ctc_selftrain.yaml}
+CTC_ST_SYSTEM=${CTC_ST_SYSTEM:-ctc_st}  # stage 5's CTC system self-trained in stage 7 (CTC=1)
 CTC=${CTC:-1}  # the CTC system proposes and scores candidates in stages 6 and 8 (CTC=0: without; dev 47.0 / 12.5 % against 45.5 / 12.0 %)
 SELFTRAIN=${SELFTRAIN:-1}
 ST_CONFIG=${ST_CONFIG:-recipes/sanskrit/config_selftrain.yaml}
@@ -68,7 +72,7 @@ FUSION_BONUS=${FUSION_BONUS:-1.0}
 FUSION_LP=${FUSION_LP:-0}  # the fused search ranks by summed scores (1: per-token means, which let loops win)
 # A fused hypothesis may hold at most the train text's 99th-percentile characters per second times this
 FUSION_RATE_MARGIN=${FUSION_RATE_MARGIN:-1.25}
-TUNE_METRIC=${TUNE_METRIC:-cer}  # what the rescoring weights minimize on dev
+TUNE_METRIC=${TUNE_METRIC:-wer+cer}  # what the rescoring weights minimize on dev (their sum: see BENCHMARKS.md)
 VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_${FUSION_BONUS}_lp${FUSION_LP}_r$FUSION_RATE_MARGIN.$TUNE_METRIC"  # another setting reruns stages 6-8
 DATA=data/sa
 EXP=exp/sa
@@ -124,12 +128,12 @@ nbest_for() {  # split; called from rescore(), whose locals $system and $common 
   "$PY" -m pipeline rescore "${common[@]}" --manifest "$DATA/$1.jsonl" --out "$EXP/$system/$1/hyps.jsonl" "${tune[@]}"
 }
 
-rescore() {  # decoder_system: its (ensemble's) N-best + word and character LMs (+ the CTC system with CTC=1)
-  local system extra=() models
+rescore() {  # decoder_system ctc_system lm_dir: the decoder's (ensemble's) N-best + word and character
+  local system extra=() models  # LMs (+ the CTC system's proposals and scores with CTC=1)
   system=$(rescored_name "$1")
   mapfile -t models < <(seed_models "$1" "$N_DECODERS")
-  if [ "$CTC" = 1 ]; then extra=(--ctc "$EXP/$CTC_SYSTEM/best"); fi
-  local common=(--model "${models[@]}" --lm "$EXP/lm" --char-lm "$EXP/lm" --beams "$NBEST" --nbest "$NBEST" --batch-size 8
+  if [ "$CTC" = 1 ]; then extra=(--ctc "$EXP/$2/best"); fi
+  local common=(--model "${models[@]}" --lm "$3" --char-lm "$3" --beams "$NBEST" --nbest "$NBEST" --batch-size 8
                 --fusion-weight "$FUSION_WEIGHT" --fusion-bonus "$FUSION_BONUS" --fusion-length-penalty "$FUSION_LP"
                 --fusion-rate-from "$DATA/train.jsonl" --fusion-rate-margin "$FUSION_RATE_MARGIN" "${extra[@]}")
   # Both N-best lists at once (dev tunes the weights); then test is chosen again with the dev
@@ -155,11 +159,19 @@ selftrain() {  # seed: that seed's stage-3 decoder (the soup) trains one more ep
     "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$(seed_system "$ST_SYSTEM" "$1")" "train.seed=$1"
 }
 
-lms_and_rescore() { lms; rescore "$DECODER"; }
+lms_and_rescore() { lms; rescore "$DECODER" "$CTC_SYSTEM" "$EXP/lm"; }
+
+selftrain_ctc() {  # stage 5's CTC system trains on train + the pseudo-labels; the LMs' CTC beam-search
+  "$PY" -m pipeline train --config "$CTC_ST_CONFIG" "model.name=$EXP/$CTC_SYSTEM/best" \
+    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$CTC_ST_SYSTEM"
+  # weights are tuned on dev again for it (the same train-text LMs: $CTC_CONFIG's train set)
+  "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$EXP/lm_st" --char-order 6 --tune-on "$DATA/dev.jsonl" \
+    --model "$EXP/$CTC_ST_SYSTEM/best"
+}
 
 selftrained() {
   on_dev_and_test decode_and_score "$ST_SYSTEM" finetuned "$EXP/$ST_SYSTEM/best"
-  rescore "$ST_SYSTEM"
+  if [ "$CTC" = 1 ]; then rescore "$ST_SYSTEM" "$CTC_ST_SYSTEM" "$EXP/lm_st"; else rescore "$ST_SYSTEM" "" "$EXP/lm"; fi
 }
 
 report() {
@@ -188,6 +200,9 @@ if [ "$SELFTRAIN" = 1 ]; then
   for ((seed = 0; seed < N_DECODERS; seed++)); do
     run_stage 7 "selftrain.$VARIANT.$(seed_system "$ST_SYSTEM" "$seed")" selftrain "$seed"
   done
+  if [ "$CTC" = 1 ]; then
+    run_stage 7 "selftrain.$VARIANT.$CTC_ST_SYSTEM" selftrain_ctc
+  fi
   run_stage 8 "selftrained.$VARIANT" selftrained
 fi
 run_stage 9 report report
