@@ -108,6 +108,8 @@ def test_by_default_the_ctc_system_trains_and_joins_stages_6_and_8(tmp_path):
     assert f"data.train={arg(pl, '--out')}/train.jsonl" in st_ctc
     assert calls.index(pl) < calls.index(st_ctc) < calls.index(stage8[0])
     assert stage8 and all(arg(c, "--ctc") == "exp/sa/ctc_st/best" for c in stage8)
+    assert all(arg(c, "--beams") == "4" == arg(c, "--nbest") for c in stage6)  # NBEST
+    assert all(arg(c, "--beams") == "8" == arg(c, "--nbest") for c in stage8)  # ST_NBEST: the final system's
     lm, lm_st = calls_of(calls, "lm")  # the LM's CTC weights tuned on dev again for the self-trained CTC system
     assert arg(lm_st, "--model") == "exp/sa/ctc_st/best" and arg(lm_st, "--out") == "exp/sa/lm_st"
     assert arg(lm_st, "--config") == "recipes/sanskrit/config_ctc.yaml"  # the train text, not the pseudo-labels
