@@ -171,6 +171,9 @@ class CTCTrainer:
             raise ValueError(f"{source}: its vocab.json differs from {self.cfg.data.vocab_path()}; a CTC system "
                              "continues only on the characters it was trained with")  # fmt: skip
         self.model = model.train()
+        log.info("continuing the CTC checkpoint %s: its head and its %d trainable top encoder layers (the config's "
+                 "head shape and ctc.trainable_top_layers are not used)", source,
+                 model.config.trainable_top_layers)  # fmt: skip
         self.fe = WhisperFeatureExtractor.from_pretrained(source)
         self.frames = self.model.output_frames
         self.max_duration = min(self.cfg.data.max_duration, WINDOW_S)

@@ -26,10 +26,10 @@
 #               trains one more epoch on train + them (recipes/sanskrit/config_selftrain.yaml):
 #               whisper_st_soup2 (whisper_st with SEEDS=1); with SOUP=0 each seed's decoder does
 #               (whisper_st_x2, whisper_st_x2_s1); CTC=1 appends _ctc (whisper_st_soup2_ctc), and
-#               stage 5's CTC system trains one more epoch on the same data too
-#               (recipes/sanskrit/config_ctc_selftrain.yaml): ctc_st
+#               stage 5's CTC system trains two more epochs on the same data too
+#               (recipes/sanskrit/config_ctc_selftrain.yaml): ctc_st, its LM weights tuned again (exp/sa/lm_st)
 #   8 selftrained decode + score dev and test with it (seed 0's with SOUP=0), then rescore its
-#               4-best as in stage 6 (system whisper_st_soup2_lm, whisper_st_lm with SEEDS=1,
+#               8-best (ST_NBEST) as in stage 6 (system whisper_st_soup2_lm, whisper_st_lm with SEEDS=1,
 #               whisper_st_x2_lm with SOUP=0; *_ctc_lm with CTC=1, where ctc_st proposes and scores)
 #   9 report    exp/sa/report/report.{html,md}
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
