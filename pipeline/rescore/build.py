@@ -30,7 +30,7 @@ def model_fingerprint(name_or_path: str | os.PathLike) -> str:
     if not path.exists():
         return str(name_or_path)
     files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
-    parts = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    parts = [(f.name, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -41,9 +41,8 @@ from tqdm import tqdm
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
 from pipeline.config import RecipeConfig
 from pipeline.decode import decode_manifest
-from pipeline.decode_ctc import ctc_batch_decoder
+from pipeline.decode_ctc import ctc_batch_decoder, whisper_feature_extractor
 from pipeline.models.ctc import (
-    WHISPER_KIND,
     BlankCollapseMonitor,
     HeadConfig,
     WhisperCTCConfig,
@@ -53,7 +52,6 @@ from pipeline.models.ctc import (
     is_ctc_checkpoint,
     load_ctc_model,
     pad_labels,
-    read_ctc_config,
     save_ctc_model,
 )
 from pipeline.models.ctc_vocab import CTCVocab
@@ -137,9 +135,7 @@ class CTCTrainer:
     def _build_model(self) -> None:
         cfg, c = self.cfg, self.cfg.ctc
         source = c.encoder or cfg.model.name
-        if is_ctc_checkpoint(source) and read_ctc_config(source)["kind"] == WHISPER_KIND:
-            self._continue_whisper_ctc(source)
-        elif is_wav2vec2_dir(source):
+        if is_wav2vec2_dir(source):
             from pipeline.models.ctc_wav2vec2 import load_wav2vec2_ctc, wav2vec2_output_frames
 
             self.model = load_wav2vec2_ctc(source, self.vocab)
@@ -147,36 +143,34 @@ class CTCTrainer:
             self.frames = functools.partial(wav2vec2_output_frames, self.model)
             self.max_duration = cfg.data.max_duration
         else:
-            head = HeadConfig(kind=c.head, dim=c.head_dim, layers=c.head_layers, heads=c.head_heads, ffn=c.head_ffn,
-                              dropout=c.head_dropout, init_blank_prob=c.init_blank_prob)  # fmt: skip
-            head.validate()
-            wcfg = WhisperCTCConfig(head=head, trainable_top_layers=c.trainable_top_layers, base_model=source)
-            self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
-            self.fe = processor.feature_extractor
+            if is_ctc_checkpoint(source):  # a Whisper-encoder CTC system (a wav2vec2 one is a wav2vec2 dir)
+                self.model, self.fe = self._continued_whisper_ctc(source)
+            else:
+                head = HeadConfig(kind=c.head, dim=c.head_dim, layers=c.head_layers, heads=c.head_heads,
+                                  ffn=c.head_ffn, dropout=c.head_dropout, init_blank_prob=c.init_blank_prob)  # fmt: skip
+                head.validate()
+                wcfg = WhisperCTCConfig(head=head, trainable_top_layers=c.trainable_top_layers, base_model=source)
+                self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
+                self.fe = processor.feature_extractor
             self.frames = self.model.output_frames
             self.max_duration = min(cfg.data.max_duration, WINDOW_S)
         self.model.to(self.device)
         self.is_whisper = isinstance(self.model, WhisperEncoderCTC)
 
-    def _continue_whisper_ctc(self, source: str) -> None:
-        """Start from a trained Whisper-encoder CTC checkpoint (head and layers), e.g. to self-train it.
+    def _continued_whisper_ctc(self, source: str) -> tuple[WhisperEncoderCTC, object]:
+        """(model, feature extractor) of a trained Whisper-encoder CTC checkpoint, to go on training it.
 
         Its head shape and trainable layers are the checkpoint's (the ``ctc`` section's are not used);
         the frozen lower layers are still the pretrained ones, so the encoder-state cache is shared.
         """
-        from transformers import WhisperFeatureExtractor
-
         model, vocab = load_ctc_model(source)
         if vocab != self.vocab:
             raise ValueError(f"{source}: its vocab.json differs from {self.cfg.data.vocab_path()}; a CTC system "
                              "continues only on the characters it was trained with")  # fmt: skip
-        self.model = model.train()
         log.info("continuing the CTC checkpoint %s: its head and its %d trainable top encoder layers (the config's "
                  "head shape and ctc.trainable_top_layers are not used)", source,
                  model.config.trainable_top_layers)  # fmt: skip
-        self.fe = WhisperFeatureExtractor.from_pretrained(source)
-        self.frames = self.model.output_frames
-        self.max_duration = min(self.cfg.data.max_duration, WINDOW_S)
+        return model.train(), whisper_feature_extractor(source, model)
 
     def _load_train(self) -> list[Example]:
         """Train examples; empty/too long/too short clips skipped, ``label_too_long`` ones rejected and listed."""
