@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from data_prep.manifest import ManifestError
+from data_prep.outputs import OutputRefused, ResumeError
 from pipeline.config import ConfigError
 
 #: command name -> (module, one-line help)
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except (ManifestError, ConfigError) as e:
-        # bad input that a command did not catch itself: its message names the file (and line or key)
+    except (ManifestError, ConfigError, OutputRefused, ResumeError) as e:
+        # bad input (or an unsafe output) that a command did not catch itself: its message names the file
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
