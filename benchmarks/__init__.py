@@ -1,6 +1,7 @@
 """The scripts behind BENCHMARKS.md: each prints the table it quotes. Run from the repository root.
 
     python -m benchmarks.prepare_throughput      prepare against a bare decode + resample loop
+    python -m benchmarks.load_speed              CPU cost of reading a prepared corpus back (cache or source)
     python -m benchmarks.train_step_cost         seconds per training step of each regime
     python -m benchmarks.time_to_cer             regimes raced to the same dev CER (or a sweep of configs)
     python -m benchmarks.vocab                   Whisper's decoder vocabulary against a new BPE one

@@ -132,3 +132,14 @@ def test_decode_speed_times_greedy_and_beam_on_the_same_clips(tmp_path, capsys):
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[2].startswith("| greedy |") and rows[2].endswith("| 1.00 | 0 |")
     assert rows[3].startswith("| beam 2 |")
+
+
+def test_load_speed_reads_every_utterance_of_each_manifest(tmp_path, capsys):
+    from benchmarks.load_speed import main
+    from pipeline.train.tiny import write_tiny_corpus
+
+    data = write_tiny_corpus(tmp_path / "data", n_train=3, n_dev=1)
+    assert main([str(data / "train.jsonl"), str(data / "dev.jsonl"), "--repeats", "2"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [f"| {data / 'train.jsonl'}", f"| {data / 'dev.jsonl'}"]
+    assert rows[0].endswith(("| 1.00 |", "| - |")) and all(len(r.split(" | ")[2].split(", ")) == 2 for r in rows)
