@@ -7,7 +7,7 @@ the worker handler, waits on the result pipe as well as on the workers
 long as a result lies in that pipe unread: with both cores busy, that is
 often. On the Sanskrit train split (2 workers) the pool's threads used 0.5-0.7
 CPU seconds of the calling process, the worker handler 0.3-0.4 of them, on the
-cores the workers need (the bare loop of data_prep/bench.py still pays that
+cores the workers need (the bare loop of benchmarks/prepare_throughput.py still pays that
 price). Here the calling thread does it all: it sends each worker the numbers
 of its next tasks through a pipe of its own and blocks on the results
 (``multiprocessing.connection.wait``); 0.1 CPU seconds on that split.

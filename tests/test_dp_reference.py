@@ -301,18 +301,20 @@ def test_load_window_equals_slicing_the_whole_decode(tmp_path, sr, fmt):
 
 
 def test_bench_times_the_reference_mode(tmp_path, capsys):
-    from data_prep.bench import main
+    from benchmarks.prepare_throughput import main, table
 
     rows = "".join(f"s{i % 2}\tu{i}.wav\tक ख\t2\t0\t\t\t\tsa\t\n" for i in range(6))
     (tmp_path / "train.tsv").write_text("client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents"
                                         "\tlocale\tsegment\n" + rows)
     for i in range(6):
         utterance_clip(tmp_path / "clips" / f"u{i}.wav")
-    assert main(["--src", str(tmp_path), "--jobs", "1", "--cache-formats", "flac,none", "--tmp",
-                 str(tmp_path)]) == 0
+    args = ["--src", str(tmp_path), "--jobs", "1", "--cache-formats", "flac,none", "--tmp", str(tmp_path)]
+    assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prepare_none"]["cache_mb"] < 0.01 < report["prepare_flac"]["cache_mb"]
     assert report["prepare_none"]["cold_over_bare"] > 0
+    lines = table(report, ["flac", "none"]).splitlines()
+    assert lines[4].startswith("| bare decode") and lines[6].startswith("| `prepare --cache-format none` | ")
 
 
 def test_cli_cache_format_none_and_unknown_format(zoo, zoo_ref, tmp_path, capsys):

@@ -298,7 +298,7 @@ def test_whisper_base_moves_onto_a_devanagari_bpe(tmp_path):
 
 
 def test_vocab_bench_tokens_reports_lengths(tmp_path):
-    from pipeline.train.vocab_bench import tokens
+    from benchmarks.vocab import tokens
 
     model_dir = save_tiny_whisper(tmp_path / "model")
     data = write_corpus(tmp_path / "data")

@@ -419,8 +419,8 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
 
 
 def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
+    from benchmarks.rescore_ablation import SUBSETS, main
     from data_prep.manifest import Utterance, write_jsonl
-    from pipeline.rescore.ablate import SUBSETS, main
 
     write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa"),
                                          Utterance(id="2", audio="b.flac", duration=1.0, text="p q", language="sa")])  # fmt: skip
@@ -428,7 +428,8 @@ def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
         NBest("1", [_cand("x z", -1.0, ctc=-8, lm=-9), _cand("x y", -1.2, ctc=-3, lm=-2)]),
         NBest("2", [_cand("p q", -0.5, ctc=-2, lm=-2)]),
     ])  # fmt: skip
-    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    files = ["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]
+    assert main([*files, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
     by = {r["scores"]: r for r in rows}
     assert by["decoder's first choice"]["wer"] == 0.25 and by["oracle (best candidate)"]["wer"] == 0.0
@@ -438,8 +439,8 @@ def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):
 def test_ablation_judges_ctc_proposals_apart_from_ctc_scores(tmp_path, capsys):
     import dataclasses
 
+    from benchmarks.rescore_ablation import SUBSETS, decoder_pool, main
     from data_prep.manifest import Utterance, write_jsonl
-    from pipeline.rescore.ablate import SUBSETS, decoder_pool, main
 
     write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa")])
     right_from_ctc = dataclasses.replace(_cand("x y", -3.0, ctc=-1.0), source="ctc")
@@ -447,7 +448,8 @@ def test_ablation_judges_ctc_proposals_apart_from_ctc_scores(tmp_path, capsys):
     nbests = [NBest("1", [_cand("x z", -1.0, ctc=-5.0), both, right_from_ctc])]
     assert [c.text for c in decoder_pool(nbests)[0].candidates] == ["x z", "x w"]
     write_nbest(tmp_path / "nbest.jsonl", nbests)
-    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    files = ["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]
+    assert main([*files, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
     by = {r["scores"]: r for r in rows}
     assert len(rows) == 2 + 2 * len(SUBSETS)
@@ -499,8 +501,8 @@ def test_rescore_command_with_an_ensemble_decodes_again_what_one_decoder_scored(
 
 
 def test_ablation_of_an_ensemble_shows_each_decoder_alone_on_its_own_candidates(tmp_path, capsys):
+    from benchmarks.rescore_ablation import main, single_decoder
     from data_prep.manifest import Utterance, write_jsonl
-    from pipeline.rescore.ablate import main, single_decoder
 
     def cand(text, source, each):
         return Candidate(text, source, att=sum(each) / 2, words=len(text.split()), att_each=each)
@@ -512,7 +514,8 @@ def test_ablation_of_an_ensemble_shows_each_decoder_alone_on_its_own_candidates(
     assert [(c.text, c.att) for c in one] == [("x y", -1.0), ("x q", -0.5)]
     write_jsonl(tmp_path / "dev.jsonl", [Utterance(id="1", audio="a.flac", duration=1.0, text="x y", language="sa")])
     write_nbest(tmp_path / "nbest.jsonl", nbests)
-    assert main(["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]) == 0
+    files = ["--nbest", str(tmp_path / "nbest.jsonl"), "--manifest", str(tmp_path / "dev.jsonl")]
+    assert main([*files, "--json"]) == 0
     by = {r["scores"]: r for r in map(json.loads, capsys.readouterr().out.splitlines()[1:])}
     # alone, decoder 0 picks "x z" (WER 0.5) and decoder 1 "x q" (0.5); their mean picks "x y"
     assert by["decoder 0 alone, all"]["wer"] == 0.5 and by["decoder 1 alone, all"]["wer"] == 0.5

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from pipeline.train import time_to_cer
-from pipeline.train.time_to_cer import RunResult, compare, first_reaching, markdown, parse_variant, read_log
+from benchmarks import time_to_cer
+from benchmarks.time_to_cer import RunResult, compare, first_reaching, markdown, parse_variant, read_log
 
 
 def test_parse_variant():

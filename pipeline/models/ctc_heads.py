@@ -4,7 +4,7 @@ A head maps (B, S, d_enc) encoder states to (B, S', V) logits over the
 character vocabulary, with S' = S * upsample / downsample:
 
 * ``linear`` — dropout, layer norm, one linear layer: a probe. Over a *frozen* Whisper
-  encoder it does not learn characters (prototype: CER 81 %); use it only with
+  encoder it does not learn characters; use it only with
   trainable encoder layers.
 * ``transformer`` — a projection to ``dim``, ``layers`` pre-norm Transformer
   layers that attend over the whole clip (masked padding), layer norm, output.

@@ -230,7 +230,7 @@ def load_weights(path: str | os.PathLike) -> Weights:
     return w
 
 
-#: What the weight search can minimize: WER, CER, or their sum (both goals at once: where many
+#: What the weight search can minimize: WER, CER, or their sum (both at once: where many
 #: weightings tie on CER within a few hundredths of a point, CER alone leaves WER to chance).
 METRICS = ("wer", "cer", "wer+cer")
 
@@ -316,7 +316,7 @@ def held_out_rates(table: ErrorTable, metric: str, **axes) -> list[float]:
     """Two-fold check on dev: [tuned weights, search's pick], each scored on the half it was not tuned on.
 
     The halves are the even and odd utterances (dev order, so both see every part of the
-    session); each half's error count is the other half's tuned weights' (or the search's pick's).
+    recording); each half's error count is the other half's tuned weights' (or the search's pick's).
     """
     n = len(table.has)
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]

@@ -20,7 +20,7 @@ TRAIN split and moves a pretrained Whisper onto it:
   signs, virama, anusvara), so no token spans a matra boundary: the floor is
   the number of pre-tokens (37 for that Sanskrit sentence, not 7), and a
   small corpus saturates the vocabulary early (Sanskrit train text: 1,294
-  text tokens; the demo's: 321). ``python -m pipeline.train.vocab_bench
+  text tokens; the demo's: 321). ``python -m benchmarks.vocab
   tokens`` shows the lengths for a manifest.
 * **Embeddings.** A text token's row is the mean of the pretrained rows of its
   old-tokenizer pieces: the old BPE applied to the token's bytes (both

@@ -5,7 +5,7 @@
 A "model soup" (Wortsman et al., 2022): models fine-tuned from the same pretrained
 weights with other seeds (or other settings) usually end in one basin of the loss,
 and the mean of their weights is a single model that scores like a small ensemble:
-on the Sanskrit dev speaker two seeds of the recipe, each at 16.1 / 16.4 % CER
+on the Sanskrit dev speaker two seeds of the recipe, at 16.1 and 16.7 % CER
 greedy, average to 15.7 % (BENCHMARKS.md). Unlike an ensemble (``rescore --model A
 B``) it costs one model's time to decode, rescore and train further.
 

@@ -46,7 +46,7 @@ CTC_CONFIG=${CTC_CONFIG:-recipes/sanskrit/config_ctc.yaml}
 CTC_SYSTEM=${CTC_SYSTEM:-ctc_ft}
 CTC_ST_CONFIG=${CTC_ST_CONFIG:-recipes/sanskrit/config_ctc_selftrain.yaml}
 CTC_ST_SYSTEM=${CTC_ST_SYSTEM:-ctc_st}  # stage 5's CTC system self-trained in stage 7 (CTC=1)
-CTC=${CTC:-1}  # the CTC system proposes and scores candidates in stages 6 and 8 (CTC=0: without; dev 47.0 / 12.5 % against 45.5 / 12.0 %)
+CTC=${CTC:-1}  # the CTC system proposes and scores candidates in stages 6 and 8 (CTC=0: without)
 SELFTRAIN=${SELFTRAIN:-1}
 ST_CONFIG=${ST_CONFIG:-recipes/sanskrit/config_selftrain.yaml}
 SEEDS=${SEEDS:-2}  # decoders trained with seeds 0..SEEDS-1
@@ -65,15 +65,15 @@ case "$MODE" in
 esac
 N_DECODERS=1  # decoders that stages 6-8 rescore with and self-train: all seeds only in an ensemble
 if [ "$MODE" = ensemble ]; then N_DECODERS=$SEEDS; fi
-NBEST=${NBEST:-4}  # beam width = N-best size of stage 6 (8: dev 53.5 -> 52.9 % WER, twice the time)
-ST_NBEST=${ST_NBEST:-8}  # ... of stage 8, the final system (with CTC=1, 4: dev 44.1 / 11.6 %, 8: 43.6 / 11.6 %, 1.6x the time)
-# Character-LM fusion in the beam search of stages 6 and 8 (chosen on dev: BENCHMARKS.md, "fusion")
+NBEST=${NBEST:-4}  # beam width = N-best size of stage 6
+ST_NBEST=${ST_NBEST:-8}  # ... of stage 8, the final system (BENCHMARKS.md, "N-best size")
+# Character-LM fusion in the beam search of stages 6 and 8 (chosen on dev: BENCHMARKS.md, "Character-LM fusion")
 FUSION_WEIGHT=${FUSION_WEIGHT:-0.5}
 FUSION_BONUS=${FUSION_BONUS:-1.0}
 FUSION_LP=${FUSION_LP:-0}  # the fused search ranks by summed scores (1: per-token means, which let loops win)
 # A fused hypothesis may hold at most the train text's 99th-percentile characters per second times this
 FUSION_RATE_MARGIN=${FUSION_RATE_MARGIN:-1.25}
-TUNE_METRIC=${TUNE_METRIC:-wer+cer}  # what the rescoring weights minimize on dev (their sum: see BENCHMARKS.md)
+TUNE_METRIC=${TUNE_METRIC:-wer+cer}  # what the rescoring weights minimize on dev (wer, cer or their sum)
 VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_${FUSION_BONUS}_lp${FUSION_LP}_r$FUSION_RATE_MARGIN.$TUNE_METRIC"  # another setting reruns stages 6-8
 DATA=data/sa
 EXP=exp/sa

@@ -1,7 +1,7 @@
 """Throughput of ``prepare`` against a bare decode+resample loop, in the same run.
 
-    python -m data_prep.bench --src ../shared/corpora/sanskrit_cv --format cv --lang sa --split train --jobs 2 \
-        --cache-formats flac,wav,none
+    python -m benchmarks.prepare_throughput --src ../shared/corpora/sanskrit_cv --format cv --lang sa \
+        --split train --jobs 2 --repeats 3 --cache-formats flac,wav,none
 
 Both loops use the same rows, the same number of processes and a warm page
 cache (every file is read once first). The bare loop only decodes and
@@ -12,7 +12,8 @@ times real time for each and their ratio (what matters on a shared
 machine), the resumed rerun with a warm cache, and the cache's size on disk. Each loop's CPU seconds
 (user + system, this process and its reaped workers) are reported too: on a
 machine other jobs share, wall time swings with their load while the CPU
-ratio stays put, so it tells whether a change helped.
+ratio stays put, so it tells whether a change helped. Printed as a Markdown
+table (``--json``: the whole report as JSON).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def tree_mb(folder: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_prep.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.prepare_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--src", required=True)
     p.add_argument("--format", default="cv")
     p.add_argument("--lang", default="sa")
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="cache formats to time, comma-separated (none: reference mode, no audio written)")
     p.add_argument("--repeats", type=int, default=1, help="repeat both loops, report the best of each")
     p.add_argument("--tmp", default=None, help="folder for the temporary output (default: system temp)")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of a table")
     args = p.parse_args(argv)
     src = Path(args.src).resolve()
     rows = [r for r in mark_duplicates(import_corpus(args.format, src))
@@ -122,8 +124,24 @@ def main(argv: list[str] | None = None) -> int:
             "cold_cpu_over_bare": round(cold_cpu / bare_cpu, 3),
             "cache_mb": round(disk[fmt], 3),
         }
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1) if args.json else table(report, formats))
     return 0
+
+
+def table(report: dict, formats: list[str]) -> str:
+    """The report as a Markdown table: one row per loop, ratios against the bare loop of the same run."""
+    bare = report["bare_decode_resample"]
+    lines = [f"{report['rows']} rows, {report['audio_hours']} h of audio, {report['jobs']} processes, "
+             f"best of {report['repeats']}", "",
+             "| pipeline | x real time | wall / bare | CPU / bare | resumed: x real time | cache MB |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| bare decode + resample loop (baseline; {bare['wall_s']} s, {bare['cpu_s']} CPU s) "
+             f"| {bare['x_realtime']:.0f} | 1.00 | 1.00 | | |"]
+    for fmt in formats:
+        r = report[f"prepare_{fmt}"]
+        lines.append(f"| `prepare --cache-format {fmt}` | {r['cold_x_realtime']:.0f} | {r['cold_over_bare']:.3f} "
+                     f"| {r['cold_cpu_over_bare']:.3f} | {r['resumed_x_realtime']:.0f} | {r['cache_mb']:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training regimes raced on the same data: samples/s and wall time to reach the same dev CER.
 
-    python -m pipeline.train.time_to_cer --config recipes/demo/config.yaml --out exp/bench/regimes \\
+    python -m benchmarks.time_to_cer --config recipes/demo/config.yaml --out exp/bench/regimes \\
         --variant cached= \\
         --variant full_padded=train.regime=full,train.trimmed_encoder=false,train.restrict_vocab=false \\
         [--target-cer 0.3] [--threads 1] [--parallel 1] [--set train.eval_every=200 ...]
@@ -270,7 +270,7 @@ def markdown(target: float, rows: list[dict], parallel: int = 1) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.train.time_to_cer", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.time_to_cer", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--config", required=True, help="recipe config shared by all variants")
     ap.add_argument("--out", required=True, type=Path, help="one run directory per variant goes here")

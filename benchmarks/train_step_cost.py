@@ -1,6 +1,6 @@
 """Step cost of the training regimes on the real whisper-base, all in one run.
 
-    python -m pipeline.train.bench [--threads 1] [--steps 2] [REGIME_VARIANT ...]
+    python -m benchmarks.train_step_cost [--threads 1] [--steps 2] [VARIANT ...]
 
 Each variant trains ``--steps`` optimizer steps (after one warm-up step) on the
 same synthetic batch: 4 clips of 5 s (log-mel of the clip's real length, or the
@@ -91,7 +91,8 @@ def measure(base, variant: Variant, steps: int) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_step_cost", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", metavar="VARIANT",
                    help=f"any of {', '.join(VARIANTS)} (default: all; the first is the baseline)")
     p.add_argument("--threads", type=int, default=1)

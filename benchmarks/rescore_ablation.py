@@ -1,6 +1,7 @@
 """Which scores earn their place: dev error rates with each subset of the rescoring scores.
 
-    python -m pipeline.rescore.ablate --nbest exp/sa/whisper_ctc_lm/dev/nbest.jsonl --manifest data/sa/dev.jsonl
+    python -m benchmarks.rescore_ablation --nbest exp/sa/whisper_soup2_ctc_lm/dev/nbest.jsonl \
+        --manifest data/sa/dev.jsonl
 
 Prints, for the same N-best lists: the decoder's own first choice, the oracle
 (the best candidate per utterance: the ceiling of any weighting), and the dev
@@ -10,7 +11,8 @@ decoder alone: its own candidates, its own scores, every LM weight tuned, which 
 what the same rescoring without the ensemble gives. When a CTC model proposed
 candidates too, the subsets are repeated on the decoders' candidates alone
 ("decoder pool: ..."): the CTC model then only scores, so its proposals and its
-scores are judged apart. Dev only: it tunes.
+scores are judged apart. Dev only: it tunes. Printed as a Markdown table
+(``--json``: one JSON object per row).
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def subset_rows(nbests: list[NBest], refs: list[str], prefix: str = "") -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.rescore.ablate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.rescore_ablation", description=__doc__.split("\n")[0])
     p.add_argument("--nbest", required=True, help="nbest.jsonl written by `rescore` on DEV")
     p.add_argument("--manifest", required=True, help="the dev manifest (references)")
+    p.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = p.parse_args(argv)
     nbests = read_nbest(args.nbest)
     refs_by_id = {u.id: u.text for u in read_manifest(args.manifest)}
@@ -99,9 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"scores": f"decoder {k} alone, all", "wer": t.wer, "cer": t.cer, "weights": t.weights.__dict__})
     n_cands = sum(len(nb.candidates) for nb in nbests) / max(len(nbests), 1)
     print(f"{len(nbests)} utterances, {n_cands:.1f} candidates each")
-    for r in rows:
-        print(json.dumps(r, ensure_ascii=False))
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+    else:
+        print(table(rows))
     return 0
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a Markdown table: dev WER / CER in %, and the tuned weights that are not 0."""
+    lines = ["| candidates, scores | dev WER % | dev CER % | weights |", "|---|---:|---:|---|"]
+    for r in rows:
+        w = r.get("weights") or {}
+        shown = ", ".join(f"{k} {v:g}" for k, v in w.items() if v and k != "beam_pick")
+        shown = "the search's pick" if w.get("beam_pick") else shown
+        lines.append(f"| {r['scores']} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {shown} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

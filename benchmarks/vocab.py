@@ -1,7 +1,7 @@
 """Whisper's decoder vocabulary against a new BPE one (``model.vocabulary: bpe``): length and step cost.
 
-    python -m pipeline.train.vocab_bench tokens --manifest data/demo/train.jsonl [--sizes 300 1000 2000]
-    python -m pipeline.train.vocab_bench steps --config recipes/demo/config.yaml --out exp/vocab_bench/steps \\
+    python -m benchmarks.vocab tokens --manifest data/demo/train.jsonl [--sizes 300 1000 2000]
+    python -m benchmarks.vocab steps --config recipes/demo/config.yaml --out exp/vocab_bench/steps \\
         [--size 300] [--warmup 2] [--rounds 6] [--chunk 5] [--threads 1] [key=value ...]
 
 ``tokens``: mean tokens per train text (with the leading space the labels
@@ -15,9 +15,10 @@ the floor that Whisper's pre-tokenizer sets (one token per pre-token).
 ``--chunk`` optimizer steps, in the order A B B A A B ..., so both see the same
 batches (the batch plan depends only on the clips and the seed) and the same
 machine load, drift included: on a shared machine this is fairer than two runs
-one after the other. There is no evaluation and no checkpoint. Printed (and
-written to ``OUT/steps.json``): seconds per optimizer step, the ratio, label
-tokens per utterance and trainable parameters.
+one after the other. There is no evaluation and no checkpoint. Printed as a
+table (and written to ``OUT/steps.json``): seconds per optimizer step, the
+ratio to Whisper's vocabulary, label tokens per utterance, output rows and
+trainable parameters.
 """
 
 from __future__ import annotations
@@ -51,16 +52,15 @@ def tokens(manifest: Path, sizes: list[int], base: str) -> list[dict]:
         new = train_bpe(texts, size, old)
         rows.append({"vocabulary": f"bpe {size}", "text_tokens": len(new) - len(new.added_tokens_decoder),
                      "tokens_per_text": round(mean_tokens(new, texts), 2)})  # fmt: skip
-    print(f"{manifest}: {len(texts)} texts")
+    print(f"{manifest}: {len(texts)} texts\n\n| vocabulary | text tokens | tokens per text |\n|---|---:|---:|")
     for r in rows:
-        print(
-            f"  {r['vocabulary']:<20} text tokens {r['text_tokens'] or '-':>6}  tokens/text {r['tokens_per_text']:.2f}"
-        )
+        print(f"| {r['vocabulary']} | {r['text_tokens'] or '-'} | {r['tokens_per_text']:.2f} |")
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.vocab", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tokens", help="tokens per train text")
     t.add_argument("--manifest", required=True, type=Path)
@@ -121,8 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["bpe_over_whisper"] = round(seconds["bpe"] / seconds["whisper"], 3)
     atomic_write_text(args.out / "steps.json", json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(steps_table(result))
     return 0
+
+
+def steps_table(result: dict) -> str:
+    """The ``steps`` measurement as a Markdown table, Whisper's vocabulary first."""
+    lines = ["| vocabulary | s per optimizer step | ratio | label tokens per utterance | output rows "
+             "| trainable parameters |", "|---|---:|---:|---:|---:|---:|"]
+    for name in ("whisper", "bpe"):
+        r = result[name]
+        ratio = 1.0 if name == "whisper" else result["bpe_over_whisper"]
+        lines.append(f"| {name} | {r['s_per_step']} | {ratio:.2f} | {r['label_tokens_per_utt']} | {r['vocab_rows']:,} "
+                     f"| {r['trainable_params'] / 1e6:.1f} M |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
