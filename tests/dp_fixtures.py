@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,23 @@ def write(path: Path, y: np.ndarray, sr: int = SR, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, y, sr, **kw)
     return path
+
+
+def riff_wav(sr: int = SR, channels: int = 1, samples: np.ndarray | None = None, *, float32: bool = False,
+             data_size: int | None = None) -> bytes:
+    """A WAV file's bytes with its header written field by field, so that it may say what no writer
+    would: a rate of 0 or 2**31 - 1 Hz, no channels, a data chunk larger than the file.
+
+    ``samples`` (default 0.5 s of speech-like sound) are written as 16-bit PCM, or as 32-bit floats.
+    """
+    y = speechlike(0.5) if samples is None else samples
+    data = y.astype("<f4").tobytes() if float32 else (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    bits = 32 if float32 else 16
+    block = max(channels, 1) * bits // 8
+    fmt = struct.pack("<HHIIHH", 3 if float32 else 1, channels, sr, sr * block % 2**32, block, bits)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"data" + struct.pack("<I", len(data) if data_size is None else data_size) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
 def utterance_clip(path: Path, speech: float = 1.0, sr: int = SR, **kw) -> Path:

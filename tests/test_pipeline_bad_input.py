@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from dp_fixtures import riff_wav
+from tree_fixtures import tree_digest
 
 from data_prep.manifest import Source, Utterance, read_rejects, write_jsonl
 from pipeline.cli import main
@@ -98,6 +100,31 @@ def test_decode_lists_unreadable_clips_in_a_rejects_file(tmp_path):
     _wav(tmp_path / "u2.wav")
     hyps, errors = decode_manifest(utts, tmp_path, lambda waves: [("ab", 1)] * len(waves), out)
     assert len(hyps) == 3 and not errors and not rejects_path(out).exists()
+
+
+@pytest.mark.parametrize("data, detail", [
+    (riff_wav(sr=0), "sample rate 0 Hz is not a plausible audio rate"),
+    (riff_wav(sr=2**31 - 1), "sample rate 2147483647 Hz is not a plausible audio rate"),
+    (riff_wav(channels=0), "Channel count is zero"),
+    (riff_wav(samples=np.full(8000, np.nan), float32=True), "8000 NaN/infinite samples"),
+], ids=["rate0", "rate2**31-1", "no_channels", "nan"])  # fmt: skip
+def test_decode_rejects_a_clip_with_a_damaged_header_and_decodes_the_others(tmp_path, data, detail):
+    # a rate of 0 was a traceback (soxr's ValueError) that ended the decode; NaN samples went to the model
+    from pipeline.resumable import rejects_path
+
+    _wav(tmp_path / "u0.wav")
+    (tmp_path / "u1.wav").write_bytes(data)
+    _wav(tmp_path / "u2.wav")
+    before = tree_digest(tmp_path)
+    utts = [_utt("u0"), _utt("u1"), _utt("u2")]
+    out = tmp_path / "exp" / "hyps.jsonl"
+    sources = {u.id: Source("dev.jsonl", i + 1) for i, u in enumerate(utts)}
+    hyps, errors = decode_manifest(utts, tmp_path, lambda waves: [("ab", 1)] * len(waves), out, sources=sources)
+    assert [h.id for h in hyps] == ["u0", "u2"]
+    assert len(errors) == 1 and errors[0].startswith(f"dev.jsonl:2: u1: {tmp_path / 'u1.wav'}: ") and detail in errors[0]
+    (r,) = read_rejects(rejects_path(out))
+    assert (r.id, r.reason, str(r.source)) == ("u1", "unreadable_audio", "dev.jsonl:2") and detail in r.detail
+    assert tree_digest(tmp_path, skip=tmp_path / "exp") == before
 
 
 def test_rerun_after_a_torn_partial_line_keeps_every_record_readable(tmp_path):
