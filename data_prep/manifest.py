@@ -86,6 +86,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
         "missing_text",  # audio without transcript (or the reverse)
         "missing_speaker",  # Kaldi: utt2spk exists but has no line for the utterance
+        "symlink_loop",  # folder corpus: a symlink to a folder it lies in (not followed)
         "label_too_long",  # more labels than encoder frames (CTC)
     }
 )

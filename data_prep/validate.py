@@ -5,7 +5,8 @@ the manifest: a long clip split into k segments is ONE accepted row with k
 utterances) or rejected (one line in rejects.jsonl with one reason). The checks
 run in a fixed order and the first failing one gives the reason:
 
-1. parse (importer): ``not_utf8``, ``malformed_line``, ``missing_text``, ``missing_speaker``, ``missing_audio``
+1. parse (importer): ``not_utf8``, ``malformed_line``, ``missing_text``, ``missing_speaker``, ``missing_audio``,
+   ``symlink_loop`` (a folder corpus's link to a folder it lies in)
 2. :func:`mark_duplicates`: ``duplicate_id`` (the first row with an id wins)
 3. :func:`screen_row`: ``shell_pipe``, ``path_outside_root``
 4. :func:`check_text`: ``empty_text``, ``foreign_script``
