@@ -49,7 +49,7 @@ from data_prep.manifest import Reject, Utterance
 from data_prep.refcache import ref_cache
 from data_prep.segment import plan_split, speech_regions
 from data_prep.text.normalize import get_normalizer
-from data_prep.validate import check_text, realpath, reject, screen_row
+from data_prep.validate import check_text, check_text_rate, realpath, reject, screen_row
 
 #: Bump when the audio processing changes, so caches are rebuilt.
 AUDIO_VERSION = "audio-v2"
@@ -624,6 +624,9 @@ def _records(c: _Checked, cfg: ProcessConfig) -> RowResult:
     )
     if duration < cfg.min_duration:
         return reject(row, "too_short", f"{duration:.2f} s after trimming < --min-duration {cfg.min_duration}")
+    bad = check_text_rate(row, c.text, duration)
+    if bad:
+        return bad
     if duration <= cfg.max_duration:
         return [base]
     norm = get_normalizer(cfg.rules)

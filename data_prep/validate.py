@@ -11,7 +11,8 @@ run in a fixed order and the first failing one gives the reason:
 3. :func:`screen_row`: ``shell_pipe``, ``path_outside_root``
 4. :func:`check_text`: ``empty_text``, ``foreign_script``
 5. audio (:mod:`data_prep.process`): ``missing_audio``, ``unreadable_audio``,
-   ``zero_length``, ``nan_samples``, ``silent_audio``, ``too_short``, ``too_long``
+   ``zero_length``, ``nan_samples``, ``silent_audio``, ``too_short``, ``text_too_long``
+   (:func:`check_text_rate`), ``too_long``
 """
 
 from __future__ import annotations
@@ -129,6 +130,26 @@ def check_text(row: RawRow, norm: TextNormalizer) -> tuple[str, Reject | None]:
         shown = " ".join(f"{c!r}(U+{ord(c):04X})" for c in sorted(foreign))
         return text, reject(row, "foreign_script", f"characters outside the {norm.name} rules' scripts: {shown}")
     return text, None
+
+
+#: Characters a second of a transcript (normalized, spaces included) beyond any speech: the fastest
+#: utterance of the Sanskrit CV corpus has 19.2 over its trimmed audio, of the Punjabi digits 8.7.
+MAX_CHARS_PER_SECOND = 50.0
+#: A clip shorter than this may still carry ``MAX_CHARS_PER_SECOND`` times it in characters: one
+#: long word said fast, or a trim that cut a little too much, must not reject a short clip.
+RATE_FLOOR_S = 1.0
+
+
+def check_text_rate(row: RawRow, text: str, duration: float) -> Reject | None:
+    """``text_too_long`` when the transcript has far more characters than ``duration`` seconds of
+    speech can hold: it belongs to other audio (a shifted list, a whole document), and only training
+    would notice (labels longer than the encoder's frames)."""
+    limit = MAX_CHARS_PER_SECOND * max(duration, RATE_FLOOR_S)
+    if len(text) <= limit:
+        return None
+    return reject(row, "text_too_long",
+                  f"{len(text)} characters of transcript for {duration:.2f} s of audio: more than speech holds "
+                  f"(at most {MAX_CHARS_PER_SECOND:g} a second, {limit:g} for this clip)")
 
 
 @dataclass

@@ -158,3 +158,22 @@ def test_a_pipe_line_that_cannot_be_split_is_a_reject(tmp_path):
     assert prepare(tmp_path / "c", tmp_path / "out", "kaldi", "sa", allow_pipes=True, **FAST) == 0
     (r,) = read_rejects(tmp_path / "out" / "rejects.jsonl")
     assert (r.id, r.reason, str(r.source)) == ("b", "unreadable_audio", "wav.scp:2") and "No closing quotation" in r.detail
+
+
+def test_a_transcript_far_longer_than_its_audio_is_rejected_and_a_short_clip_keeps_a_floor(tmp_path, capsys):
+    # a 1 MB transcript on a 1.5 s clip was accepted: only training skipped it later
+    root = tmp_path / "cv"
+    utterance_clip(root / "clips" / "ok.wav")
+    utterance_clip(root / "clips" / "huge.wav", 0.9)  # 1.5 s with its pauses, about 1.2 s once trimmed
+    utterance_clip(root / "clips" / "quick.wav", 0.2)  # about 0.5 s once trimmed, 45 characters: under the floor
+    sentences = {"ok.wav": "क ख", "huge.wav": "कखगघ " * 200_000, "quick.wav": "कखगघङचछजझञ " * 4 + "टठडढण"}
+    (root / "validated.tsv").write_text(HEADER + "".join(f"s{i}\t{n}\t{t}\t2\t0\t\t\t\tsa\t\n"
+                                                         for i, (n, t) in enumerate(sentences.items())))
+    before = tree_digest(root)
+    assert cli(args(root, tmp_path / "out")) == 0
+    (r,) = read_rejects(tmp_path / "out" / "rejects.jsonl")
+    assert (r.id, r.reason, str(r.source)) == ("huge", "text_too_long", "validated.tsv:3")
+    assert r.detail.startswith("999999 characters of transcript for 1.") and "at most 50 a second" in r.detail
+    assert [u.id for u in read_manifest(tmp_path / "out" / "manifest.jsonl")] == ["ok", "quick"]
+    assert "text_too_long 1" in capsys.readouterr().out
+    assert tree_digest(root) == before

@@ -48,6 +48,7 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_silent"] == "silent_audio"
     assert by_id["x_short"] == "too_short"
     assert by_id["x_long"] == "too_long"
+    assert by_id["x_longtext"] == "text_too_long"
     assert by_id["x_emptytext"] == "empty_text"
     assert by_id["x_latin"] == "foreign_script"
     assert by_id["x_outside"] == "path_outside_root"
