@@ -177,3 +177,11 @@ def test_a_transcript_far_longer_than_its_audio_is_rejected_and_a_short_clip_kee
     assert [u.id for u in read_manifest(tmp_path / "out" / "manifest.jsonl")] == ["ok", "quick"]
     assert "text_too_long 1" in capsys.readouterr().out
     assert tree_digest(root) == before
+
+
+def test_allow_pipes_help_says_it_runs_the_corpus_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli(["prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--allow-pipes run the commands written in the corpus's wav.scp (`cmd args |` lines) to get their audio: "
+            "any program they name runs with your rights, without a shell; use only with a corpus you trust") in text
