@@ -185,3 +185,24 @@ def test_allow_pipes_help_says_it_runs_the_corpus_commands(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert ("--allow-pipes run the commands written in the corpus's wav.scp (`cmd args |` lines) to get their audio: "
             "any program they name runs with your rights, without a shell; use only with a corpus you trust") in text
+
+
+def test_a_corpus_in_another_script_is_told_the_script_and_the_option(tmp_path, capsys):
+    # a romanized Punjabi corpus under the Gurmukhi rules said only "no utterance accepted"
+    root = tmp_path / "c"
+    texts = {"u1": "sifar ikk do", "u2": "tinn chaar", "u3": "panj chhe satt", "u4": "ਇੱਕ ਦੋ"}
+    for uid in texts:
+        utterance_clip(root / f"{uid}.wav")
+    (root / "wav.scp").write_text("".join(f"{uid} {uid}.wav\n" for uid in texts))
+    (root / "text").write_text("".join(f"{uid} {t}\n" for uid, t in texts.items()))
+    before = tree_digest(root)
+    base = ["prepare", "--format", "kaldi", "--src", str(root), "--lang", "pa", "--jobs", "1", "--no-progress",
+            "--vad", "energy", "--trim-vad", "none"]
+    assert cli([*base, "--out", str(tmp_path / "out")]) == 0  # u4 is accepted
+    summary = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input "))
+    assert summary.endswith("rejected: foreign_script 3; most rejects are foreign_script, their letters in Latin "
+                            "script (Latn, 3 rows): if the corpus writes the language so, rerun with --script Latn")
+    assert cli([*base, "--out", str(tmp_path / "latn"), "--script", "Latn"]) == 0
+    summary = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input "))
+    assert summary.endswith("rejected: foreign_script 1")  # the Gurmukhi row: a minority, no hint
+    assert tree_digest(root) == before
