@@ -651,14 +651,14 @@ def _records(c: _Checked, cfg: ProcessConfig) -> RowResult:
 
 
 def _records_or_reject(c: _Checked, cfg: ProcessConfig) -> RowResult:
-    """:func:`_records`, or the row's reject when splitting its clip fails (the VAD on a strange clip):
-    one clip never stops the run. An output that cannot be written does (:class:`OutputError`)."""
+    """:func:`_records`, or the row's reject when they fail (e.g. the VAD that splits a long clip, on a
+    strange clip): one clip never stops the run. An output that cannot be written does (:class:`OutputError`)."""
     try:
         return _records(c, cfg)
     except OutputError:
         raise
     except Exception as e:  # noqa: BLE001 - see above
-        return reject(c.row, "unreadable_audio", f"{c.row.audio}: cannot split the audio ({type(e).__name__}: {e})")
+        return reject(c.row, "unreadable_audio", f"{c.row.audio}: cannot process the audio ({type(e).__name__}: {e})")
 
 
 def process_rows(rows: list[Row], cfg: ProcessConfig) -> list[RowResult]:

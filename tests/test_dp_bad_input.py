@@ -150,6 +150,19 @@ def test_whatever_the_analysis_of_one_clip_raises_is_its_reject(tmp_path, monkey
     assert [u.id for u in read_manifest(tmp_path / "out" / "manifest.jsonl")] == ["a"]
 
 
+def test_a_failure_to_split_one_long_clip_is_its_reject(tmp_path, monkeypatch):
+    corpus = cv(tmp_path / "cv", {"a.wav": None, "long.wav": riff_wav(samples=speechlike(3.0))})
+
+    def failing(*args, **kw):
+        raise RuntimeError("the VAD failed")
+
+    monkeypatch.setattr(process, "speech_regions", failing)
+    assert prepare(corpus, tmp_path / "out", "cv", "sa", max_duration=2.0, **FAST) == 0
+    (r,) = read_rejects(tmp_path / "out" / "rejects.jsonl")
+    assert (r.id, r.reason) == ("long", "unreadable_audio")
+    assert r.detail == f"{corpus / 'clips' / 'long.wav'}: cannot process the audio (RuntimeError: the VAD failed)"
+
+
 def test_a_pipe_line_that_cannot_be_split_is_a_reject(tmp_path):
     # shlex's "No closing quotation" ended the run
     utterance_clip(tmp_path / "c" / "a.wav")
