@@ -6,11 +6,13 @@ transcription and in training, so every stage hears the same samples.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -20,35 +22,86 @@ TARGET_SR = 16000
 
 
 class AudioError(RuntimeError):
-    """Audio that cannot be read; the message names the file."""
+    """Audio that cannot be read; the message names the file.
+
+    Every failure to decode one clip is this error, whatever the decoder raised (a
+    damaged header, an absurd rate, no channels, NaN samples, memory), so that a
+    caller can set the clip aside and go on with the others.
+    """
+
+
+#: Sample rates a real recording can have; a header outside them is damaged (0 Hz, 2**31 - 1 Hz),
+#: and resampling from it would make no samples or billions of them.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 1_000_000
+
+
+@contextlib.contextmanager
+def clip_errors(path: str) -> Iterator[None]:
+    """Turn whatever decoding ``path`` raises into an :class:`AudioError` naming it."""
+    try:
+        yield
+    except AudioError:
+        raise
+    except FileNotFoundError as e:
+        raise AudioError(f"{path}: file not found") from e
+    except Exception as e:  # noqa: BLE001 - a damaged file can make any decoder step fail
+        raise AudioError(f"{path}: cannot decode audio ({type(e).__name__}: {e or 'no detail'})") from e
+
+
+def check_format(path: str, sr: int, channels: int) -> None:
+    """Raise :class:`AudioError` for a rate or channel count no recording has (a damaged header)."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate {sr} Hz is not a plausible audio rate (accepted: "
+                         f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz); is the header damaged?")
+    if channels < 1:
+        raise AudioError(f"{path}: the header says {channels} channels")
+
+
+def check_finite(path: str, y: np.ndarray) -> np.ndarray:
+    """``y``, or :class:`AudioError` when a sample is NaN or infinite (a float file gone bad)."""
+    if y.size and not (math.isfinite(y.min()) and math.isfinite(y.max())):  # both propagate NaN
+        raise AudioError(f"{path}: {int((~np.isfinite(y)).sum())} NaN/infinite samples")
+    return y
+
+
+#: What libsndfile raises for a file it cannot open or read: another decoder may still read it.
+_SOUNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
 
 
 def read_audio(path: str | os.PathLike, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
     """Decode ``path`` (optionally a window) to float32 of shape (frames, channels) and its rate."""
     path = os.fspath(path)
-    try:
-        with sf.SoundFile(path) as f:
-            sr = f.samplerate
-            start = int(round(offset * sr))
-            if start:
-                f.seek(min(start, f.frames))
-            frames = -1 if duration is None else int(round(duration * sr))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
-        return data, sr
-    except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
-        # Formats libsndfile does not know (e.g. some m4a/webm) go through librosa/audioread.
+    with clip_errors(path):
         try:
-            import librosa
+            with sf.SoundFile(path) as f:
+                sr = f.samplerate
+                check_format(path, sr, f.channels)
+                start = int(round(offset * sr))
+                if start:
+                    f.seek(min(start, f.frames))
+                frames = -1 if duration is None else int(round(duration * sr))
+                data = f.read(frames=frames, dtype="float32", always_2d=True)
+            return data, sr
+        except AudioError:
+            raise
+        except _SOUNDFILE_ERRORS as sf_error:
+            return _read_other(path, offset, duration, sf_error)
 
-            with warnings.catch_warnings():  # its fallback and deprecation warnings: the error says it all
-                warnings.simplefilter("ignore")
-                y, sr = librosa.load(path, sr=None, mono=False, offset=offset, duration=duration, dtype=np.float32)
-        except Exception as e:  # noqa: BLE001 - any decoder failure is an unreadable file
-            raise AudioError(f"{path}: cannot decode audio ({sf_error}; {e})") from e
-        y = np.atleast_2d(y)
-        return np.ascontiguousarray(y.T), int(sr)
-    except FileNotFoundError as e:
-        raise AudioError(f"{path}: file not found") from e
+
+def _read_other(path: str, offset: float, duration: float | None, sf_error: Exception) -> tuple[np.ndarray, int]:
+    """Formats libsndfile does not know (e.g. some m4a/webm), through librosa/audioread."""
+    try:
+        import librosa
+
+        with warnings.catch_warnings():  # its fallback and deprecation warnings: the error says it all
+            warnings.simplefilter("ignore")
+            y, sr = librosa.load(path, sr=None, mono=False, offset=offset, duration=duration, dtype=np.float32)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is an unreadable file
+        raise AudioError(f"{path}: cannot decode audio ({sf_error}{f'; {e}' if str(e) else ''})") from e
+    y = np.atleast_2d(y)
+    check_format(path, int(sr), y.shape[0])
+    return np.ascontiguousarray(y.T), int(sr)
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -70,10 +123,12 @@ def load_audio(
     path: str | os.PathLike, offset: float = 0.0, duration: float | None = None, sr: int = TARGET_SR
 ) -> np.ndarray:
     """Mono float32 samples at ``sr`` Hz. Raises :class:`AudioError` naming the file."""
+    path = os.fspath(path)
     if not os.path.exists(path):
-        raise AudioError(f"{os.fspath(path)}: file not found")
+        raise AudioError(f"{path}: file not found")
     data, file_sr = read_audio(path, offset, duration)
-    return resample(to_mono(data), file_sr, sr)
+    with clip_errors(path):
+        return check_finite(path, resample(to_mono(data), file_sr, sr))
 
 
 #: Decoded before a window of a lossy file and dropped. An MP3 seek lands without the bit
@@ -125,17 +180,21 @@ def load_window(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise AudioError(f"{path}: file not found")
-    try:
-        with sf.SoundFile(path) as f:
-            file_sr, lossy = f.samplerate, f.format in LOSSY_FORMATS
-            first, frames, drop, keep = window_frames(offset, duration, file_sr, sr, lossy)
-            if first:
-                f.seek(min(first, f.frames))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        # what only librosa reads is decoded from the start anyway (read_audio's fallback)
-        return load_audio(path, offset, duration, sr)
-    y = resample(to_mono(data), file_sr, sr)
+    with clip_errors(path):
+        try:
+            with sf.SoundFile(path) as f:
+                file_sr, lossy = f.samplerate, f.format in LOSSY_FORMATS
+                check_format(path, file_sr, f.channels)
+                first, frames, drop, keep = window_frames(offset, duration, file_sr, sr, lossy)
+                if first:
+                    f.seek(min(first, f.frames))
+                data = f.read(frames=frames, dtype="float32", always_2d=True)
+        except AudioError:
+            raise
+        except _SOUNDFILE_ERRORS:
+            # what only librosa reads is decoded from the start anyway (read_audio's fallback)
+            return load_audio(path, offset, duration, sr)
+        y = check_finite(path, resample(to_mono(data), file_sr, sr))
     if drop == 0 and (keep < 0 or keep >= len(y)):
         return y
     return y[drop:] if keep < 0 else y[drop : drop + keep]
@@ -149,11 +208,10 @@ FRAME_S = 0.02
 
 def read_audio_bytes(data: bytes, name: str = "<pipe>") -> tuple[np.ndarray, int]:
     """Decode an in-memory audio file (e.g. a Kaldi pipe's stdout) to (frames, channels) and its rate."""
-    try:
+    with clip_errors(name):
         with sf.SoundFile(io.BytesIO(data)) as f:
+            check_format(name, f.samplerate, f.channels)
             return f.read(dtype="float32", always_2d=True), f.samplerate
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{name}: cannot decode audio ({e})") from e
 
 
 def clipped_fraction(data: np.ndarray, level: float = 0.999, *, bounds: tuple[float, float] | None = None

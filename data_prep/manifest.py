@@ -77,6 +77,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "silent_audio",  # every sample the same (digital silence): nothing could have been said
         "too_short",  # shorter than the minimum duration
         "too_long",  # longer than the model limit and could not be split
+        "text_too_long",  # more characters a second than speech holds (a transcript of something else)
         "empty_text",  # nothing left after normalization
         "foreign_script",  # characters outside the language's script
         "duplicate_id",  # id seen before in this corpus
@@ -86,6 +87,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "shell_pipe",  # Kaldi wav.scp command pipe without --allow-pipes
         "missing_text",  # audio without transcript (or the reverse)
         "missing_speaker",  # Kaldi: utt2spk exists but has no line for the utterance
+        "symlink_loop",  # folder corpus: a symlink to a folder it lies in (not followed)
         "label_too_long",  # more labels than encoder frames (CTC)
     }
 )

@@ -160,7 +160,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--shard-index", type=int, default=0)
-    p.add_argument("--allow-pipes", action="store_true", help="run Kaldi wav.scp pipes (never via a shell)")
+    p.add_argument("--allow-pipes", action="store_true",
+                   help="run the commands written in the corpus's wav.scp (`cmd args |` lines) to get their audio: "
+                   "any program they name runs with your rights, without a shell; use only with a corpus you trust")
     p.add_argument("--allow-outside-root", action="store_true", help="accept audio paths outside --src")
     p.add_argument("--max-duration", type=float, default=30.0, help="longer clips are split or rejected")
     p.add_argument("--min-duration", type=float, default=0.3)

@@ -49,7 +49,7 @@ from data_prep.manifest import Reject, Utterance
 from data_prep.refcache import ref_cache
 from data_prep.segment import plan_split, speech_regions
 from data_prep.text.normalize import get_normalizer
-from data_prep.validate import check_text, realpath, reject, screen_row
+from data_prep.validate import check_text, check_text_rate, realpath, reject, screen_row
 
 #: Bump when the audio processing changes, so caches are rebuilt.
 AUDIO_VERSION = "audio-v2"
@@ -151,12 +151,14 @@ def audio_key(row: RawRow, cfg: ProcessConfig, real: str | None = None, st: os.s
 
 
 def _decode(row: RawRow, cfg: ProcessConfig) -> tuple[np.ndarray, int]:
+    """A row's audio as (frames, channels) and its rate; :class:`~data_prep.audio.AudioError` whatever fails."""
     if not row.is_pipe:
         return A.read_audio(row.audio, row.offset, row.duration)
-    data, sr = A.read_audio_bytes(run_pipe(row.audio, cfg.pipe_timeout_s, cfg.root), row.audio)
-    start = int(round(row.offset * sr))
-    stop = None if row.duration is None else start + int(round(row.duration * sr))
-    return data[start:stop], sr
+    with A.clip_errors(row.audio):  # e.g. a pipe line shlex cannot split
+        data, sr = A.read_audio_bytes(run_pipe(row.audio, cfg.pipe_timeout_s, cfg.root), row.audio)
+        start = int(round(row.offset * sr))
+        stop = None if row.duration is None else start + int(round(row.duration * sr))
+        return data[start:stop], sr
 
 
 def trim(y: np.ndarray, db: np.ndarray, snr: float, cfg: ProcessConfig, flags: list[str], *,
@@ -309,12 +311,25 @@ def _decode_audio(row: RawRow, cfg: ProcessConfig) -> tuple[np.ndarray, int] | d
     return data, sr
 
 
-def _analyse_decoded(decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig
+def _analyse_decoded(decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig, name: str
                      ) -> tuple[dict, Conditioning | None]:
-    """(meta, conditioning) of audio :func:`_decode_audio` gave; (reject meta, None) when it is unusable."""
+    """(meta, conditioning) of audio :func:`_decode_audio` gave; (reject meta, None) when it is unusable.
+
+    Whatever the analysis of one clip raises is that clip's reject (``name``: its audio, for the
+    detail), never the end of the run: no file's content may stop a corpus.
+    """
     if isinstance(decoded, dict):
         return decoded, None
-    data, sr = decoded
+    try:
+        return _analyse_samples(*decoded, cfg)
+    except Exception as e:  # noqa: BLE001 - see above
+        return {"reject": ["unreadable_audio", f"{name}: cannot process the audio ({type(e).__name__}: {e})"]}, None
+
+
+def _analyse_samples(data: np.ndarray, sr: int, cfg: ProcessConfig) -> tuple[dict, Conditioning | None]:
+    """:func:`_analyse_decoded` of decoded samples ``data`` at ``sr`` Hz."""
+    if len(data) * A.TARGET_SR < sr:  # resampling would leave nothing to measure
+        return {"reject": ["zero_length", f"{len(data)} samples at {sr} Hz: not one sample at {A.TARGET_SR} Hz"]}, None
     # the minimum and the maximum propagate NaN (argmin/argmax point at the first one) and show
     # infinities: they screen the samples and, passed on, settle clipping without an isfinite
     # mask of the whole clip, and (where they lie) the trimmed clip's peak without a pass over it
@@ -333,7 +348,7 @@ def _analyse_decoded(decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig
 
 def _process_audio(row: RawRow, cfg: ProcessConfig) -> tuple[dict, Conditioning | None]:
     """(meta, conditioning) of a row's audio, decoded now; (reject meta, None) when it is unusable."""
-    return _analyse_decoded(_decode_audio(row, cfg), cfg)
+    return _analyse_decoded(_decode_audio(row, cfg), cfg, row.audio)
 
 
 def _cache_entry(row: RawRow, cfg: ProcessConfig, real: str | None = None, st: os.stat_result | None = None
@@ -529,7 +544,7 @@ def _lookup(c: _Checked, cfg: ProcessConfig) -> str:
 def _finish(c: _Checked, decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig) -> None:
     """Analyse ``c``'s decoded clip, store what the cache keeps of it and set ``c.meta``
     (:func:`referenced_audio` and :func:`cached_audio` after their decode)."""
-    meta, cond = _analyse_decoded(decoded, cfg)
+    meta, cond = _analyse_decoded(decoded, cfg, c.row.audio)
     if c.reference:
         c.meta = _store_reference(c.key, meta, cond, cfg)
     else:
@@ -609,6 +624,9 @@ def _records(c: _Checked, cfg: ProcessConfig) -> RowResult:
     )
     if duration < cfg.min_duration:
         return reject(row, "too_short", f"{duration:.2f} s after trimming < --min-duration {cfg.min_duration}")
+    bad = check_text_rate(row, c.text, duration)
+    if bad:
+        return bad
     if duration <= cfg.max_duration:
         return [base]
     norm = get_normalizer(cfg.rules)
@@ -632,6 +650,17 @@ def _records(c: _Checked, cfg: ProcessConfig) -> RowResult:
     ]
 
 
+def _records_or_reject(c: _Checked, cfg: ProcessConfig) -> RowResult:
+    """:func:`_records`, or the row's reject when they fail (e.g. the VAD that splits a long clip, on a
+    strange clip): one clip never stops the run. An output that cannot be written does (:class:`OutputError`)."""
+    try:
+        return _records(c, cfg)
+    except OutputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - see above
+        return reject(c.row, "unreadable_audio", f"{c.row.audio}: cannot process the audio ({type(e).__name__}: {e})")
+
+
 def process_rows(rows: list[Row], cfg: ProcessConfig) -> list[RowResult]:
     """Input rows -> for each, its utterances (several if split) or one reject. Never raises on bad data.
 
@@ -644,7 +673,7 @@ def process_rows(rows: list[Row], cfg: ProcessConfig) -> list[RowResult]:
     """
     checked = [_check(row, cfg) for row in rows]
     _audio_rows(checked, cfg)
-    results = [_records(c, cfg) if isinstance(c, _Checked) else c for c in checked]
+    results = [_records_or_reject(c, cfg) if isinstance(c, _Checked) else c for c in checked]
     if cfg.cache_format == REFERENCE:
         ref_cache(_cache_dir(cfg.out_dir)).flush()
     return results

@@ -5,18 +5,22 @@ the manifest: a long clip split into k segments is ONE accepted row with k
 utterances) or rejected (one line in rejects.jsonl with one reason). The checks
 run in a fixed order and the first failing one gives the reason:
 
-1. parse (importer): ``not_utf8``, ``malformed_line``, ``missing_text``, ``missing_speaker``, ``missing_audio``
+1. parse (importer): ``not_utf8``, ``malformed_line``, ``missing_text``, ``missing_speaker``, ``missing_audio``,
+   ``symlink_loop`` (a folder corpus's link to a folder it lies in)
 2. :func:`mark_duplicates`: ``duplicate_id`` (the first row with an id wins)
 3. :func:`screen_row`: ``shell_pipe``, ``path_outside_root``
 4. :func:`check_text`: ``empty_text``, ``foreign_script``
 5. audio (:mod:`data_prep.process`): ``missing_audio``, ``unreadable_audio``,
-   ``zero_length``, ``nan_samples``, ``silent_audio``, ``too_short``, ``too_long``
+   ``zero_length``, ``nan_samples``, ``silent_audio``, ``too_short``, ``text_too_long``
+   (:func:`check_text_rate`), ``too_long``
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -130,6 +134,51 @@ def check_text(row: RawRow, norm: TextNormalizer) -> tuple[str, Reject | None]:
     return text, None
 
 
+#: ISO 15924 codes (what ``--script`` takes) by the first word of a letter's Unicode name
+#: ("LATIN SMALL LETTER A", "GURMUKHI LETTER KA"): the scripts a transcript is likely written in.
+SCRIPT_CODES = {
+    "LATIN": "Latn", "DEVANAGARI": "Deva", "GURMUKHI": "Guru", "BENGALI": "Beng", "GUJARATI": "Gujr",
+    "ORIYA": "Orya", "TAMIL": "Taml", "TELUGU": "Telu", "KANNADA": "Knda", "MALAYALAM": "Mlym", "SINHALA": "Sinh",
+    "ARABIC": "Arab", "CYRILLIC": "Cyrl", "GREEK": "Grek", "HEBREW": "Hebr", "THAI": "Thai", "TIBETAN": "Tibt",
+    "GEORGIAN": "Geor", "ARMENIAN": "Armn", "ETHIOPIC": "Ethi", "HANGUL": "Hang", "HIRAGANA": "Hira",
+    "KATAKANA": "Kana", "CJK": "Hani",
+}  # fmt: skip
+
+
+def script_of(ch: str) -> str | None:
+    """``"LATIN"`` etc. (a key of :data:`SCRIPT_CODES`) for a letter of a known script, else None
+    (digits, punctuation, marks, letters of other scripts)."""
+    if not unicodedata.category(ch).startswith("L"):
+        return None
+    first = unicodedata.name(ch, "").split(" ", 1)[0]
+    return first if first in SCRIPT_CODES else None
+
+
+def foreign_scripts(reject: Reject) -> set[str]:
+    """The scripts of the letters a ``foreign_script`` reject lists (its detail names them by code point)."""
+    return {s for cp in re.findall(r"\(U\+([0-9A-F]{4,6})\)", reject.detail) if (s := script_of(chr(int(cp, 16))))}
+
+
+#: Characters a second of a transcript (normalized, spaces included) beyond any speech: the fastest
+#: utterance of the Sanskrit CV corpus has 19.2 over its trimmed audio, of the Punjabi digits 8.7.
+MAX_CHARS_PER_SECOND = 50.0
+#: A clip shorter than this may still carry ``MAX_CHARS_PER_SECOND`` times it in characters: one
+#: long word said fast, or a trim that cut a little too much, must not reject a short clip.
+RATE_FLOOR_S = 1.0
+
+
+def check_text_rate(row: RawRow, text: str, duration: float) -> Reject | None:
+    """``text_too_long`` when the transcript has far more characters than ``duration`` seconds of
+    speech can hold: it belongs to other audio (a shifted list, a whole document), and only training
+    would notice (labels longer than the encoder's frames)."""
+    limit = MAX_CHARS_PER_SECOND * max(duration, RATE_FLOOR_S)
+    if len(text) <= limit:
+        return None
+    return reject(row, "text_too_long",
+                  f"{len(text)} characters of transcript for {duration:.2f} s of audio: more than speech holds "
+                  f"(at most {MAX_CHARS_PER_SECOND:g} a second, {limit:g} for this clip)")
+
+
 @dataclass
 class Accounting:
     """Counts over all input rows; ``input == accepted + rejected`` must hold."""
@@ -140,12 +189,16 @@ class Accounting:
     utterances: int = 0
     split_rows: int = 0
     rejected_by_reason: Counter = field(default_factory=Counter)
+    #: ``foreign_script`` rows by a script of the letters they were rejected for (see :func:`script_of`)
+    foreign_scripts: Counter = field(default_factory=Counter)
 
     def add(self, result: list[Utterance] | Reject) -> None:
         self.input_rows += 1
         if isinstance(result, Reject):
             self.rejected_rows += 1
             self.rejected_by_reason[result.reason] += 1
+            if result.reason == "foreign_script":
+                self.foreign_scripts.update(foreign_scripts(result))
         else:
             self.accepted_rows += 1
             self.utterances += len(result)
@@ -179,4 +232,18 @@ class Accounting:
         return (
             f"input {self.input_rows} = accepted {self.accepted_rows} + rejected {self.rejected_rows} [{ok}]; "
             f"{self.utterances} utterances ({self.split_rows} rows split); rejected: {reasons}"
+            + self.script_hint()
         )
+
+    def script_hint(self) -> str:
+        """When most rejects are ``foreign_script`` and they outnumber the accepted rows (a romanized corpus
+        under the language's native-script rules, not a few stray lines): the scripts their letters are
+        in and the option that takes them; else ""."""
+        foreign = self.rejected_by_reason["foreign_script"]
+        if not self.foreign_scripts or 2 * foreign <= self.rejected_rows or foreign <= self.accepted_rows:
+            return ""
+        found = ", ".join(f"{name.title()} script ({SCRIPT_CODES[name]}, {n} row{'s' * (n != 1)})"
+                          for name, n in self.foreign_scripts.most_common())
+        code = SCRIPT_CODES[self.foreign_scripts.most_common(1)[0][0]]
+        return (f"; most rejects are foreign_script, their letters in {found}: if the corpus writes the "
+                f"language so, rerun with --script {code}")

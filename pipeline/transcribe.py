@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
         fusion = fusion_from_args(args)  # its options checked before the model loads
         model, processor = load_whisper(args.model, device=args.device)
         transcribe_batch = _fused_transcriber(args, fusion, model, processor)
-    except (ModelNotAvailable, ValueError, OSError) as e:
-        print(f"transcribe: {e}", file=sys.stderr)
-        return 1
+    except (ModelNotAvailable, ValueError, OSError) as e:  # a model that cannot be loaded, bad options
+        print(f"transcribe: error: {e}", file=sys.stderr)
+        return 2
     loaded = time.perf_counter()
     failed = 0
     group = max(1, args.batch_size * GROUP_BATCHES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,23 @@ def write(path: Path, y: np.ndarray, sr: int = SR, **kw) -> Path:
     return path
 
 
+def riff_wav(sr: int = SR, channels: int = 1, samples: np.ndarray | None = None, *, float32: bool = False,
+             data_size: int | None = None) -> bytes:
+    """A WAV file's bytes with its header written field by field, so that it may say what no writer
+    would: a rate of 0 or 2**31 - 1 Hz, no channels, a data chunk larger than the file.
+
+    ``samples`` (default 0.5 s of speech-like sound) are written as 16-bit PCM, or as 32-bit floats.
+    """
+    y = speechlike(0.5) if samples is None else samples
+    data = y.astype("<f4").tobytes() if float32 else (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
+    bits = 32 if float32 else 16
+    block = max(channels, 1) * bits // 8
+    fmt = struct.pack("<HHIIHH", 3 if float32 else 1, channels, sr, sr * block % 2**32, block, bits)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"data" + struct.pack("<I", len(data) if data_size is None else data_size) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
 def utterance_clip(path: Path, speech: float = 1.0, sr: int = SR, **kw) -> Path:
     """Pause, speech, pause: a typical short utterance."""
     return write(path, clip(("p", 0.3), ("s", speech), ("p", 0.3), sr=sr), sr, **kw)
@@ -45,7 +63,7 @@ def kaldi_zoo(root: Path) -> Path:
 
     Rows and their fate (with --max-duration 2 --min-duration 0.3 --vad energy):
     a1..a3, b1, c1 good; b2 44.1 kHz stereo (resampled, downmixed); c2 split in 2;
-    x_missing, x_garbage, x_empty, x_nan, x_silent, x_short, x_long, x_emptytext, x_latin,
+    x_missing, x_garbage, x_empty, x_nan, x_silent, x_short, x_long, x_longtext, x_emptytext, x_latin,
     x_outside, x_pipe, x_notext -> one reason each; plus duplicate, malformed,
     non-UTF-8 lines and an orphan transcript.
     """
@@ -67,6 +85,7 @@ def kaldi_zoo(root: Path) -> Path:
         "a1 audio/a1.wav", "a2 audio/a2.wav", "a3 audio/a3.wav", "b1 audio/b1.wav", "b2 audio/b2.flac",
         "c1 audio/c1.wav", "c2 audio/c2.wav", "x_missing audio/nope.wav", "x_garbage audio/garbage.wav",
         "x_empty audio/empty.wav", "x_nan audio/nan.wav", "x_silent audio/silent.wav", "x_short audio/short.wav", "x_long audio/long.wav",
+        "x_longtext audio/a2.wav",
         "x_emptytext audio/a1.wav", "x_latin audio/a1.wav", "x_outside ../outside.wav",
         "x_pipe cat audio/a1.wav |", "x_notext audio/a1.wav", "a1 audio/a2.wav", "x_malformed", "x_nospeaker audio/a1.wav",
     ]
@@ -74,6 +93,7 @@ def kaldi_zoo(root: Path) -> Path:
         "a1": "रामः वनं गच्छति ।", "a2": "सीता गृहे अस्ति", "a3": "अहो दौर्भाग्यम्।", "b1": "बालकः पठति",
         "b2": "गजः चलति", "c1": "नदी वहति", "c2": "प्रथमं वाक्यम् अस्ति । द्वितीयं वाक्यम् अस्ति ।",
         "x_missing": "क", "x_garbage": "ख", "x_empty": "ग", "x_nan": "घ", "x_silent": "ङ", "x_short": "च", "x_long": "छ ज",
+        "x_longtext": "क " * 200,  # some 400 characters for 1.1 s of audio
         "x_emptytext": "।", "x_latin": "abc", "x_outside": "ट", "x_pipe": "ठ", "x_orphan": "ड",
         "x_nospeaker": "ढ",
     }

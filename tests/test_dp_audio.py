@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
-from dp_fixtures import clip, silence, speechlike
+from dp_fixtures import clip, riff_wav, silence, speechlike
 
 from data_prep import audio as A
 from data_prep.importers.base import RawRow
@@ -250,3 +251,15 @@ def test_levels_and_mean_equal_the_plain_numpy_expressions():
             expected = min(expected, 20 * np.log10(0.95 / top))
         assert A.level_gain_db(y, 16000, db=db) == expected
     assert A._mean(np.arange(5, dtype=np.int16)) == 2.0  # other dtypes: np.mean itself
+
+
+@pytest.mark.parametrize("sr", [0, 1, 2**31 - 1])
+def test_every_reader_refuses_an_absurd_rate_naming_the_file(tmp_path, sr):
+    # what transcribe (load_audio), decode and training (load_window) and a Kaldi pipe (read_audio_bytes) read
+    path = tmp_path / "x.wav"
+    path.write_bytes(riff_wav(sr=sr))
+    for read in (A.load_audio, A.load_window, A.read_audio):
+        with pytest.raises(A.AudioError, match=f"^{path}: sample rate {sr} Hz is not a plausible audio rate"):
+            read(path)
+    with pytest.raises(A.AudioError, match=f"^pipe x: (sample rate {sr} Hz|cannot decode audio)"):
+        A.read_audio_bytes(path.read_bytes(), "pipe x")

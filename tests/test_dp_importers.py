@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dp_fixtures import clip, utterance_clip, write
+from tree_fixtures import tree_digest
 
 from data_prep.importers import CorpusError, RawRow, import_corpus
 from data_prep.manifest import Reject, read_manifest, read_rejects
 from data_prep.prepare import prepare
+from pipeline.cli import main as cli
 
 FAST = dict(jobs=1, vad="energy", trim_vad="none", progress=False)
 
@@ -118,6 +120,36 @@ def test_folder(tmp_path):
     assert [(r.id, r.speaker, r.text_raw, r.source.file) for r in good] == [("spk1-u1", "spk1", "रामः वनं गच्छति",
                                                                               "spk1/u1.txt")]
     assert [(r.reason, r.id) for r in bad] == [("not_utf8", "u2"), ("missing_text", "u3"), ("missing_audio", "orphan")]
+
+
+def test_folder_follows_symlinks_and_rejects_what_a_link_cannot_give(tmp_path, capsys):
+    # a speaker folder that was a symlink was skipped without a word: "input 1 = accepted 1 [OK]"
+    root = tmp_path / "c"
+    utterance_clip(root / "spk1" / "a.wav")
+    (root / "spk1" / "a.txt").write_text("क")
+    for name in ("x", "y", "z"):  # the linked speaker's clips live outside the corpus folder
+        utterance_clip(tmp_path / "elsewhere" / "spk2" / f"{name}.wav")
+        (tmp_path / "elsewhere" / "spk2" / f"{name}.txt").write_text("ख")
+    (root / "spk2").symlink_to(tmp_path / "elsewhere" / "spk2", target_is_directory=True)
+    (root / "spk1" / "b.wav").symlink_to(root / "spk1" / "a.wav")  # a linked clip, with its own transcript
+    (root / "spk1" / "b.txt").write_text("ग")
+    (root / "spk1" / "up").symlink_to(root, target_is_directory=True)  # a loop: must not hang
+    (root / "spk1" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (root / "spk3").symlink_to(tmp_path / "no_folder", target_is_directory=True)
+    before = tree_digest(tmp_path)
+    good, bad = split_rows(import_corpus("folder", root))
+    assert [(r.id, r.speaker, r.audio) for r in good] == [
+        ("spk1-a", "spk1", str(root / "spk1" / "a.wav")), ("spk1-b", "spk1", str(root / "spk1" / "b.wav")),
+        *[(f"spk2-{n}", "spk2", str(root / "spk2" / f"{n}.wav")) for n in ("x", "y", "z")]]  # fmt: skip
+    assert [(r.reason, r.detail) for r in bad] == [
+        ("missing_audio", f"spk1/gone.wav: a symlink to {tmp_path / 'nowhere.wav'}, which does not exist"),
+        ("symlink_loop", f"spk1/up: a symlink to {root}, a folder it lies in: not followed (its files are read "
+                         "where they lie)"),
+        ("missing_audio", f"spk3: a symlink to {tmp_path / 'no_folder'}, which does not exist")]  # fmt: skip
+    assert cli(["prepare", "--format", "folder", "--src", str(root), "--lang", "sa", "--out", str(tmp_path / "out"),
+                "--jobs", "1", "--no-progress", "--vad", "energy", "--trim-vad", "none"]) == 0  # fmt: skip
+    assert "input 8 = accepted 5 + rejected 3 [OK]" in capsys.readouterr().out
+    assert tree_digest(tmp_path, skip=tmp_path / "out") == before
 
 
 def test_folder_end_to_end_with_stereo_44k(tmp_path):

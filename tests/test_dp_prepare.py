@@ -48,6 +48,7 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_silent"] == "silent_audio"
     assert by_id["x_short"] == "too_short"
     assert by_id["x_long"] == "too_long"
+    assert by_id["x_longtext"] == "text_too_long"
     assert by_id["x_emptytext"] == "empty_text"
     assert by_id["x_latin"] == "foreign_script"
     assert by_id["x_outside"] == "path_outside_root"
@@ -57,8 +58,9 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_malformed"] == "malformed_line"
     assert by_id["x_orphan"] == "missing_audio"
     reasons = {r.reason for r in rejects}
-    # label_too_long belongs to training (labels vs encoder frames), the others to pseudo-labelling
-    assert reasons == REJECT_REASONS - {"label_too_long"} - PSEUDO_LABEL_REJECT_REASONS
+    # label_too_long belongs to training (labels vs encoder frames), symlink_loop to folder corpora
+    # (test_dp_importers.py), the others to pseudo-labelling
+    assert reasons == REJECT_REASONS - {"label_too_long", "symlink_loop"} - PSEUDO_LABEL_REJECT_REASONS
     for r in rejects:
         assert r.source.file and r.source.line > 0
 

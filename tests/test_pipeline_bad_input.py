@@ -4,11 +4,14 @@ traceback, nothing lost (unreadable clips are rejects), and a killed run's torn 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from dp_fixtures import riff_wav
+from tree_fixtures import tree_digest
 
 from data_prep.manifest import Source, Utterance, read_rejects, write_jsonl
 from pipeline.cli import main
@@ -98,6 +101,31 @@ def test_decode_lists_unreadable_clips_in_a_rejects_file(tmp_path):
     _wav(tmp_path / "u2.wav")
     hyps, errors = decode_manifest(utts, tmp_path, lambda waves: [("ab", 1)] * len(waves), out)
     assert len(hyps) == 3 and not errors and not rejects_path(out).exists()
+
+
+@pytest.mark.parametrize("data, detail", [
+    (riff_wav(sr=0), "sample rate 0 Hz is not a plausible audio rate"),
+    (riff_wav(sr=2**31 - 1), "sample rate 2147483647 Hz is not a plausible audio rate"),
+    (riff_wav(channels=0), "Channel count is zero"),
+    (riff_wav(samples=np.full(8000, np.nan), float32=True), "8000 NaN/infinite samples"),
+], ids=["rate0", "rate2**31-1", "no_channels", "nan"])  # fmt: skip
+def test_decode_rejects_a_clip_with_a_damaged_header_and_decodes_the_others(tmp_path, data, detail):
+    # a rate of 0 was a traceback (soxr's ValueError) that ended the decode; NaN samples went to the model
+    from pipeline.resumable import rejects_path
+
+    _wav(tmp_path / "u0.wav")
+    (tmp_path / "u1.wav").write_bytes(data)
+    _wav(tmp_path / "u2.wav")
+    before = tree_digest(tmp_path)
+    utts = [_utt("u0"), _utt("u1"), _utt("u2")]
+    out = tmp_path / "exp" / "hyps.jsonl"
+    sources = {u.id: Source("dev.jsonl", i + 1) for i, u in enumerate(utts)}
+    hyps, errors = decode_manifest(utts, tmp_path, lambda waves: [("ab", 1)] * len(waves), out, sources=sources)
+    assert [h.id for h in hyps] == ["u0", "u2"]
+    assert len(errors) == 1 and errors[0].startswith(f"dev.jsonl:2: u1: {tmp_path / 'u1.wav'}: ") and detail in errors[0]
+    (r,) = read_rejects(rejects_path(out))
+    assert (r.id, r.reason, str(r.source)) == ("u1", "unreadable_audio", "dev.jsonl:2") and detail in r.detail
+    assert tree_digest(tmp_path, skip=tmp_path / "exp") == before
 
 
 def test_rerun_after_a_torn_partial_line_keeps_every_record_readable(tmp_path):
@@ -200,3 +228,75 @@ def test_a_repeated_id_is_an_error_to_decode_but_weights_a_clip_in_training(tmp_
     assert [u.id for u in read_manifest(path, unique_ids=False)] == ["a", "b", "a"]
     examples, _ = load_examples(path, lambda text: ([1, 2], 2))
     assert len(examples) == 3  # the repeated line is a second draw of its clip (oversampling)
+
+
+@pytest.fixture(scope="module")
+def cut_models(tmp_path_factory):
+    """A tiny Whisper, a Whisper-encoder CTC checkpoint and a Whisper with a joint CTC head (``ctc/``), each
+    with one weights file cut short (a copy interrupted, a full disk), a Whisper whose config.json is cut
+    short; a clip, its manifest and a char vocab."""
+    from ctc_fixtures import tiny_whisper_encoder, vocab
+
+    from pipeline.models.ctc import WhisperEncoderCTC, save_ctc_model
+    from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
+
+    root = tmp_path_factory.mktemp("cut_models")
+    whisper = save_tiny_whisper(root / "whisper")
+    enc, fe = tiny_whisper_encoder()
+    ctc = save_ctc_model(WhisperEncoderCTC(enc, vocab()), root / "ctc", fe)
+    joint = save_tiny_whisper(root / "joint")
+    save_ctc_model(WhisperEncoderCTC(enc, vocab()), joint / "ctc", fe)
+    data = write_tiny_corpus(root / "data", n_train=2, n_dev=1)
+    write_tiny_char_vocab(data)
+    config = save_tiny_whisper(root / "config_cut") / "config.json"
+    for cut in (whisper / "model.safetensors", ctc / "model.safetensors", joint / "ctc" / "model.safetensors", config):
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    return root
+
+
+def _train_config(root: Path, model: Path, **model_keys) -> Path:
+    config = root / f"train_{model.name}_{len(model_keys)}.yaml"
+    train = {"max_steps": 1, "threads": 1, "ctc_weight": 0.3} if not model_keys else {"max_steps": 1, "threads": 1}
+    config.write_text(json.dumps({"data": {"lang": "sa", "manifests_dir": str(root / "data")},
+                                  "model": {"name": str(model), **model_keys}, "train": train,
+                                  "output_dir": str(root / "exp")}), encoding="utf-8")  # fmt: skip
+    return config
+
+
+@pytest.mark.parametrize("command, weights", [
+    (["decode", "--model", "{root}/whisper", "--manifest", "{root}/data/dev.jsonl", "--out", "{root}/exp/h.jsonl"],
+     "whisper/model.safetensors"),
+    (["decode", "--model", "{root}/ctc", "--manifest", "{root}/data/dev.jsonl", "--out", "{root}/exp/h.jsonl"],
+     "ctc/model.safetensors"),
+    (["transcribe", "--model", "{root}/whisper", "{root}/data/clips/dev_0.wav"], "whisper/model.safetensors"),
+    (["rescore", "--model", "{root}/whisper", "--manifest", "{root}/data/dev.jsonl", "--out", "{root}/exp/h.jsonl"],
+     "whisper/model.safetensors"),
+    (["rescore", "--model", "{root}/joint", "--ctc", "{root}/ctc", "--manifest", "{root}/data/dev.jsonl", "--out",
+      "{root}/exp/h.jsonl"], "ctc/model.safetensors"),
+    (["train", "--config", "{whisper_config}"], "whisper/model.safetensors"),
+    (["train", "--config", "{joint_config}"], "joint/ctc/model.safetensors"),
+    (["train", "--config", "{ctc_config}"], "ctc/model.safetensors"),
+], ids=["decode", "decode-ctc", "transcribe", "rescore", "rescore-ctc", "train", "train-joint-ctc", "train-ctc"])  # fmt: skip
+def test_a_model_cut_short_is_one_error_line_naming_the_file(cut_models, capsys, command, weights):
+    # it was safetensors' traceback ("Error while deserializing header: ..."), naming no file
+    root = cut_models
+    names = {"root": root, "whisper_config": _train_config(root, root / "whisper"),
+             "joint_config": _train_config(root, root / "joint"),
+             "ctc_config": _train_config(root, root / "ctc", type="ctc")}
+    before = tree_digest(root, skip=root / "exp")
+    assert main([arg.format(**names) for arg in command]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # rescore prints its own errors, without the command's name
+    assert re.match(rf"({command[0]}: )?error: {re.escape(str(root / weights))}: not a readable safetensors file \(",
+                    err[-1])
+    assert not any("Traceback" in line for line in err)
+    assert tree_digest(root, skip=root / "exp") == before
+
+
+def test_a_model_config_cut_short_is_one_error_line_naming_it(cut_models, capsys):
+    # it passed for "neither a transformers model nor a CT2 model", a traceback in decode
+    root = cut_models
+    assert main(["decode", "--model", str(root / "config_cut"), "--manifest", str(root / "data" / "dev.jsonl"),
+                 "--out", str(root / "exp" / "h.jsonl")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"decode: error: {root / 'config_cut' / 'config.json'}: not valid JSON (")

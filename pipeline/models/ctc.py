@@ -50,6 +50,7 @@ from pipeline.models.ctc_loss import check_label_lengths, ctc_loss, filter_label
 from pipeline.models.ctc_monitor import BlankCollapseMonitor
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.encoder import embed_features, encoder_lengths, mel_length, run_layers
+from pipeline.models.model_files import check_model_dir, model_errors
 
 __all__ = [  # the CTC API in one place (wav2vec2 loading: pipeline.models.ctc_wav2vec2)
     "BlankCollapseMonitor",
@@ -385,8 +386,13 @@ def is_ctc_checkpoint(model_dir: str | os.PathLike) -> bool:
 
 
 def load_ctc_model(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, CTCVocab]:
-    """Rebuild a checkpoint written by :func:`save_ctc_model`; returns (model in eval mode, vocab)."""
+    """Rebuild a checkpoint written by :func:`save_ctc_model`; returns (model in eval mode, vocab).
+
+    A file that cannot be read (weights cut short, JSON that does not parse) raises
+    :class:`~pipeline.models.model_files.ModelFileError` naming it.
+    """
     model_dir = Path(model_dir)
+    check_model_dir(model_dir)
     cfg = read_ctc_config(model_dir)
     vocab = CTCVocab.load(model_dir / VOCAB_FILE)
     if cfg["kind"] == WAV2VEC2_KIND:
@@ -402,7 +408,8 @@ def load_ctc_model(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[n
             head=HeadConfig(**cfg["head"]), trainable_top_layers=cfg["trainable_top_layers"], base_model=cfg["base_model"]
         )
         model = WhisperEncoderCTC(enc, vocab, config)
-        state = load_file(str(model_dir / WEIGHTS_FILE))
+        with model_errors(model_dir / WEIGHTS_FILE):
+            state = load_file(str(model_dir / WEIGHTS_FILE))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{model_dir / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")

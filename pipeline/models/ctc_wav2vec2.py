@@ -42,6 +42,7 @@ from torch import nn
 from pipeline.models.ctc import CTCOutput
 from pipeline.models.ctc_loss import ctc_loss
 from pipeline.models.ctc_vocab import CTCVocab
+from pipeline.models.model_files import check_model_dir, model_errors
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def load_wav2vec2_ctc(
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (a transformers wav2vec2 checkpoint directory is needed)")
+    check_model_dir(path)
     base_cfg = Wav2Vec2Config.from_pretrained(str(path))
     has_adapters = getattr(base_cfg, "adapter_attn_dim", None) is not None
     if adapter == "on" and not has_adapters:
@@ -95,7 +97,8 @@ def load_wav2vec2_ctc(
     overrides = _ctc_overrides(vocab, mask_time_prob=mask_time_prob, layerdrop=layerdrop)
     if has_adapters and adapter == "off":
         overrides["adapter_attn_dim"] = None
-    model = Wav2Vec2ForCTC.from_pretrained(str(path), ignore_mismatched_sizes=True, dtype=dtype, **overrides)
+    with model_errors(path):
+        model = Wav2Vec2ForCTC.from_pretrained(str(path), ignore_mismatched_sizes=True, dtype=dtype, **overrides)
     _new_head(model)
     if has_adapters and adapter != "off":
         model.init_adapter_layers()  # re-initialises adapters and head
@@ -206,7 +209,8 @@ def load_wav2vec2_checkpoint(model_dir: Path, vocab: CTCVocab):
     """Reload a fine-tuned checkpoint (head and all) saved by :func:`save_wav2vec2_ctc`."""
     from transformers import Wav2Vec2ForCTC
 
-    model = Wav2Vec2ForCTC.from_pretrained(str(model_dir))
+    with model_errors(model_dir):  # check_model_dir ran in load_ctc_model
+        model = Wav2Vec2ForCTC.from_pretrained(str(model_dir))
     if model.config.vocab_size != len(vocab) or model.config.pad_token_id != vocab.blank:
         raise ValueError(
             f"{model_dir}: config.json has vocab_size {model.config.vocab_size} / pad {model.config.pad_token_id} "

@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,15 +48,26 @@ class Transcription:
 
 
 def load_whisper(name_or_path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """(model, processor) for a bundled name, CT2 folder, transformers folder or hub id; model in eval mode."""
+    """(model, processor) for a bundled name, CT2 folder, transformers folder or hub id; model in eval mode.
+
+    A model that cannot be found or read raises
+    :class:`~pipeline.models.model_files.ModelFileError` naming the folder or file.
+    """
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-    from pipeline.pretrained.registry import resolve_model
-
-    path = resolve_model(name_or_path)
     from pipeline.models.encoder import read_adapt_info
+    from pipeline.models.model_files import ModelFileError, check_model_dir, model_errors
+    from pipeline.pretrained.registry import ModelNotAvailable, resolve_model
 
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=dtype)
+    check_model_dir(name_or_path)  # a folder's damaged config.json would pass for no model at all
+    try:
+        path = resolve_model(name_or_path)
+    except ModelNotAvailable as e:
+        raise ModelFileError.from_message(name_or_path, str(e)) from e
+    if path != Path(name_or_path):  # a CT2 model's transformers copy, a hub snapshot
+        check_model_dir(path)
+    with model_errors(path):
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=dtype)
     model.to(device).eval()
     # How a fine-tuned directory was trained (e.g. on trimmed encoder input): decoding must match.
     model.asr_adapt = read_adapt_info(path)
