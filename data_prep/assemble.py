@@ -31,7 +31,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.manifest import Reject, Utterance, atomic_write_text, jsonl_line, write_jsonl
+from data_prep.manifest import (
+    Reject,
+    Utterance,
+    atomic_write_text,
+    jsonl_line,
+    remove_stale_temps,
+    write_jsonl,
+)
 from data_prep.outputs import IN_PROGRESS_FILE, RunIdentity, check_resume, in_progress
 from data_prep.process import ProcessConfig, RowResult
 from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_key, speaker_overlaps
@@ -41,6 +48,10 @@ from data_prep.vocab import build_vocab, oov_report, train_sentencepiece, write_
 
 #: The settings of the run that wrote a prepared folder (settings_json), and its run identity.
 PREPARE_JSON = "prepare.json"
+#: Every file of a prepared folder but the cache (spm.* only with --sentencepiece).
+PREPARED_FILES = (PREPARE_JSON, "rejects.jsonl", "accounting.json", "splits.json", "manifest.jsonl",
+                  *(f"{split}.jsonl" for split in SPLITS), "vocab.json", "oov.json", "stats.json", "stats.md",
+                  "durations.png", "spm.model", "spm.vocab")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
 def _write_outputs(out: Path, settings: dict, opts: SplitOptions, accounting: dict, rejects: list[Reject],
                    utts: list[Utterance], mode: str) -> int:  # fmt: skip
     """Write every output file (``prepare.json`` first: it names the run a torn folder belongs to)."""
+    for name in PREPARED_FILES:  # a killed run's: the repaired folder holds this run's files only
+        remove_stale_temps(out / name)
     status = 0
     ratios = dict(zip(SPLITS, opts.ratios))
     atomic_write_text(out / PREPARE_JSON, json.dumps(settings, ensure_ascii=False, indent=1) + "\n")

@@ -43,6 +43,7 @@ Reject
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -257,6 +258,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Remove the temporary files :func:`atomic_write_text` left beside ``path`` when a kill cut a write short.
+
+    Only while holding the output's lock (:func:`data_prep.outputs.exclusive`): another run's may be in use.
+    """
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def jsonl_line(record: Utterance | Reject | dict) -> str:

@@ -282,6 +282,23 @@ def lock_path(out: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
+#: Lock files this process holds, by descriptor. A forked child (a prepare worker, the plotting process)
+#: closes its copies at once: a flock belongs to the open file, so a child outliving its killed parent
+#: would otherwise hold the lock on and refuse the rerun.
+_held_locks: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive(out: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the lock of ``out`` for the block; another run holding it is an :class:`OutputRefused`."""
@@ -289,18 +306,22 @@ def exclusive(out: str | os.PathLike, command: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise OutputRefused(f"{out}: another run is writing it ({holder}); wait for it to finish") from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        raise OutputRefused(f"{out}: another run is writing it ({holder}); wait for it to finish") from None
+    _held_locks.add(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{command}, pid {os.getpid()}".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
+        if fd in _held_locks:  # not in a forked child, which closed its copy at the fork
+            _held_locks.discard(fd)
+            os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
 
 
 @contextlib.contextmanager

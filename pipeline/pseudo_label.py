@@ -46,6 +46,7 @@ from data_prep.manifest import (
     atomic_write_text,
     read_manifest,
     read_manifest_lines,
+    remove_stale_temps,
     write_jsonl,
 )
 from data_prep.outputs import (
@@ -219,6 +220,8 @@ def _pseudo_label(
                                                      key=lambda s: (s.file, s.line))[:5]],
     }
     with in_progress(out):  # the identity first: a torn finish is repaired by a rerun of the same run
+        for name in (IDENTITY_FILE, *OUTPUT_FILES):
+            remove_stale_temps(out / name)
         write_identity(out / IDENTITY_FILE, identity)
         write_jsonl(out / "train.jsonl", rows)
         write_jsonl(out / "rejects.jsonl", rejects)

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import AudioError
-from data_prep.manifest import Reject, Source, Utterance, write_jsonl
+from data_prep.manifest import Reject, Source, Utterance, remove_stale_temps, write_jsonl
 from data_prep.outputs import RunIdentity, resume_or_start
 
 
@@ -135,6 +135,8 @@ def run_resumable(
     written to :func:`rejects_path` (removed when there are none).
     """
     check_output(out)
+    for path in written_paths(out):  # what a kill during a final write left
+        remove_stale_temps(path)
     partial = partial_path(out)
     _drop_torn_tail(partial)
     todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
