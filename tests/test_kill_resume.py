@@ -72,10 +72,12 @@ def test_a_run_killed_twice_at_random_points_reruns_to_the_uninterrupted_outputs
     points = run_here(command_line(command, model, data, lm, tmp_path / "ref" / "hyps.jsonl"), monkeypatch)
 
     out = tmp_path / "exp" / "hyps.jsonl"
-    rng = random.Random(f"{command} 1")
-    # anywhere in the first run (its identity, a batch, a final file), early in the resumed one
-    for kill_at in (rng.randint(1, points), rng.randint(1, 2)):
-        torn = rng.random() < 0.5
+    # Anywhere in the first run (its identity, a batch, a final file), early in the resumed one. This seed
+    # kills decode in its second batch's line, then in the resumed run's identity record; rescore in its
+    # last final file (hyps.jsonl), then in nbest.jsonl as the resumed run writes it again.
+    rng = random.Random(f"{command} 18")
+    for most in (points, 2):
+        kill_at, torn = rng.randint(1, most), rng.random() < 0.5
         killed = run(command_line(command, model, data, lm, out), kill_at, torn)
         assert killed.returncode == -9, (kill_at, torn, killed.stderr)
     run_here(command_line(command, model, data, lm, out), monkeypatch)

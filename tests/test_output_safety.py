@@ -145,14 +145,14 @@ def test_a_rerun_with_another_model_refuses_the_partial_of_the_first(tiny, tmp_p
 # ----------------------------------------------------------------------------------- 6: out over an input
 
 
-def test_decode_over_its_own_manifest_is_refused_before_the_model_loads(tiny, tmp_path, capsys):
+def test_decode_over_its_own_manifest_is_refused_and_the_manifest_kept(tiny, tmp_path, capsys):
     import shutil
 
-    _, data = tiny
+    (m1, _), data = tiny
     shutil.copytree(data, tmp_path / "data")
     manifest = tmp_path / "data" / "dev.jsonl"
     before = tree_digest(tmp_path)
-    rc = main(["decode", "--model", str(tmp_path / "no_model"), "--manifest", str(manifest), "--out", str(manifest)])
+    rc = main(["decode", "--model", str(m1), "--manifest", str(manifest), "--out", str(manifest)])
     assert rc == 2 and "is the input" in one_error_line(capsys, "decode")
     assert tree_digest(tmp_path) == before
 

@@ -37,7 +37,7 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import Source, Utterance
+from data_prep.manifest import Source, Utterance, remove_stale_temps
 from data_prep.outputs import RunIdentity, exclusive, guard_outputs
 from pipeline.decode import utterances_to_decode
 from pipeline.hyps import Hypothesis, write_hyps
@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out)  # before the models load
     with exclusive(args.out, "rescore"), exclusive(nbest_path_of(args), "rescore"):
         resume_check(nbest_path_of(args), run_identity(args), force=args.force)
+        for path in (args.out, args.out.parent / WEIGHTS_NAME):  # what a kill during their writes left
+            remove_stale_temps(path)
         return _rescore(args, utts, sources)
 
 
