@@ -135,3 +135,20 @@ def test_a_kill_among_the_final_writes_is_marked_refused_by_readers_and_repaired
     assert rc == 2 and "half-written" in one_error_line(capsys.readouterr().err)
     assert cli(args(corpus, out, "hi")) == 0  # the run the folder now records: repairs it
     assert outputs(out) == reference["hi"] and not (out / IN_PROGRESS_FILE).exists()
+
+
+def test_merge_into_a_folder_prepared_with_other_rules_is_refused_unless_forced(corpus, reference, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert cli(args(corpus, out, "sa")) == 0
+    for i in range(2):
+        assert cli([*args(corpus, out, "hi"), "--num-shards", "2", "--shard-index", str(i)]) == 0
+    capsys.readouterr()
+    before = tree_digest(tmp_path)
+    assert cli(["merge", "--out", str(out)]) == 2
+    assert "setting process.rules ('sa' -> 'hi')" in one_error_line(capsys.readouterr().err)
+    after = tree_digest(tmp_path)
+    assert after.pop(".data.lock") and before.pop(".data.lock")  # names the last holder: this run, refused
+    assert after == before
+    assert cli(["merge", "--out", str(out), "--force"]) == 0
+    merged = outputs(out)
+    assert {k: v for k, v in merged.items() if k.split("/")[0] != "shards"} == reference["hi"]

@@ -192,3 +192,31 @@ def test_pseudo_label_into_the_prepared_folder_is_refused(tiny, tmp_path, capsys
     assert "setting max_repeats (3 -> 5)" in one_error_line(capsys, "pseudo-label")
     assert tree_digest(tmp_path) == before
     assert main([*args, "--out", str(out), "--max-repeats", "5", "--force"]) == 0
+
+
+# ----------------------------------------------------------------------------------- the other commands' --out
+
+
+def test_lm_and_report_refuse_an_out_over_what_they_read(tiny, tmp_path, capsys):
+    import shutil
+
+    from pipeline.report.cli import report
+    from pipeline.score.scorer import score
+
+    _, data = tiny
+    shutil.copytree(data, tmp_path / "data")
+    train = tmp_path / "data" / "train.jsonl"
+    before = tree_digest(tmp_path)
+    assert main(["lm", "--train", str(train), "--out", str(tmp_path / "data")]) == 2  # the LM over its text
+    assert "contains the input" in one_error_line(capsys, "lm")
+    assert tree_digest(tmp_path) == before
+
+    hyps = tmp_path / "exp" / "sa" / "sys" / "dev" / "hyps.jsonl"
+    write_hyps(hyps, [Hypothesis(u.id, u.text) for u in read_manifest(tmp_path / "data" / "dev.jsonl")])
+    score(tmp_path / "data" / "dev.jsonl", hyps, n_resamples=10)
+    before = tree_digest(tmp_path)
+    results = hyps.parent / "results.json"  # the report's summary would replace the results it reads
+    with pytest.raises(OutputRefused, match="is the input"):
+        report([results], hyps.parent, n_resamples=10)
+    assert tree_digest(tmp_path) == before
+    report([tmp_path / "exp"], tmp_path / "exp" / "report", n_resamples=10)  # a report inside the experiments
