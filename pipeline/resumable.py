@@ -5,11 +5,13 @@ alike generation lengths). Each finished batch's records are appended to
 ``<out>.partial`` and fsynced, so a killed run continues where it stopped; a
 line torn by the kill is dropped and its utterance done again. At the end the
 records are written to ``out`` atomically, in manifest order, and the partial
-file goes away. What made the partial file (inputs' fingerprints, settings) is
-recorded beside it (``<out>.run.json``, :func:`resume_check`): a rerun of other
-inputs or settings is refused instead of mixing two runs' records. Audio that cannot be read is reported, not fatal: its
+file goes away. Audio that cannot be read is reported, not fatal: its
 utterance goes to ``<out stem>.rejects.jsonl`` with the reason, so every
 utterance ends up in one of the two files.
+
+What made the partial file (its inputs' fingerprints, the settings) is recorded
+beside it (``<out>.run.json``, :func:`resume_check`): a rerun of other inputs or
+settings is refused instead of mixing two runs' records.
 """
 
 from __future__ import annotations
