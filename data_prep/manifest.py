@@ -43,6 +43,7 @@ Reject
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -53,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.outputs import OutputRefused, check_finished
 
 SCHEMA_VERSION = 2
 #: Versions :meth:`Utterance.from_json` reads (fields a version lacks take their defaults).
@@ -259,6 +262,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Remove the temporary files :func:`atomic_write_text` left beside ``path`` when a kill cut a write short.
+
+    Only while holding the output's lock (:func:`data_prep.outputs.exclusive`): another run's may be in use.
+    """
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def jsonl_line(record: Utterance | Reject | dict) -> str:
     """One line of a JSONL file as :func:`write_jsonl` writes it (without the newline)."""
     obj = record if isinstance(record, dict) else record.to_json()
@@ -302,12 +315,19 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 def read_manifest_lines(path: str | os.PathLike, *, unique_ids: bool = True) -> list[tuple[int, Utterance]]:
     """(line number, utterance) of each record of a manifest; a bad line is a ManifestError naming file and line.
 
+    A manifest whose folder carries the mark of an unfinished write (:func:`data_prep.outputs.in_progress`)
+    is a ManifestError too: its files may come from two runs.
+
     ``unique_ids``: an id seen on an earlier line is an error too (it would be decoded and
     scored twice). A training manifest may repeat a line on purpose, to weight a clip.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found" if not path.exists() else f"{path}: not a file")
+    try:
+        check_finished(path.parent, path)  # a folder a killed `prepare` left half-written mixes two runs
+    except OutputRefused as e:
+        raise ManifestError(str(e)) from e
     out: list[tuple[int, Utterance]] = []
     first_line: dict[str, int] = {}
     for lineno, obj in read_jsonl(path):

@@ -3,7 +3,9 @@
 Reads ``DIR/shards/I-of-N/{rows.jsonl,shard.json}``, checks that all N shards
 are complete, were made with the same settings and together cover every input
 row exactly once, then writes the outputs with the same function a single run
-uses (:func:`data_prep.assemble.assemble`), so they are identical to it.
+uses (:func:`data_prep.assemble.assemble`), so they are identical to it. Like
+``prepare`` it holds the folder's lock and refuses a folder prepared with other
+settings unless ``--force``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from data_prep.assemble import SplitOptions, assemble
+from data_prep.assemble import SplitOptions, assemble, check_prepared_with
 from data_prep.manifest import ManifestError, Reject, Utterance, read_jsonl
+from data_prep.outputs import exclusive
 from data_prep.prepare import SHARDS_DIR, shard_dir
 from data_prep.process import RowResult
 
@@ -68,12 +71,22 @@ def load_shards(out: Path) -> tuple[dict, list[RowResult]]:
     return settings, [results[i] for i in range(expected)]
 
 
-def merge(out: str | Path) -> int:
-    """Merge the shards in ``out``; returns the exit status."""
+def merge(out: str | Path, *, force: bool = False) -> int:
+    """Merge the shards in ``out``; returns the exit status.
+
+    ``force``: write over a folder prepared with other settings (else refused, naming what differs).
+    """
     out = Path(out).resolve()
-    settings, results = load_shards(out)
+    with exclusive(out, "merge"):
+        settings, results = load_shards(out)
+        check_prepared_with(out, settings, force=force)
+        return assemble(out, results, settings, _split_options(settings))
+
+
+def _split_options(settings: dict) -> SplitOptions:
+    """The split options a run recorded in its settings (see :func:`data_prep.assemble.settings_json`)."""
     s = settings["splits"]
-    opts = SplitOptions(
+    return SplitOptions(
         split_by=s["split_by"],
         ratios=tuple(s["ratios"]),
         seed=s["seed"],
@@ -81,16 +94,17 @@ def merge(out: str | Path) -> int:
         allow_speaker_overlap=s["allow_speaker_overlap"],
         sentencepiece=s["sentencepiece"],
     )
-    return assemble(out, results, settings, opts)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the --out of the sharded prepare runs")
+    p.add_argument("--force", action="store_true",
+                   help="write over a folder prepared with other settings or from another corpus (else refused)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return merge(args.out)
+        return merge(args.out, force=args.force)
     except MergeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -86,6 +86,15 @@ def guard_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     return target
 
 
+def guard_outputs(outs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None], *,
+                  flag: str = "--out") -> None:  # fmt: skip
+    """:func:`guard_output` for every file a command writes beside others (a hyps file and its N-best,
+    rejects and partial files; a score's results): none may be or lie inside an input."""
+    inputs = list(inputs)
+    for out in outs:
+        guard_output(out, inputs, flag=flag)
+
+
 # ----------------------------------------------------------------------------------- directories
 
 
@@ -227,29 +236,39 @@ def write_identity(path: str | os.PathLike, identity: RunIdentity) -> None:
     atomic_write_text(path, json.dumps(identity.to_json(), indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 
+def check_resume(saved: RunIdentity | None, identity: RunIdentity, *, has_state: bool, force: bool = False,
+                 what: str, state: str = "unfinished work", record: str = "") -> bool:  # fmt: skip
+    """Whether this run (``identity``) may continue ``state`` that a run of identity ``saved`` left (``has_state``).
+
+    Returns True to continue it, False to start afresh (the caller then discards or replaces it). Raises
+    :class:`ResumeError` when it was made by another identity, or by a run that recorded none (``saved`` None;
+    ``record``: where it would be), and ``force`` is not set. Records nothing: see :func:`resume_or_start`.
+    """
+    if not has_state:
+        return False
+    if saved is None:
+        if not force:
+            raise ResumeError(f"{what}: {state} of a run that recorded no identity"
+                              f"{f' ({record} missing)' if record else ''}; rerun with --force to start afresh")  # fmt: skip
+        return False
+    diffs = identity.differences(saved)
+    if diffs and not force:
+        raise ResumeError(f"{what}: {state} of another run: {'; '.join(diffs)}; rerun with the same inputs and "
+                          "settings, or with --force to start afresh")  # fmt: skip
+    return not diffs
+
+
 def resume_or_start(identity_file: str | os.PathLike, identity: RunIdentity, *, has_state: bool,
                     force: bool = False, what: str = "") -> bool:  # fmt: skip
     """Decide whether this run may continue the unfinished work (``has_state``) beside ``identity_file``.
 
     Returns True to resume it, False to start afresh (the caller then discards its state). Raises
     :class:`ResumeError` when the work was made by another identity (or by an unrecorded run) and
-    ``force`` is not set. The present identity is recorded either way.
+    ``force`` is not set (see :func:`check_resume`). The present identity is recorded either way.
     """
     identity_file = Path(identity_file)
-    what = what or str(identity_file)
-    resume = False
-    if has_state:
-        saved = read_identity(identity_file)
-        if saved is None:
-            if not force:
-                raise ResumeError(f"{what}: unfinished work of a run that recorded no identity "
-                                  f"({identity_file} missing); rerun with --force to start afresh")  # fmt: skip
-        else:
-            diffs = identity.differences(saved)
-            if diffs and not force:
-                raise ResumeError(f"{what}: unfinished work of another run: {'; '.join(diffs)}; rerun with "
-                                  "the same inputs and settings to resume, or with --force to start afresh")  # fmt: skip
-            resume = not diffs
+    resume = check_resume(read_identity(identity_file), identity, has_state=has_state, force=force,
+                          what=what or str(identity_file), record=str(identity_file))  # fmt: skip
     write_identity(identity_file, identity)
     return resume
 
@@ -263,6 +282,23 @@ def lock_path(out: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
+#: Lock files this process holds, by descriptor. A forked child (a prepare worker, the plotting process)
+#: closes its copies at once: a flock belongs to the open file, so a child outliving its killed parent
+#: would otherwise hold the lock on and refuse the rerun.
+_held_locks: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive(out: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold the lock of ``out`` for the block; another run holding it is an :class:`OutputRefused`."""
@@ -270,18 +306,22 @@ def exclusive(out: str | os.PathLike, command: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise OutputRefused(f"{out}: another run is writing it ({holder}); wait for it to finish") from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        raise OutputRefused(f"{out}: another run is writing it ({holder}); wait for it to finish") from None
+    _held_locks.add(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{command}, pid {os.getpid()}".encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
+        if fd in _held_locks:  # not in a forked child, which closed its copy at the fork
+            _held_locks.discard(fd)
+            os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
 
 
 @contextlib.contextmanager

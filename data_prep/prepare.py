@@ -9,6 +9,10 @@ With ``--num-shards N --shard-index I`` only rows whose index ``i % N == I``
 are processed, and the results go to ``OUT/shards/I-of-N/`` instead; every
 shard shares ``OUT/cache``. ``python -m pipeline merge --out OUT`` then writes
 the same outputs a single run would have written.
+
+One run at a time writes an output folder (or a shard's folder); ``--out`` may
+not be, contain or lie inside the corpus; a folder prepared with other settings
+(or from another corpus) is refused unless ``--force`` (:mod:`data_prep.outputs`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_prep.assemble import SplitOptions, assemble, settings_json
+from data_prep.assemble import SplitOptions, assemble, check_prepared_with, settings_json
 from data_prep.forkmap import fork_map
 from data_prep.importers import IMPORTERS, CorpusError, Row, import_corpus
 from data_prep.manifest import Reject, atomic_write_text, write_jsonl
+from data_prep.outputs import exclusive, guard_output
 from data_prep.process import (
     CACHE_CHOICES,
     CACHE_DIR,
@@ -103,8 +108,12 @@ def prepare(
     trim_vad: str = "silero",
     cache_format: str = "flac",
     progress: bool = True,
+    force: bool = False,
 ) -> int:
-    """Prepare one corpus (or one shard of it) into ``out``; returns the exit status."""
+    """Prepare one corpus (or one shard of it) into ``out``; returns the exit status.
+
+    ``force``: write over a folder prepared with other settings (else refused, naming what differs).
+    """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} must be in [0, {num_shards})")
     if cache_format not in CACHE_CHOICES:
@@ -116,6 +125,7 @@ def prepare(
         # the folder importer takes every audio file below --src: a rerun would import the cache as corpus audio
         raise ValueError(f"--out {out} lies inside --src {src}; a folder corpus is every audio file below it, "
                          "so choose an output folder outside the corpus")
+    guard_output(out, [src, rules if rules and rules.endswith((".yaml", ".yml")) else None])
     rules_name = rules or canonical_name(lang, script)
     get_normalizer(rules_name)  # fail now, not in every worker
     cfg = ProcessConfig(
@@ -123,18 +133,26 @@ def prepare(
         min_duration=min_duration, max_duration=max_duration, vad=vad, trim_vad=trim_vad,
         cache_format=cache_format, allow_pipes=allow_pipes, allow_outside_root=allow_outside_root,
     )
-    rows = mark_duplicates(import_corpus(fmt, src))
-    settings = settings_json(cfg, opts, {"format": fmt, "input_rows": len(rows)})
-    indices = [i for i in range(len(rows)) if i % num_shards == shard_index]
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    print(f"{fmt} corpus {src}: {len(rows)} input rows; processing {len(indices)} on {jobs} processes "
-          f"(text rules {rules_name})")
-    results = run_rows(rows, indices, cfg, jobs, progress)
-    if len(results) != len(indices):
-        raise RuntimeError(f"{len(indices)} rows in, {len(results)} results out")
-    if num_shards == 1:
-        return assemble(out, results, settings, opts)
     sdir = shard_dir(out, shard_index, num_shards)
+    with exclusive(out if num_shards == 1 else sdir, "prepare"):
+        rows = mark_duplicates(import_corpus(fmt, src))
+        settings = settings_json(cfg, opts, {"format": fmt, "input_rows": len(rows)})
+        if num_shards == 1:
+            check_prepared_with(out, settings, force=force)  # before the work: refused at once
+        indices = [i for i in range(len(rows)) if i % num_shards == shard_index]
+        jobs = max(1, jobs or os.cpu_count() or 1)
+        print(f"{fmt} corpus {src}: {len(rows)} input rows; processing {len(indices)} on {jobs} processes "
+              f"(text rules {rules_name})")
+        results = run_rows(rows, indices, cfg, jobs, progress)
+        if len(results) != len(indices):
+            raise RuntimeError(f"{len(indices)} rows in, {len(results)} results out")
+        if num_shards == 1:
+            return assemble(out, results, settings, opts)
+        return _write_shard(sdir, indices, results, settings, num_shards, shard_index, out)
+
+
+def _write_shard(sdir: Path, indices: list[int], results: list[RowResult], settings: dict, num_shards: int,
+                 shard_index: int, out: Path) -> int:  # fmt: skip
     write_jsonl(sdir / "rows.jsonl", [result_to_json(i, r) for i, r in zip(indices, results)])
     shard = {"settings": settings, "num_shards": num_shards, "shard_index": shard_index, "rows": len(indices)}
     # written last: its presence marks the shard complete
@@ -175,6 +193,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "none: write no audio, records point into the source files with offset/gain (fastest, "
                    "no disk, but every load decodes the source again and it must stay in place)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="write over a folder prepared with other settings or from another corpus (else refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
             allow_pipes=args.allow_pipes, allow_outside_root=args.allow_outside_root,
             min_duration=args.min_duration, max_duration=args.max_duration, vad=args.vad,
             trim_vad=args.trim_vad, cache_format=args.cache_format, progress=not args.no_progress,
+            force=args.force,
         )
     # OSError: e.g. an unreadable corpus file, an output that cannot be written; its message names the file
     except (CorpusError, RulesError, SplitError, ValueError, OutputError, OSError) as e:

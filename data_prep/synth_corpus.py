@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from data_prep.audio import TARGET_SR
 from data_prep.manifest import atomic_write_text
+from data_prep.outputs import exclusive
 
 #: Lexicons per language: short, common words that espeak-ng pronounces consistently.
 LEXICONS: dict[str, list[str]] = {
@@ -105,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    n = synth_corpus(args.out, args.lang, args.utts_per_speaker, args.speakers, args.seed)
+    with exclusive(args.out, "synth-corpus"):  # two runs would write the same temporary files
+        n = synth_corpus(args.out, args.lang, args.utts_per_speaker, args.speakers, args.seed)
     print(f"{n} utterances in {args.out}")
     return 0

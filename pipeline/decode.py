@@ -2,7 +2,9 @@
 
 Batched, with a progress bar, and resumable (:mod:`pipeline.resumable`): a
 killed run continues where it stopped; the final ``hyps.jsonl`` is written
-atomically in manifest order.
+atomically in manifest order. The output may not be (or lie inside) an input,
+one run at a time writes it, and a rerun continues only the unfinished work of
+the same inputs and settings (``--force`` discards it).
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.manifest import Source, Utterance, read_manifest_lines
+from data_prep.outputs import RunIdentity, exclusive, guard_outputs
 from pipeline.hyps import Hypothesis, write_hyps
-from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args
-from pipeline.resumable import check_output, partial_path, read_records, rejects_path, run_resumable
+from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args, fusion_settings
+from pipeline.resumable import (
+    check_output,
+    partial_path,
+    read_records,
+    rejects_path,
+    resume_check,
+    run_resumable,
+    written_paths,
+)
 
 #: A batch decoder: 16 kHz mono arrays in, one (text, generated token count) per array out.
 BatchDecoder = Callable[[Sequence[np.ndarray]], list[tuple[str, int]]]
@@ -37,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (0 = all)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh: discard the unfinished work (<out>.partial) of an earlier run, even one of "
+                        "other inputs or settings (which is otherwise refused)")
     ctc = p.add_argument_group("CTC checkpoints (directories with ctc_config.json)")
     ctc.add_argument("--lm", default=None, help="word LM for beam search: lm.arpa, its lm.json or their directory")
     ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
@@ -100,11 +114,32 @@ def utterances_to_decode(manifest: Path, limit: int = 0) -> tuple[list[Utterance
     return [u for _, u in lines], {u.id: Source(str(manifest), n) for n, u in lines}
 
 
+def decode_inputs(args: argparse.Namespace) -> dict[str, str | Path | None]:
+    """What a decode run reads, by role: guarded against as outputs, fingerprinted in its identity."""
+    return {"manifest": args.manifest, "model": args.model, "lm": args.lm, "char_lm": args.char_lm,
+            "fusion_rate_from": args.fusion_rate_from}  # fmt: skip
+
+
+def run_identity(args: argparse.Namespace) -> RunIdentity:
+    """What decides a hypothesis: the inputs and the search settings (not the batch size, device or --limit)."""
+    settings = {"language": args.language, "no_language": args.no_language, "task": args.task,
+                "num_beams": args.num_beams, "lm_alpha": args.lm_alpha, "lm_beta": args.lm_beta,
+                "beam_width": args.beam_width, **fusion_settings(args)}  # fmt: skip
+    return RunIdentity.of("decode", decode_inputs(args), settings)
+
+
 def run(args: argparse.Namespace) -> int:
     utts, sources = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
+    guard_outputs(written_paths(args.out), decode_inputs(args).values())
     check_output(args.out)  # before the model loads
+    with exclusive(args.out, "decode"):
+        resume_check(args.out, run_identity(args), force=args.force)
+        return _decode(args, utts, sources)
+
+
+def _decode(args: argparse.Namespace, utts: list[Utterance], sources: dict[str, Source]) -> int:
     fallback = None if args.no_language else utts[0].language
     from pipeline.models.ctc import is_ctc_checkpoint
 

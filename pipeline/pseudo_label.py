@@ -18,6 +18,11 @@ Checks (the usual failure modes of a decoder run on audio it was not trained on)
 The unlabeled manifests only supply audio: their ``text`` (if any) is never read, so dev
 or test audio can be used for unsupervised adaptation without its transcripts.
 Relative audio paths are rewritten for OUT's directory.
+
+OUT may not be, contain or lie inside an input; one run at a time writes it, under
+its in-progress mark; a rerun of other inputs or settings into it (or into a folder
+of files it did not write) is refused unless ``--force``: its identity is
+OUT/.run.json.
 """
 
 from __future__ import annotations
@@ -41,12 +46,26 @@ from data_prep.manifest import (
     atomic_write_text,
     read_manifest,
     read_manifest_lines,
+    remove_stale_temps,
     write_jsonl,
+)
+from data_prep.outputs import (
+    RunIdentity,
+    check_resume,
+    exclusive,
+    guard_output,
+    in_progress,
+    read_identity,
+    write_identity,
 )
 from data_prep.text.normalize import get_normalizer
 from pipeline.hyps import read_hyps_lines
 
 FLAG = "pseudo_label"
+#: What OUT holds: the training manifest, the rejects, the summary.
+OUTPUT_FILES = ("train.jsonl", "rejects.jsonl", "pseudo_label.json")
+#: The identity of the run that wrote OUT.
+IDENTITY_FILE = ".run.json"
 
 
 @dataclass(frozen=True)
@@ -131,11 +150,28 @@ def read_hyp_texts(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[str, S
 
 def pseudo_label(
     labeled: str | os.PathLike, unlabeled: Sequence[str | os.PathLike], hyps: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike, *, lang: str, max_repeats: int = 3, rate_margin: float = 1.5,
+    out_dir: str | os.PathLike, *, lang: str, max_repeats: int = 3, rate_margin: float = 1.5, force: bool = False,
 ) -> dict:  # fmt: skip
-    """Write OUT/train.jsonl, OUT/rejects.jsonl and OUT/pseudo_label.json; returns the summary."""
+    """Write OUT/train.jsonl, OUT/rejects.jsonl and OUT/pseudo_label.json; returns the summary.
+
+    ``force``: replace the outputs of a run of other inputs or settings (else refused, naming what differs).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    guard_output(out, [labeled, *unlabeled, *hyps])
+    identity = RunIdentity.of("pseudo-label", {"labeled": labeled, "unlabeled": list(unlabeled), "hyps": list(hyps)},
+                              {"lang": lang, "max_repeats": max_repeats, "rate_margin": rate_margin})  # fmt: skip
+    with exclusive(out, "pseudo-label"):
+        check_resume(read_identity(out / IDENTITY_FILE), identity, force=force, what=f"--out {out}",
+                     has_state=any((out / name).exists() for name in OUTPUT_FILES), state="the pseudo-labels",
+                     record=str(out / IDENTITY_FILE))  # fmt: skip
+        return _pseudo_label(labeled, unlabeled, hyps, out, identity, lang=lang, max_repeats=max_repeats,
+                             rate_margin=rate_margin)  # fmt: skip
+
+
+def _pseudo_label(
+    labeled: str | os.PathLike, unlabeled: Sequence[str | os.PathLike], hyps: Sequence[str | os.PathLike],
+    out: Path, identity: RunIdentity, *, lang: str, max_repeats: int, rate_margin: float,
+) -> dict:  # fmt: skip
     norm = get_normalizer(lang)
     hyp_lines = read_hyp_texts(hyps)
     texts = {k: norm.normalize(text) for k, (text, _) in hyp_lines.items()}
@@ -171,8 +207,6 @@ def pseudo_label(
                 text=texts[utt.id], text_raw=texts[utt.id], split="train", flags=(*utt.flags, FLAG)))  # fmt: skip
             counts["accepted"] += 1
 
-    write_jsonl(out / "train.jsonl", rows)
-    write_jsonl(out / "rejects.jsonl", rejects)
     summary = {
         "labeled": len(labeled_utts),
         "accepted": sum(c["accepted"] for c in per_source.values()),
@@ -185,7 +219,13 @@ def pseudo_label(
         "unused_hyps_first": [str(s) for s in sorted((hyp_lines[k][1] for k in unused),
                                                      key=lambda s: (s.file, s.line))[:5]],
     }
-    atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    with in_progress(out):  # the identity first: a torn finish is repaired by a rerun of the same run
+        for name in (IDENTITY_FILE, *OUTPUT_FILES):
+            remove_stale_temps(out / name)
+        write_identity(out / IDENTITY_FILE, identity)
+        write_jsonl(out / "train.jsonl", rows)
+        write_jsonl(out / "rejects.jsonl", rejects)
+        atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -198,11 +238,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-repeats", type=int, default=3, help="reject an n-gram repeated more often in a row")
     p.add_argument("--rate-margin", type=float, default=1.5,
                    help="widen the labeled set's 1st-99th percentile characters/s range by this factor")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="replace the outputs in --out of a run of other inputs or settings (else refused)")
 
 
 def run(args: argparse.Namespace) -> int:
     s = pseudo_label(args.labeled, args.unlabeled, args.hyps, args.out, lang=args.lang,
-                     max_repeats=args.max_repeats, rate_margin=args.rate_margin)  # fmt: skip
+                     max_repeats=args.max_repeats, rate_margin=args.rate_margin, force=args.force)  # fmt: skip
     print(f"{s['accepted']} pseudo-labeled utterances added to {s['labeled']} labeled ones, "
           f"{s['rejected']} rejected -> {Path(args.out) / 'train.jsonl'}")  # fmt: skip
     if s["unused_hyps"]:

@@ -8,6 +8,10 @@ records are written to ``out`` atomically, in manifest order, and the partial
 file goes away. Audio that cannot be read is reported, not fatal: its
 utterance goes to ``<out stem>.rejects.jsonl`` with the reason, so every
 utterance ends up in one of the two files.
+
+What made the partial file (its inputs' fingerprints, the settings) is recorded
+beside it (``<out>.run.json``, :func:`resume_check`): a rerun of other inputs or
+settings is refused instead of mixing two runs' records.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import AudioError
-from data_prep.manifest import Reject, Source, Utterance, write_jsonl
+from data_prep.manifest import Reject, Source, Utterance, remove_stale_temps, write_jsonl
+from data_prep.outputs import RunIdentity, resume_or_start
 
 
 class Record(Protocol):
@@ -40,6 +45,31 @@ R = TypeVar("R", bound=Record)
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+def identity_path(out: Path) -> Path:
+    """Where the identity of the run that writes ``out``'s partial file is recorded."""
+    return out.with_name(out.name + ".run.json")
+
+
+def written_paths(out: Path) -> list[Path]:
+    """Every file a resumable run of ``out`` writes (for :func:`data_prep.outputs.guard_outputs`)."""
+    return [out, partial_path(out), identity_path(out), rejects_path(out)]
+
+
+def resume_check(out: Path, identity: RunIdentity, *, force: bool = False) -> bool:
+    """Whether this run (``identity``) continues ``out``'s partial file; the shared run-identity check.
+
+    A partial file of another identity (or of a run that recorded none) is a
+    :class:`data_prep.outputs.ResumeError` naming what differs; with ``force``
+    it is discarded and the run starts afresh. Records ``identity`` beside it.
+    """
+    partial = partial_path(out)
+    resume = resume_or_start(identity_path(out), identity, has_state=partial.exists(), force=force,
+                             what=str(partial))  # fmt: skip
+    if not resume:
+        partial.unlink(missing_ok=True)
+    return resume
 
 
 def rejects_path(out: Path) -> Path:
@@ -107,6 +137,8 @@ def run_resumable(
     written to :func:`rejects_path` (removed when there are none).
     """
     check_output(out)
+    for path in written_paths(out):  # what a kill during a final write left
+        remove_stale_temps(path)
     partial = partial_path(out)
     _drop_torn_tail(partial)
     todo = sorted((u for u in utts if u.id not in done), key=lambda u: u.duration)
@@ -143,4 +175,5 @@ def run_resumable(
     else:
         rejects_path(out).unlink(missing_ok=True)  # from an earlier run whose audio has since been fixed
     partial.unlink(missing_ok=True)
+    identity_path(out).unlink(missing_ok=True)  # after the partial: an identity without one is no state
     return records, errors

@@ -38,6 +38,12 @@ def snapshot(out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in OUTPUTS}
 
 
+def snapshot_of(out: Path) -> dict[str, bytes]:
+    """Every file of ``out`` but its cache."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and "cache" not in p.relative_to(out).parts}  # fmt: skip
+
+
 def test_every_data_prep_reject_reason_is_produced(zoo_out):
     rejects = read_rejects(zoo_out / "rejects.jsonl")
     by_id = {r.id: r.reason for r in rejects}
@@ -362,7 +368,11 @@ def test_cli_explicit_speakers_and_sentencepiece(tmp_path):
     split = {u.speaker: u.split for u in read_manifest(out / "manifest.jsonl")}
     assert split == {"s0": "train", "s1": "dev", "s2": "test", "s3": "test"}
     assert (out / "spm.model").stat().st_size > 0
-    assert cli(base + ["--split-speakers", "dev=nobody"]) == 1  # unknown speaker: a split error
+    before = snapshot_of(out)
+    # other settings into a prepared folder: refused, unless forced
+    assert cli(base + ["--split-speakers", "dev=nobody"]) == 2
+    assert cli(base + ["--split-speakers", "dev=nobody", "--force"]) == 1  # unknown speaker: a split error
+    assert snapshot_of(out) == before  # a split plan that fails writes nothing: the folder stays whole
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, capsys):

@@ -127,3 +127,37 @@ def test_a_torn_finish_leaves_its_mark(tmp_path):
     with in_progress(tmp_path):
         pass
     check_finished(tmp_path)
+
+
+def _hold_and_fork_a_lingering_child(path, ready, child_pid):
+    import time
+
+    with exclusive(path, "prepare"):
+        pid = os.fork()
+        if pid == 0:  # a worker, or the plotting process, that outlives its parent
+            time.sleep(30)
+            os._exit(0)
+        child_pid.value = pid
+        ready.set()
+        time.sleep(30)
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_its_killed_parent(tmp_path):
+    import signal
+
+    out = tmp_path / "data"
+    ctx = multiprocessing.get_context("fork")
+    ready, child_pid = ctx.Event(), ctx.Value("i", 0)
+    holder = ctx.Process(target=_hold_and_fork_a_lingering_child, args=(out, ready, child_pid))
+    holder.start()
+    assert ready.wait(10)
+    try:
+        with pytest.raises(OutputRefused, match="another run is writing it"):
+            with exclusive(out, "prepare"):
+                pass
+        holder.kill()
+        holder.join()
+        with exclusive(out, "prepare"):  # the child lives on, without the lock
+            os.kill(child_pid.value, 0)
+    finally:
+        os.kill(child_pid.value, signal.SIGKILL)

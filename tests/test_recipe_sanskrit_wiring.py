@@ -54,6 +54,7 @@ def test_self_training_reads_stage_6_and_feeds_stage_8(tmp_path):
         "data/sa/dev.jsonl",
         "data/sa/test.jsonl",
     ]
+    assert "--force" in pl  # another variant's labels replace the last one's (its stage 7 has its own marker)
     first, selftrain = calls_of(calls, "train")
     assert "recipes/sanskrit/config.yaml" in first
     assert "model.name=exp/sa/whisper_ft/best" in selftrain

@@ -90,3 +90,17 @@ run_stage 4 pair on_dev_and_test work "$1"
     r = run("bad")  # one of the two fails: the stage fails after both ended, no marker
     assert r.returncode != 0 and "stage 4 (pair) failed" in r.stderr
     assert (tmp_path / "dev.end").exists() and not (tmp_path / "exp/.done/stage4.pair").exists()
+
+
+def test_force_is_passed_on_to_the_commands_that_take_it(tmp_path):
+    script = f"""
+set -euo pipefail
+source "{STAGES}"
+EXP="{tmp_path}/exp"
+parse_stage_args "$@"
+run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out data "${{FORCE_ARGS[@]}}"
+"""
+    for args in ([], ["--force"]):
+        r = subprocess.run(["bash", "-c", script, "run.sh", *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]

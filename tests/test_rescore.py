@@ -329,6 +329,21 @@ def tiny_assets(tmp_path_factory):
     return save_tiny_whisper(root / "model", seed=2), data
 
 
+def _left_by_a_killed_run(argv: list[str]) -> None:
+    """Record beside the hand-written N-best partial the identity the run of ``argv`` records before its work
+    (a partial of the same inputs and settings, as a killed run leaves it)."""
+    import argparse
+
+    from data_prep.outputs import write_identity
+    from pipeline.rescore import cli
+    from pipeline.resumable import identity_path
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    write_identity(identity_path(cli.nbest_path_of(args)), cli.run_identity(args))
+
+
 def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, tmp_path, capsys):
     from pipeline.cli import main
     from pipeline.hyps import read_hyps
@@ -367,6 +382,7 @@ def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, t
     (test_out.parent / "nbest.jsonl.partial").write_text(json.dumps(kept.to_json()) + "\n" + '{"id": "dev0')
     args = [*base, "--manifest", str(data / "test.jsonl"), "--out", str(test_out),
             "--weights", str(dev_out.parent / "weights.json")]  # fmt: skip
+    _left_by_a_killed_run(args)
     assert main(args) == 0
     hyps = {h.id: h for h in read_hyps(test_out)}
     assert len(hyps) == 5 and hyps["dev002"].text == "bb bb bb" and hyps["dev002"].seconds == 123.0
@@ -492,6 +508,7 @@ def test_rescore_command_with_an_ensemble_decodes_again_what_one_decoder_scored(
     (out.parent / "nbest.jsonl.partial").write_text(json.dumps(single.to_json()) + "\n")
     args = ["rescore", "--model", str(model), str(second), "--beams", "2", "--nbest", "2", "--batch-size", "2",
             "--manifest", str(data / "dev.jsonl"), "--out", str(out), "--tune"]  # fmt: skip
+    _left_by_a_killed_run(args)
     assert main(args) == 0
     nbests = {nb.id: nb for nb in read_nbest(out.parent / "nbest.jsonl")}
     assert len(nbests) == 5 and nbests["dev001"].seconds != 123.0
@@ -535,6 +552,7 @@ def test_n_best_records_of_an_older_version_are_decoded_again(tiny_assets, tmp_p
     (out.parent / "nbest.jsonl.partial").write_text(json.dumps(current.to_json()) + "\n" + json.dumps(old) + "\n")
     args = ["rescore", "--model", str(model), "--beams", "2", "--nbest", "2", "--batch-size", "2",
             "--manifest", str(data / "dev.jsonl"), "--out", str(out)]  # fmt: skip
+    _left_by_a_killed_run(args)
     assert main(args) == 0
     nbests = {nb.id: nb for nb in read_nbest(out.parent / "nbest.jsonl")}
     assert nbests["dev000"].seconds == 123.0 and nbests["dev001"].seconds != 123.0

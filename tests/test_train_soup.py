@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_prep.outputs import OutputRefused
 from pipeline.config import config_from_dict
 from pipeline.train.soup import SoupError, make_soup
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
@@ -93,7 +94,7 @@ def test_models_that_differ_beyond_their_weights_are_refused(two_seeds, tmp_path
     tiny = save_tiny_whisper(tmp_path / "untrained")  # no ctc/, no asr_adapt.json
     with pytest.raises(SoupError, match="files differ"):
         make_soup([a, tiny], tmp_path / "soup")
-    with pytest.raises(SoupError, match="own models"):
+    with pytest.raises(OutputRefused, match="is the input"):  # the shared output guard
         make_soup([a, b], a)
     with pytest.raises(SoupError, match="at least two"):
         make_soup([a], tmp_path / "soup")

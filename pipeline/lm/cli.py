@@ -7,7 +7,8 @@
 
 writes ``<out>/lm.arpa`` (from the TRAIN transcripts only) and ``<out>/lm.json``
 (the weights ``decode --lm <out>`` uses: tuned on the dev manifest when
-``--tune-on`` is given, else the defaults alpha 0.5, beta 1.0).
+``--tune-on`` is given, else the defaults alpha 0.5, beta 1.0). ``--out`` may not
+be, contain or lie inside an input, and one run at a time writes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import ManifestError, atomic_write_text, read_manifest
+from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_manifest
+from data_prep.outputs import exclusive, guard_output
 from pipeline.lm.tune import DEFAULT_ALPHAS, DEFAULT_BETAS
 
 
@@ -98,8 +100,6 @@ def dev_logits(model_dir: Path, utts, manifest_dir: Path, batch_size: int, devic
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError
-    from pipeline.decode_ctc import DEFAULT_ALPHA, DEFAULT_BETA, LM_SETTINGS
-    from pipeline.lm.build import build_ngram_lm
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -122,6 +122,16 @@ def run(args: argparse.Namespace) -> int:
     if not any(u.text.strip() for u in train):
         raise ManifestError(f"{args.train}: no utterance with a transcript to build the LM from "
                             f"({len(train)} utterances)")  # fmt: skip
+    guard_output(args.out, [args.train, args.tune_on, args.model, args.config])
+    with exclusive(args.out, "lm"):
+        return _build(args, train)
+
+
+def _build(args: argparse.Namespace, train: list[Utterance]) -> int:
+    """Write lm.arpa (char.arpa) and lm.json into ``args.out``, tuning the weights with ``--tune-on``."""
+    from pipeline.decode_ctc import DEFAULT_ALPHA, DEFAULT_BETA, LM_SETTINGS
+    from pipeline.lm.build import build_ngram_lm
+
     args.out.mkdir(parents=True, exist_ok=True)
     arpa = build_ngram_lm([u.text for u in train if u.text.strip()], args.order, args.out / "lm.arpa")
     info = {"arpa": arpa.name, "order": args.order, "alpha": DEFAULT_ALPHA, "beta": DEFAULT_BETA,

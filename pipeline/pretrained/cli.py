@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep.outputs import OutputRefused, guard_output
 from pipeline.pretrained.registry import (
     BUNDLED,
     ModelNotAvailable,
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
             out = _convert_to(args.model, args.out)
         else:
             out = resolve_model(args.model)
+    except OutputRefused as e:  # an unsafe --out is bad input: exit status 2, as every command gives it
+        print(f"convert: error: {e}", file=sys.stderr)
+        return 2
     except (ModelNotAvailable, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"convert: {e}", file=sys.stderr)
         return 1
@@ -52,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _convert_to(model: str, out: Path) -> Path:
-    """Convert a bundled name or CT2 directory into ``out``."""
+    """Convert a bundled name or CT2 directory into ``out`` (which may not be, hold or lie inside it)."""
     if model in BUNDLED:
         dirs = bundled_dirs(model)
+        guard_output(out, dirs)
         return convert_cached(dirs[0], dirs[1:], out=out)
     path = Path(model).expanduser()
     if is_ct2_dir(path):
+        guard_output(out, [path])
         return convert_cached(path, out=out)
     raise ValueError(f"{model}: --out needs a bundled name or a CTranslate2 directory (nothing to convert)")

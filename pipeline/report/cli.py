@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_prep.manifest import atomic_write_text
+from data_prep.outputs import guard_outputs
 from pipeline.report.collect import CollectError, Experiment, collect
 from pipeline.report.render import Figure, markdown_table, render_html, render_markdown, sort_results
 from pipeline.report.verdict import METRICS, VerdictItem, transfer_verdict
 from pipeline.score.results import Results
 
 SUMMARY_TYPE = "report_summary"
+#: What ``report`` writes into ``--out`` besides one PNG per figure.
+REPORT_FILES = ("report.md", "results.json", "report.html")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +115,8 @@ def report(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, title
     figures = make_figures(exps, metric)
     sources = sorted(r.path for r in results) + sorted({str(x.log_path) for x in exps if x.log_path})
     out = Path(out)
+    written = [out / name for name in REPORT_FILES] + [out / f"{f.slug}.png" for f in figures if f.png]
+    guard_outputs(written, sources)  # the files it reads: an experiment folder may hold the report
     out.mkdir(parents=True, exist_ok=True)
     for f in (f for f in figures if f.png):
         tmp = out / f".{f.slug}.png.tmp"

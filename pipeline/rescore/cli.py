@@ -25,7 +25,9 @@ decoder, ``att`` being the mean of their log-probabilities.
 
 Next to ``hyps.jsonl`` it writes ``nbest.jsonl`` (every candidate with its
 scores: rerunning with other weights costs no decoding) and, with ``--tune``,
-``weights.json`` (the chosen weights and the whole dev grid).
+``weights.json`` (the chosen weights and the whole dev grid). A killed run resumes
+its ``nbest.jsonl.partial`` only with the same inputs and settings (``--force``
+discards it); none of these files may be (or lie inside) an input.
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ import logging
 import sys
 from pathlib import Path
 
+from data_prep.manifest import Source, Utterance, remove_stale_temps
+from data_prep.outputs import RunIdentity, exclusive, guard_outputs
 from pipeline.decode import utterances_to_decode
 from pipeline.hyps import Hypothesis, write_hyps
 from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
-from pipeline.rescore.fusion_options import add_fusion_arguments, char_arpa, fusion_from_args
-from pipeline.resumable import check_output, rejects_path
+from pipeline.rescore.fusion_options import add_fusion_arguments, char_arpa, fusion_from_args, fusion_settings
+from pipeline.resumable import check_output, rejects_path, resume_check, written_paths
+
+#: The N-best file, next to --out.
+NBEST_NAME = "nbest.jsonl"
+#: The tuned weights (with --tune), next to --out.
+WEIGHTS_NAME = "weights.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=0, help="only the first N utterances (0 = all)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh: discard the unfinished N-best work (nbest.jsonl.partial) of an earlier run, "
+                        "even one of other inputs or settings (which is otherwise refused)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--tune", action="store_true", help="tune the weights on this (DEV) manifest -> weights.json")
     w.add_argument("--weights", type=Path, default=None, help="weights.json from a --tune run on dev")
@@ -86,6 +98,23 @@ def origin_of(args: argparse.Namespace) -> str:
                         ctc_proposals=args.ctc_proposals, language=args.language)  # fmt: skip
 
 
+def rescore_inputs(args: argparse.Namespace) -> dict[str, str | Path | list[str] | None]:
+    """What a rescore run reads, by role: guarded against as outputs, fingerprinted in its identity."""
+    return {"manifest": args.manifest, "model": list(args.model), "ctc": args.ctc, "lm": args.lm,
+            "char_lm": args.char_lm, "fusion_rate_from": args.fusion_rate_from}  # fmt: skip
+
+
+def run_identity(args: argparse.Namespace) -> RunIdentity:
+    """What decides an N-best record: the inputs and the search settings (not the weights, batch size or --limit)."""
+    settings = {"beams": args.beams, "nbest": args.nbest, "ctc_proposals": args.ctc_proposals,
+                "language": args.language, **fusion_settings(args)}  # fmt: skip
+    return RunIdentity.of("rescore", rescore_inputs(args), settings)
+
+
+def nbest_path_of(args: argparse.Namespace) -> Path:
+    return args.out.parent / NBEST_NAME
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.tune and args.manifest.stem.startswith("test"):
@@ -94,7 +123,18 @@ def run(args: argparse.Namespace) -> int:
     utts, sources = utterances_to_decode(args.manifest, args.limit)
     if not utts:
         return 1
+    inputs = [v for role, v in rescore_inputs(args).items() if role != "model"] + [*args.model, args.weights]
+    written = [args.out, *written_paths(nbest_path_of(args))]
+    guard_outputs([*written, args.out.parent / WEIGHTS_NAME] if args.tune else written, inputs)
     check_output(args.out)  # before the models load
+    with exclusive(args.out, "rescore"), exclusive(nbest_path_of(args), "rescore"):
+        resume_check(nbest_path_of(args), run_identity(args), force=args.force)
+        for path in (args.out, args.out.parent / WEIGHTS_NAME):  # what a kill during their writes left
+            remove_stale_temps(path)
+        return _rescore(args, utts, sources)
+
+
+def _rescore(args: argparse.Namespace, utts: list[Utterance], sources: dict[str, Source]) -> int:
     try:
         weights = load_weights(args.weights) if args.weights else Weights()
     except ValueError as e:
@@ -115,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    nbest_path = args.out.parent / "nbest.jsonl"
+    nbest_path = nbest_path_of(args)
     nbests, errors = build_nbest(utts, args.manifest.parent, nbest_path, whisper, ctc, lm, char_lm, lang=lang,
                                  beams=args.beams, n=args.nbest, batch_size=args.batch_size,
                                  fusion=fusion, sources=sources, origin=origin_of(args))  # fmt: skip
@@ -123,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         refs = {u.id: u.text for u in utts}
         tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)
         tuned.tuned_on = str(args.manifest)
-        tuned.save(args.out.parent / "weights.json")
+        tuned.save(args.out.parent / WEIGHTS_NAME)
         weights = tuned.weights
         print(f"weights tuned on {args.manifest}: {weights} (dev WER {tuned.wer:.4f}, CER {tuned.cer:.4f})",
               file=sys.stderr)

@@ -34,6 +34,18 @@ def add_fusion_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
                         "may emit more (a decoder without a restricted vocabulary)")  # fmt: skip
 
 
+def fusion_settings(args: argparse.Namespace) -> dict:
+    """The fused search's settings as a run identity records them (none when ``--fusion-weight`` is 0).
+
+    ``--char-lm`` and ``--fusion-rate-from`` are inputs, fingerprinted by the caller.
+    """
+    if not args.fusion_weight:
+        return {}
+    return {"fusion_weight": args.fusion_weight, "fusion_bonus": args.fusion_bonus,
+            "fusion_length_penalty": args.fusion_length_penalty, "fusion_rate_margin": args.fusion_rate_margin,
+            "fusion_top_k": args.fusion_top_k}  # fmt: skip
+
+
 def char_arpa(lm: str | Path) -> Path:
     """The character LM's ARPA file: the path itself, or ``char.arpa`` in the directory ``lm`` wrote."""
     path = Path(lm)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_jsonl, read_manifest
+from data_prep.outputs import guard_outputs
 from pipeline.hyps import Hypothesis
 from pipeline.score.alignments import collect_errors, errors_markdown, format_alignments
 from pipeline.score.bootstrap import bootstrap_ci
@@ -25,6 +26,8 @@ from pipeline.score.results import KINDS, Results, SpeakerRow, UttCounts, write_
 
 #: Settings file that ``prepare`` writes next to the manifests.
 PREPARE_SETTINGS = "prepare.json"
+#: What ``score`` writes into its output folder.
+SCORE_FILES = ("results.json", "alignments.txt", "per_speaker.tsv", "errors.md")
 
 
 class ScoreError(ValueError):
@@ -213,6 +216,8 @@ def score(
     for p in (manifest, hyps):
         if not p.is_file():
             raise ScoreError(f"{p}: file not found")
+    out = Path(out) if out is not None else hyps.parent
+    guard_outputs([out / name for name in SCORE_FILES], [manifest, hyps, manifest.parent / PREPARE_SETTINGS])
     try:
         utts = read_manifest(manifest)
     except ManifestError as e:
@@ -227,7 +232,6 @@ def score(
         raise ScoreError(str(e)) from e
     scored = score_utterances(utts, by_id, lang, system=system, kind=kind, testset=testset, seed=seed,
                               n_resamples=n_resamples, manifest=str(manifest), hyps_path=str(hyps))
-    out = Path(out) if out is not None else hyps.parent
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / "results.json", scored.results)
     atomic_write_text(out / "alignments.txt", scored.alignments_txt)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from data_prep.manifest import atomic_write_text
+from data_prep.outputs import replace_dir
 from pipeline.models.encoder import ADAPT_FILE
 
 
@@ -102,7 +102,8 @@ def export_model(
 ) -> Path:
     """Save ``model`` + ``processor`` + ``asr_adapt.json`` to ``out_dir``, replacing it atomically.
 
-    ``ctc``: (joint CTC head, its CTCVocab), written to ``out_dir/ctc/`` in the same swap.
+    ``ctc``: (joint CTC head, its CTCVocab), written to ``out_dir/ctc/`` in the same swap. Only a
+    folder this toolkit wrote is replaced (:func:`data_prep.outputs.replace_dir`).
     """
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -114,20 +115,4 @@ def export_model(
             export_joint_ctc(plain, ctc[0], ctc[1], tmp / CTC_DIR, processor, info)
     processor.save_pretrained(tmp)
     atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    return swap_in(tmp, out_dir)
-
-
-def swap_in(tmp: Path, out_dir: Path) -> Path:
-    """Put the finished directory ``tmp`` at ``out_dir``, replacing what was there.
-
-    The old directory is moved aside first and removed last, so a reader sees the old or the
-    new directory, and a crash leaves at least one of them (``.<name>.old``) whole.
-    """
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    return replace_dir(tmp, out_dir, "train")

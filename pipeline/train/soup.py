@@ -16,7 +16,9 @@ input, vocabulary). Every ``*.safetensors`` file at the same place in all models
 is averaged (``model.safetensors``, and ``ctc/model.safetensors`` of joint-CTC
 models), in float32, stored in each tensor's own dtype. The output is written
 next to ``--out`` and swapped in whole, and its ``asr_adapt.json`` lists the models
-it averages (``soup_of``) instead of one of them's dev figures.
+it averages (``soup_of``) instead of one of them's dev figures. ``--out`` may not be,
+contain or lie inside one of the models, and only a folder this toolkit wrote is
+replaced (:mod:`data_prep.outputs`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 
 from data_prep.manifest import atomic_write_text
+from data_prep.outputs import check_replaceable, exclusive, guard_output, replace_dir
 from pipeline.models.encoder import ADAPT_FILE, read_adapt_info
 
 log = logging.getLogger(__name__)
@@ -116,16 +119,20 @@ def average_file(paths: list[Path], out: Path) -> int:
     return differing
 
 
+def check_soup_output(models: list[str | Path], out: str | Path) -> None:
+    """Raise :class:`data_prep.outputs.OutputRefused` unless ``out`` may take the soup: it is none of
+    the models, holds none and lies in none, and is new or a folder this toolkit wrote."""
+    guard_output(out, models)
+    check_replaceable(out)
+
+
 def make_soup(models: list[str | Path], out: str | Path) -> Path:
     """Write the weight average of ``models`` to ``out`` (replaced whole); see the module docstring."""
     import shutil
 
-    from pipeline.train.export import swap_in
-
     models = [Path(m) for m in models]
     out = Path(out)
-    if out.resolve() in {m.resolve() for m in models}:
-        raise SoupError(f"{out}: the soup cannot replace one of its own models")
+    check_soup_output(models, out)
     adapt, files = check_compatible(models)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
@@ -139,7 +146,7 @@ def make_soup(models: list[str | Path], out: str | Path) -> Path:
         info = {k: v for k, v in adapt.items() if k not in RUN_FIELDS}
         info["soup_of"] = [str(m) for m in models]
         atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    return swap_in(tmp, out)
+    return replace_dir(tmp, out, "soup")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,8 +156,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_soup_output(args.models, args.out)  # before the lock: a refused run leaves nothing beside --out
     try:
-        out = make_soup(args.models, args.out)
+        with exclusive(args.out, "soup"):
+            out = make_soup(args.models, args.out)
     except (SoupError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,13 +12,16 @@
 STAGE=${STAGE:-0}
 STOP_STAGE=${STOP_STAGE:-100}
 FORCE=0
+# With --force, "--force" for the commands a forced stage runs that otherwise refuse to replace
+# outputs made with other settings (prepare: e.g. another held-out speaker); else empty.
+FORCE_ARGS=()
 
 parse_stage_args() {
   while [ $# -gt 0 ]; do
     case "$1" in
       --stage) STAGE="$2"; shift 2 ;;
       --stop-stage) STOP_STAGE="$2"; shift 2 ;;
-      --force) FORCE=1; shift ;;
+      --force) FORCE=1; FORCE_ARGS=(--force); shift ;;
       -h|--help) echo "usage: $0 [--stage N] [--stop-stage M] [--force]"; exit 0 ;;
       *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac

@@ -151,8 +151,9 @@ rescore() {  # decoder_system ctc_system lm_dir n: the decoder's (ensemble's) n-
 pseudo_label() {  # stage 6's transcripts of the dev and test audio become training labels
   local labels
   labels=$(rescored_name "$DECODER")
+  # --force: another variant's stage 7 (its own marker) replaces the labels of the last one
   "$PY" -m pipeline pseudo-label --labeled "$DATA/train.jsonl" --unlabeled "$DATA/dev.jsonl" "$DATA/test.jsonl" \
-    --hyps "$EXP/$labels/dev/hyps.jsonl" "$EXP/$labels/test/hyps.jsonl" --out "$EXP/selftrain/data" --lang sa
+    --hyps "$EXP/$labels/dev/hyps.jsonl" "$EXP/$labels/test/hyps.jsonl" --out "$EXP/selftrain/data" --lang sa --force
 }
 
 selftrain() {  # seed: that seed's stage-3 decoder (the soup) trains one more epoch on train + the pseudo-labels
@@ -181,7 +182,8 @@ report() {
   "$PY" -m pipeline report "$EXP" --markdown-table
 }
 
-run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress
+run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress \
+  "${FORCE_ARGS[@]}"
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test --language sa
 for ((seed = 0; seed < SEEDS; seed++)); do  # one marker per seed: a resumed run keeps the seeds it finished
   run_stage 3 "train.$(seed_system "$SYSTEM" "$seed")" "$PY" -m pipeline train --config "$CONFIG" \
