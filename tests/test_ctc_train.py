@@ -54,7 +54,7 @@ def recipe(assets, out, **train) -> dict:
     }  # fmt: skip
 
 
-def test_train_decode_lm_cli(assets, tmp_path):
+def test_train_decode_lm_cli(assets, tmp_path, capsys):
     _, data = assets
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(recipe(assets, tmp_path / "exp")), encoding="utf-8")
@@ -87,6 +87,14 @@ def test_train_decode_lm_cli(assets, tmp_path):
     assert (lm / "lm.arpa").is_file() and len(settings["grid"]) == 4 and settings["tuned_on"]
     assert settings["order"] == 2 and settings["beam_width"] == 4
     assert main(["lm", "--train", str(data / "dev.jsonl"), "--out", str(tmp_path / "bad")]) == 2  # dev text refused
+    # A dev clip whose audio cannot be read is named with its line and left out of the tuning, not a traceback.
+    dev = read_manifest(data / "dev.jsonl")
+    broken = [u.replace(audio=str(u.audio_path(data))) for u in dev]
+    broken[1] = broken[1].replace(audio=str(tmp_path / "gone.flac"))
+    write_jsonl(tmp_path / "dev_broken.jsonl", broken)
+    assert main(["lm", "--config", str(config), "--out", str(tmp_path / "lm_broken"), "--tune-on",
+                 str(tmp_path / "dev_broken.jsonl"), "--model", str(best)]) == 0  # fmt: skip
+    assert f"dev_broken.jsonl:2: {dev[1].id}:" in capsys.readouterr().err
     lm_hyps = tmp_path / "lm_hyps.jsonl"
     assert main(["decode", "--model", str(best), "--manifest", str(data / "dev.jsonl"), "--out", str(lm_hyps),
                  "--lm", str(lm)]) == 0  # fmt: skip

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_manifest
+from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_manifest, read_manifest_lines
 from data_prep.outputs import exclusive, guard_output
 from pipeline.lm.tune import DEFAULT_ALPHAS, DEFAULT_BETAS
 
@@ -82,20 +82,31 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     args.beam_width = args.beam_width or ctc.lm_beam_width
 
 
-def dev_logits(model_dir: Path, utts, manifest_dir: Path, batch_size: int, device: str):
-    """One (T_i, V) log-probability array per utterance, computed by the decode stage's path."""
+def dev_logits(model_dir: Path, utts, manifest: Path, batch_size: int, device: str):
+    """(utterances whose audio could be read, one (T_i, V) log-probability array each, vocabulary), computed by
+    the decode stage's path. A clip that cannot be read is reported with its manifest line and left out of the
+    tuning, as decode leaves it out of the scoring."""
+    from data_prep.audio import AudioError
     from pipeline.decode_ctc import ctc_logits, whisper_feature_extractor
     from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
 
     model, vocab = load_ctc_model(model_dir, device=device)
     fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
-    out = []
+    kept, out = [], []
     for start in range(0, len(utts), batch_size):
-        chunk = utts[start : start + batch_size]
-        waves = [u.load_audio(manifest_dir) for u in chunk]
+        chunk, waves = [], []
+        for lineno, u in utts[start : start + batch_size]:
+            try:
+                waves.append(u.load_audio(manifest.parent))
+                chunk.append(u)
+            except AudioError as e:
+                print(f"warning: {manifest}:{lineno}: {u.id}: {e}; left out of the tuning", file=sys.stderr)
+        if not chunk:
+            continue
         logp, lengths = ctc_logits(model, waves, fe, device)
+        kept += chunk
         out += [logp[i, : int(n)].numpy() for i, n in enumerate(lengths)]
-    return out, vocab
+    return kept, out, vocab
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,12 +155,15 @@ def _build(args: argparse.Namespace, train: list[Utterance]) -> int:
     if args.tune_on is not None:
         from pipeline.lm.tune import tune_lm_weights
 
-        dev = read_manifest(args.tune_on)
-        if any(u.split == "test" for u in dev):
+        dev = read_manifest_lines(args.tune_on)
+        if any(u.split == "test" for _, u in dev):
             print(f"error: {args.tune_on}: holds test utterances; tune on dev only", file=sys.stderr)
             return 2
         dev = dev[: args.limit] if args.limit else dev
-        logits, vocab = dev_logits(args.model, dev, args.tune_on.parent, args.batch_size, args.device)
+        dev, logits, vocab = dev_logits(args.model, dev, args.tune_on, args.batch_size, args.device)
+        if not dev:
+            print(f"error: {args.tune_on}: no clip whose audio can be read", file=sys.stderr)
+            return 2
         res = tune_lm_weights(logits, [u.text for u in dev], vocab, arpa, alphas=args.alphas, betas=args.betas,
                               beam_width=args.beam_width, metric=args.metric)  # fmt: skip
         info.update(alpha=res.alpha, beta=res.beta, tuned_on=str(args.tune_on), model=str(args.model),
