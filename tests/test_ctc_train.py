@@ -16,7 +16,7 @@ from data_prep.manifest import Utterance, read_jsonl, read_manifest, write_jsonl
 from data_prep.vocab import build_vocab, write_vocab  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
-from pipeline.hyps import read_hyps  # noqa: E402
+from pipeline.decode.hyps import read_hyps  # noqa: E402
 from pipeline.train.checkpoint import ResumeError, list_checkpoints  # noqa: E402
 from pipeline.train.ctc_trainer import CTCTrainer  # noqa: E402
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402

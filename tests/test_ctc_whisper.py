@@ -8,7 +8,6 @@ import pytest
 import torch
 from ctc_fixtures import TEXTS, tiny_whisper_encoder, tone_audio, vocab, whisper_batch
 
-from pipeline.lm.tune import error_rates
 from pipeline.models.ctc import (
     WhisperCTCConfig,
     WhisperEncoderCTC,
@@ -22,6 +21,7 @@ from pipeline.models.ctc import (
 )
 from pipeline.models.ctc_heads import CTCHead, HeadConfig, blank_bias
 from pipeline.models.encoder import encode_trimmed
+from pipeline.rescore.lm_weights import error_rates
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

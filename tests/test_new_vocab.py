@@ -14,7 +14,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import ConfigError, config_from_dict  # noqa: E402
-from pipeline.train.language import LabelEncoder  # noqa: E402
+from pipeline.models.language import LabelEncoder  # noqa: E402
 from pipeline.train.new_vocab import (  # noqa: E402
     VocabularyError,
     adopt_vocabulary,
@@ -179,7 +179,7 @@ def test_memorized_sentence_decodes_from_the_export(tmp_path):
     from transformers import WhisperTokenizer
 
     from pipeline.cli import main
-    from pipeline.hyps import read_hyps
+    from pipeline.decode.hyps import read_hyps
 
     torch.set_num_threads(1)
     model_dir = save_tiny_whisper(tmp_path / "model", begin_suppress=True)

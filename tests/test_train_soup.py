@@ -42,8 +42,9 @@ def two_seeds(tmp_path_factory):
 
 
 def test_the_soup_is_the_mean_of_the_weights_and_decodes_like_its_models(two_seeds, tmp_path):
+    from pipeline.decode.whisper import transcribe_arrays
     from pipeline.models.ctc import load_ctc_model
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.models.whisper import load_whisper
 
     (a, b), data = two_seeds
     out = make_soup([a, b], tmp_path / "soup")

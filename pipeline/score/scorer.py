@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_jsonl, read_manifest
 from data_prep.outputs import guard_outputs
-from pipeline.hyps import Hypothesis
+from pipeline.decode.hyps import Hypothesis
 from pipeline.score.alignments import collect_errors, errors_markdown, format_alignments
 from pipeline.score.bootstrap import bootstrap_ci
 from pipeline.score.metrics import Counts, align_chars, align_words, sum_counts

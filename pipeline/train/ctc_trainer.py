@@ -11,7 +11,7 @@ Shared with the Whisper trainer (:mod:`pipeline.train.trainer`): duration
 batches (:class:`~pipeline.train.data.BatchPlan`), feature and cached-state
 datasets, the encoder-state cache, the LR schedule, checkpoints and resume,
 ``log.jsonl`` / ``curve.png``, and dev scoring by the score stage's code. Dev is
-decoded greedily by :mod:`pipeline.decode_ctc`, the decode stage's own path.
+decoded greedily by :mod:`pipeline.decode.ctc`, the decode stage's own path.
 
 What differs: clips whose transcript needs more CTC frames than the model
 gives are rejected up front (``label_too_long``, listed in the log and in
@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
 from pipeline.config import RecipeConfig
-from pipeline.decode import decode_manifest
-from pipeline.decode_ctc import ctc_batch_decoder, whisper_feature_extractor
+from pipeline.decode.ctc import ctc_batch_decoder, whisper_feature_extractor
+from pipeline.decode.manifest import decode_manifest
 from pipeline.models.ctc import (
     BlankCollapseMonitor,
     HeadConfig,

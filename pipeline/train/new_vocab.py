@@ -7,7 +7,7 @@ TRAIN split and moves a pretrained Whisper onto it:
 
 * **Tokenizer.** ``tokenizers``' BPE trainer learns up to ``size`` text tokens
   (the 256 byte pieces + merges) from the train texts, each with a leading
-  space as :class:`pipeline.train.language.LabelEncoder` writes labels. After
+  space as :class:`pipeline.models.language.LabelEncoder` writes labels. After
   them come the old tokenizer's added tokens in their old order and with their
   old flags (``<|endoftext|>``, ``<|startoftranscript|>``, the language tokens,
   ``<|translate|>`` ... ``<|notimestamps|>``, then the timestamp tokens, and a
@@ -172,7 +172,7 @@ def _remap_token_ids(cfg, ids: dict[int, int]) -> None:
 
 def adopt_vocabulary(model, processor, new_tokenizer) -> None:
     """Move ``model`` (a plain Whisper) and ``processor`` from their tokenizer to ``new_tokenizer``."""
-    from pipeline.train.language import _fill_timestamp_gap
+    from pipeline.models.language import _fill_timestamp_gap
 
     old = processor.tokenizer
     emb = model.get_input_embeddings()

@@ -251,3 +251,19 @@ def text_token_bytes(tokenizer, ids) -> dict[int, bytes]:
             continue  # a special token
         out[int(i)] = bytes(to_byte[c] for c in piece)
     return out
+
+
+def char_arpa(lm: str | Path) -> Path:
+    """The character LM's ARPA file: the path itself, or ``char.arpa`` in the directory ``lm`` wrote."""
+    path = Path(lm)
+    return path / "char.arpa" if path.is_dir() else path
+
+
+def max_rate_of(labeled: Path | None, margin: float) -> float:
+    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
+    if labeled is None:
+        return 0.0
+    from data_prep.manifest import read_manifest
+    from pipeline.decode.rates import RateBounds
+
+    return RateBounds.from_labeled(read_manifest(labeled, unique_ids=False), margin=margin).high
