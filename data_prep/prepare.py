@@ -28,8 +28,8 @@ from tqdm import tqdm
 from data_prep.assemble import SplitOptions, assemble, check_prepared_with, settings_json
 from data_prep.forkmap import fork_map
 from data_prep.importers import Row, import_corpus
-from data_prep.manifest import Reject, atomic_write_text, write_jsonl
-from data_prep.outputs import exclusive, guard_output
+from data_prep.manifest import Reject, write_jsonl
+from data_prep.outputs import atomic_write_text, exclusive, guard_output
 from data_prep.process import (
     CACHE_CHOICES,
     CACHE_DIR,

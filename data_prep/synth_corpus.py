@@ -25,7 +25,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from data_prep.audio import TARGET_SR
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 
 #: Lexicons per language: short, common words that espeak-ng pronounces consistently.
 LEXICONS: dict[str, list[str]] = {

@@ -38,19 +38,19 @@ from data_prep.manifest import (
     Reject,
     Source,
     Utterance,
-    atomic_write_text,
     read_manifest,
     read_manifest_lines,
-    remove_stale_temps,
     write_jsonl,
 )
 from data_prep.outputs import (
     RunIdentity,
+    atomic_write_text,
     check_resume,
     exclusive,
     guard_output,
     in_progress,
     read_identity,
+    remove_stale_temps,
     write_identity,
 )
 from data_prep.text.normalize import get_normalizer

@@ -10,7 +10,7 @@ from pipeline.decode.fusion import Fusion
 from pipeline.decode.hyps import read_hyps
 from pipeline.lm.build import build_char_lm
 from pipeline.rescore.candidates import read_nbest
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

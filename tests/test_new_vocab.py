@@ -15,13 +15,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import ConfigError, config_from_dict  # noqa: E402
 from pipeline.models.language import LabelEncoder  # noqa: E402
+from pipeline.testing.tiny import (  # noqa: E402
+    TINY_LANGUAGES,
+    build_tiny_whisper,
+    save_tiny_whisper,
+    write_same_text_corpus,
+)
 from pipeline.train.new_vocab import (  # noqa: E402
     VocabularyError,
     adopt_vocabulary,
     mean_tokens,
     train_bpe,
 )
-from pipeline.train.tiny import TINY_LANGUAGES, build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 #: Sanskrit sentences (NFC): conjuncts with virama, vowel signs, anusvara, visarga, avagraha-free.

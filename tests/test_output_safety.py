@@ -18,7 +18,7 @@ from data_prep.outputs import OWNER_FILE, OutputRefused, lock_path  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.decode.hyps import Hypothesis, read_hyps, write_hyps  # noqa: E402
 from pipeline.decode.resumable import identity_path, partial_path  # noqa: E402
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -75,8 +75,8 @@ def test_soup_into_the_folder_of_its_models_is_refused_and_everything_is_left_al
 
 
 def test_export_replaces_only_a_model_folder_the_toolkit_wrote(tmp_path):
+    from pipeline.testing.tiny import build_tiny_whisper
     from pipeline.train.export import export_model
-    from pipeline.train.tiny import build_tiny_whisper
 
     model, processor = build_tiny_whisper(seed=1)
     info = {"language": "sa", "step": 1}

@@ -188,7 +188,7 @@ def test_pseudo_label_names_a_repeated_hypothesis_and_counts_unused_ones(tmp_pat
 
 
 def test_soup_names_a_corrupt_weights_file(tmp_path, capsys):
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     a, b = save_tiny_whisper(tmp_path / "a", seed=0), save_tiny_whisper(tmp_path / "b", seed=1)
     weights = b / "model.safetensors"
@@ -237,8 +237,9 @@ def cut_models(tmp_path_factory):
     short; a clip, its manifest and a char vocab."""
     from ctc_fixtures import tiny_whisper_encoder, vocab
 
-    from pipeline.models.ctc import WhisperEncoderCTC, save_ctc_model
-    from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
+    from pipeline.models.ctc import WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import save_ctc_model
+    from pipeline.testing.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 
     root = tmp_path_factory.mktemp("cut_models")
     whisper = save_tiny_whisper(root / "whisper")

@@ -20,7 +20,7 @@ from pipeline.rescore.build import nbest_origin  # noqa: E402
 from pipeline.rescore.candidates import Candidate, NBest, read_nbest, write_nbest  # noqa: E402
 from pipeline.rescore.combine import Weights, choose, choose_texts, load_weights, tune_weights  # noqa: E402
 from pipeline.rescore.scorers import ctc_log_probs  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -322,7 +322,7 @@ def test_weights_and_nbest_files_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_assets(tmp_path_factory):
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     root = tmp_path_factory.mktemp("rescore")
     data = write_tiny_corpus(root / "data", n_train=2, n_dev=5)
@@ -499,7 +499,7 @@ def test_an_ensemble_pools_every_decoders_nbest_and_averages_their_log_probs():
 def test_rescore_command_with_an_ensemble_decodes_again_what_one_decoder_scored(tiny_assets, tmp_path):
     from pipeline.cli import main
     from pipeline.decode.hyps import read_hyps
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     model, data = tiny_assets
     second = save_tiny_whisper(tmp_path / "second", seed=5)
@@ -566,7 +566,7 @@ def test_n_best_records_of_other_weights_or_search_settings_are_decoded_again(ti
     import shutil
 
     from pipeline.cli import main
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     model, data = tiny_assets
     mine = tmp_path / "model"

@@ -13,7 +13,7 @@ from pipeline.decode.fusion import LN10, CharLMFusion, _complete_head
 from pipeline.lm.build import build_char_lm
 from pipeline.rescore.candidates import read_nbest
 from pipeline.rescore.scorers import CharLM
-from pipeline.train.tiny import build_tiny_whisper
+from pipeline.testing.tiny import build_tiny_whisper
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,7 +98,7 @@ def test_pre_beam_scores_only_the_best_tokens_of_a_large_vocabulary(char_arpa):
 
 def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
     from pipeline.cli import main
-    from pipeline.train.tiny import write_tiny_corpus
+    from pipeline.testing.tiny import write_tiny_corpus
 
     data = write_tiny_corpus(tmp_path / "data", n_train=2, n_dev=3)
     model = tmp_path / "model"

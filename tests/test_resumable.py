@@ -7,7 +7,7 @@ import pytest
 from data_prep.manifest import read_manifest
 from pipeline.decode.hyps import Hypothesis, read_hyps, write_hyps
 from pipeline.decode.resumable import partial_path, read_records, run_resumable
-from pipeline.train.tiny import write_tiny_corpus
+from pipeline.testing.tiny import write_tiny_corpus
 
 
 class Killed(Exception):

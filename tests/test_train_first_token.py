@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.models.language import LabelEncoder  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 TEXT = "ਅੱਜ ਚਾਰ"

@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.decode.whisper import _generate_kwargs, clean_tokens, drop_runaways  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper  # noqa: E402
 
 
 def _prompt(gen, processor, code: str = "pa") -> list[int]:

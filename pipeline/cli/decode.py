@@ -11,11 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep.manifest import Source, Utterance
-from data_prep.outputs import RunIdentity, exclusive, guard_outputs
-from pipeline.cli.options import add_fusion_arguments, fusion_from_args, fusion_settings
+from data_prep.manifest import ManifestError
+from data_prep.outputs import OutputRefused, ResumeError
+from pipeline.cli.options import add_fusion_arguments, fusion_from_args
 from pipeline.decode.recognizer import SearchOptions
-from pipeline.decode.resumable import check_output, rejects_path, resume_check, written_paths
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,33 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_fusion_arguments(fused)
 
 
-def decode_inputs(args: argparse.Namespace) -> dict[str, str | Path | None]:
-    """What a decode run reads, by role: guarded against as outputs, fingerprinted in its identity."""
-    return {"manifest": args.manifest, "model": args.model, "lm": args.lm, "char_lm": args.char_lm,
-            "fusion_rate_from": args.fusion_rate_from}  # fmt: skip
-
-
-def run_identity(args: argparse.Namespace) -> RunIdentity:
-    """What decides a hypothesis: the inputs and the search settings (not the batch size, device or --limit)."""
-    settings = {"language": args.language, "no_language": args.no_language, "task": args.task,
-                "num_beams": args.num_beams, "lm_alpha": args.lm_alpha, "lm_beta": args.lm_beta,
-                "beam_width": args.beam_width, **fusion_settings(args)}  # fmt: skip
-    return RunIdentity.of("decode", decode_inputs(args), settings)
-
-
-def run(args: argparse.Namespace) -> int:
-    from pipeline.decode.manifest import utterances_to_decode
-
-    utts, sources = utterances_to_decode(args.manifest, args.limit)
-    if not utts:
-        return 1
-    guard_outputs(written_paths(args.out), decode_inputs(args).values())
-    check_output(args.out)  # before the model loads
-    with exclusive(args.out, "decode"):
-        resume_check(args.out, run_identity(args), force=args.force)
-        return _decode(args, utts, sources)
-
-
 def search_options(args: argparse.Namespace) -> SearchOptions:
     """The search the options ask for (ValueError / OSError for an unusable fusion setting)."""
     return SearchOptions(language=args.language, detect_language=args.no_language, task=args.task,
@@ -80,19 +52,21 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
                          device=args.device)  # fmt: skip
 
 
-def _decode(args: argparse.Namespace, utts: list[Utterance], sources: dict[str, Source]) -> int:
-    from pipeline.decode.manifest import decode_manifest
-    from pipeline.decode.recognizer import load_recognizer
+def run(args: argparse.Namespace) -> int:
+    from pipeline.decode.manifest import decode_file
 
     try:
-        recognizer = load_recognizer(args.model, search_options(args), fallback_language=utts[0].language)
+        options = search_options(args)
+        result = decode_file(args.manifest, args.model, args.out, options, limit=args.limit, force=args.force)
     except (FileNotFoundError, ValueError) as e:
+        if isinstance(e, (OutputRefused, ResumeError, ManifestError)):
+            raise  # the CLI prints them as one line
         print(f"error: {e}", file=sys.stderr)
         return 2
-    hyps, errors = decode_manifest(utts, args.manifest.parent, recognizer, args.out, args.batch_size, args.model,
-                                   sources)  # fmt: skip
-    for e in errors:
+    if not result.hyps and not result.errors:  # an empty manifest, reported
+        return 1
+    for e in result.errors:
         print(f"error: {e}", file=sys.stderr)
-    unreadable = f" ({len(errors)} unreadable, listed in {rejects_path(args.out)})" if errors else ""
-    print(f"wrote {len(hyps)} hypotheses to {args.out}{unreadable}", file=sys.stderr)
-    return 1 if errors else 0
+    unreadable = f" ({len(result.errors)} unreadable, listed in {result.rejects})" if result.errors else ""
+    print(f"wrote {len(result.hyps)} hypotheses to {args.out}{unreadable}", file=sys.stderr)
+    return 1 if result.errors else 0

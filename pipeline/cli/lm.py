@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_manifest, read_manifest_lines
-from data_prep.outputs import exclusive, guard_output
+from data_prep.manifest import ManifestError, Utterance, read_manifest, read_manifest_lines
+from data_prep.outputs import atomic_write_text, exclusive, guard_output
 
 
 def _floats(text: str) -> list[float]:

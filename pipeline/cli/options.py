@@ -65,4 +65,4 @@ def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
     if not arpa.is_file():
         raise FileNotFoundError(f"{arpa}: no character LM there (write one with `lm --char-order N`)")
     return Fusion(arpa, args.fusion_weight, args.fusion_bonus, args.fusion_top_k, args.fusion_length_penalty,
-                  max_rate_of(args.fusion_rate_from, args.fusion_rate_margin))  # fmt: skip
+                  max_rate_of(args.fusion_rate_from, args.fusion_rate_margin), args.fusion_rate_from)  # fmt: skip

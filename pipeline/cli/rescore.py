@@ -37,8 +37,8 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import Source, Utterance, remove_stale_temps
-from data_prep.outputs import RunIdentity, exclusive, guard_outputs
+from data_prep.manifest import Source, Utterance
+from data_prep.outputs import RunIdentity, exclusive, guard_outputs, remove_stale_temps
 from pipeline.cli.options import add_fusion_arguments, fusion_from_args, fusion_settings
 from pipeline.decode.hyps import Hypothesis, write_hyps
 from pipeline.decode.manifest import utterances_to_decode

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
+from pipeline.models.ctc import WhisperEncoderCTC
+from pipeline.models.ctc_checkpoint import load_ctc_model
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.encoder import SAMPLE_RATE, mel_length
 

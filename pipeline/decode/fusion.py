@@ -214,6 +214,7 @@ class Fusion:
     length_penalty: float = 0.0
     # the most characters (spaces excluded) per second of audio a hypothesis may hold; 0: no ceiling
     max_rate: float = 0.0
+    rate_from: Path | None = None  # the transcribed manifest ``max_rate`` was taken from (an input of the run)
     _lm: object = field(default=None, init=False, repr=False, compare=False)  # loaded once, shared
     _processors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 

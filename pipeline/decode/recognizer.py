@@ -85,7 +85,7 @@ def load_recognizer(model: str | os.PathLike, options: SearchOptions = SearchOpt
     system cannot use, :class:`~pipeline.models.model_files.ModelFileError` for a model that
     cannot be read.
     """
-    from pipeline.models.ctc import is_ctc_checkpoint
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
     name = str(model)
     is_ctc = is_ctc_checkpoint(model)

@@ -8,8 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
-from data_prep.outputs import guard_outputs
+from data_prep.outputs import atomic_write_text, guard_outputs
 from pipeline.report.collect import Experiment, collect
 from pipeline.report.render import Figure, render_html, render_markdown, sort_results
 from pipeline.report.verdict import VerdictItem, transfer_verdict

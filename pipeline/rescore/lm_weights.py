@@ -83,7 +83,8 @@ def dev_logits(model_dir: Path, utts, manifest: Path, batch_size: int, device: s
     tuning, as decode leaves it out of the scoring."""
     from data_prep.audio import AudioError
     from pipeline.decode.ctc import ctc_logits, whisper_feature_extractor
-    from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
+    from pipeline.models.ctc import WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import load_ctc_model
 
     model, vocab = load_ctc_model(model_dir, device=device)
     fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None

@@ -63,7 +63,8 @@ class CTCScorer:
                  device: str = "cpu"):  # fmt: skip
         from pipeline.decode.ctc import read_lm_settings, whisper_feature_extractor
         from pipeline.decode.ctc_beam import CTCBeamDecoder
-        from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
+        from pipeline.models.ctc import WhisperEncoderCTC
+        from pipeline.models.ctc_checkpoint import load_ctc_model
 
         self.model, self.vocab = load_ctc_model(model_dir, device=device)
         self.fe = whisper_feature_extractor(model_dir, self.model) if isinstance(self.model, WhisperEncoderCTC) else None

@@ -38,22 +38,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_prep.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
+from data_prep.manifest import Utterance, read_manifest, write_jsonl
+from data_prep.outputs import atomic_write_text
 from pipeline.config import RecipeConfig
 from pipeline.decode.ctc import ctc_batch_decoder, whisper_feature_extractor
 from pipeline.decode.manifest import decode_manifest
-from pipeline.models.ctc import (
-    BlankCollapseMonitor,
-    HeadConfig,
-    WhisperCTCConfig,
-    WhisperEncoderCTC,
-    ctc_param_groups,
-    filter_label_too_long,
-    is_ctc_checkpoint,
-    load_ctc_model,
-    pad_labels,
-    save_ctc_model,
-)
+from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, ctc_param_groups
+from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model, save_ctc_model
+from pipeline.models.ctc_heads import HeadConfig
+from pipeline.models.ctc_loss import filter_label_too_long, pad_labels
+from pipeline.models.ctc_monitor import BlankCollapseMonitor
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache

@@ -50,7 +50,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 from torch import nn
 
-from data_prep.manifest import Utterance, atomic_write_text
+from data_prep.manifest import Utterance
+from data_prep.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,7 @@ import json
 import logging
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
-from data_prep.outputs import check_replaceable, guard_output, replace_dir
+from data_prep.outputs import atomic_write_text, check_replaceable, guard_output, replace_dir
 from pipeline.models.encoder import ADAPT_FILE, read_adapt_info
 
 log = logging.getLogger(__name__)

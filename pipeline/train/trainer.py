@@ -30,7 +30,8 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from data_prep.manifest import Utterance, atomic_write_text, read_manifest
+from data_prep.manifest import Utterance, read_manifest
+from data_prep.outputs import atomic_write_text
 from pipeline.config import RecipeConfig
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.language import LabelEncoder, language_token, setup_language
@@ -266,7 +267,7 @@ class Trainer:
 
     def _init_ctc_head(self, head: torch.nn.Module) -> None:
         """Continue the joint CTC head of a base model that was itself trained with one (``<model>/ctc/``)."""
-        from pipeline.models.ctc import is_ctc_checkpoint, load_ctc_model
+        from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model
 
         base = Path(self.cfg.model.name) / CTC_DIR
         if not is_ctc_checkpoint(base):
