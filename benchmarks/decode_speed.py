@@ -23,7 +23,7 @@ from pathlib import Path
 
 def decode_once(model, processor, audios, language, beams: int, batch_size: int) -> tuple[float, list]:
     """(seconds, transcriptions) of one pass over ``audios``."""
-    from pipeline.models.whisper import transcribe_detailed
+    from pipeline.decode.whisper import transcribe_detailed
 
     t0 = time.perf_counter()
     out = transcribe_detailed(model, processor, audios, language, batch_size=batch_size, num_beams=beams,
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from data_prep.manifest import read_manifest
-    from pipeline.models.whisper import decoding_language, load_whisper
+    from pipeline.decode.whisper import decoding_language
+    from pipeline.models.whisper import load_whisper
 
     torch.set_num_threads(args.threads)
     utts = read_manifest(args.manifest)[: args.limit]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 def one_pass(scorer, fusion_settings: dict, audios: list, beams: int, batch_size: int) -> tuple[float, list[str]]:
     """(seconds, first hypothesis per clip) of one fused search over ``audios``."""
-    from pipeline.rescore.fusion import Fusion
+    from pipeline.decode.fusion import Fusion
 
     processor = Fusion(**fusion_settings).processor(scorer)
     texts: list[str] = []
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from data_prep.manifest import read_manifest
+    from pipeline.decode.fusion import char_arpa, max_rate_of
+    from pipeline.decode.whisper_nbest import WhisperScorer
     from pipeline.models.whisper import load_whisper
-    from pipeline.rescore.fusion_options import char_arpa, max_rate_of
-    from pipeline.rescore.scorers import WhisperScorer
 
     torch.set_num_threads(args.threads)
     utts = read_manifest(args.manifest)[: args.limit]

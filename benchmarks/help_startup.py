@@ -2,9 +2,9 @@
 
     python -m benchmarks.help_startup [--command decode] [--repeats 2]
 
-The fused search's options live in :mod:`pipeline.rescore.fusion_options`, which
+The fused search's options live in :mod:`pipeline.cli.options`, which
 imports no torch, so reading options and printing ``--help`` stay fast. The
-baseline of this run imports :mod:`pipeline.rescore.fusion` (which imports
+baseline of this run imports :mod:`pipeline.decode.fusion` (which imports
 torch) before running the same command: the cost the options would carry if
 they lived in that module. Each variant runs in a fresh interpreter, the two
 alternating ``--repeats`` times. Printed as a Markdown table: each run's wall
@@ -20,7 +20,7 @@ import time
 
 VARIANTS = {
     "`{cmd} --help`": "",
-    "the same with `pipeline.rescore.fusion` imported first (baseline)": "import pipeline.rescore.fusion; ",
+    "the same with `pipeline.decode.fusion` imported first (baseline)": "import pipeline.decode.fusion; ",
 }
 
 

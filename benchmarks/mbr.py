@@ -32,7 +32,7 @@ def mbr_pick(cands, prior: float):
 
 
 def rows(nbests, refs, priors: list[float]) -> list[dict]:
-    from pipeline.lm.tune import error_rates
+    from pipeline.rescore.lm_weights import error_rates
 
     out = []
     for prior in [0.0, *priors]:

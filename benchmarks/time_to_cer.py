@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 
 
 @dataclass

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 
 
 def tokens(manifest: Path, sizes: list[int], base: str) -> list[dict]:

@@ -31,15 +31,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.manifest import (
-    Reject,
-    Utterance,
+from data_prep.manifest import Reject, Utterance, jsonl_line, write_jsonl
+from data_prep.outputs import (
+    IN_PROGRESS_FILE,
+    RunIdentity,
     atomic_write_text,
-    jsonl_line,
+    check_resume,
+    in_progress,
     remove_stale_temps,
-    write_jsonl,
 )
-from data_prep.outputs import IN_PROGRESS_FILE, RunIdentity, check_resume, in_progress
 from data_prep.process import ProcessConfig, RowResult
 from data_prep.splits import SPLITS, SplitError, assign_splits, overlap_report, speaker_key, speaker_overlaps
 from data_prep.stats import start_plot_durations, write_stats

@@ -43,11 +43,9 @@ Reject
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
-import tempfile
 import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import OutputRefused, check_finished
+from data_prep.outputs import OutputRefused, atomic_write_text, check_finished
 
 SCHEMA_VERSION = 2
 #: Versions :meth:`Utterance.from_json` reads (fields a version lacks take their defaults).
@@ -240,36 +238,6 @@ class Reject:
 
 class ManifestError(ValueError):
     """A manifest line that cannot be parsed; the message names the file and line."""
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temps(path: str | os.PathLike) -> None:
-    """Remove the temporary files :func:`atomic_write_text` left beside ``path`` when a kill cut a write short.
-
-    Only while holding the output's lock (:func:`data_prep.outputs.exclusive`): another run's may be in use.
-    """
-    path = Path(path)
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def jsonl_line(record: Utterance | Reject | dict) -> str:

@@ -10,9 +10,7 @@ settings unless ``--force``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from data_prep.assemble import SplitOptions, assemble, check_prepared_with
@@ -94,17 +92,3 @@ def _split_options(settings: dict) -> SplitOptions:
         allow_speaker_overlap=s["allow_speaker_overlap"],
         sentencepiece=s["sentencepiece"],
     )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="the --out of the sharded prepare runs")
-    p.add_argument("--force", action="store_true",
-                   help="write over a folder prepared with other settings or from another corpus (else refused)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        return merge(args.out, force=args.force)
-    except MergeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2

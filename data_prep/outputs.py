@@ -30,10 +30,12 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +146,39 @@ def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike, command: str) ->
     return out
 
 
+# ----------------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Remove the temporary files :func:`atomic_write_text` left beside ``path`` when a kill cut a write short.
+
+    Only while holding the output's lock (:func:`data_prep.outputs.exclusive`): another run's may be in use.
+    """
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------------- run identity
 
 
@@ -231,8 +266,6 @@ def read_identity(path: str | os.PathLike) -> RunIdentity | None:
 
 
 def write_identity(path: str | os.PathLike, identity: RunIdentity) -> None:
-    from data_prep.manifest import atomic_write_text
-
     atomic_write_text(path, json.dumps(identity.to_json(), indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 

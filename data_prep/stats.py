@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import Utterance, atomic_write_text
+from data_prep.manifest import Utterance
+from data_prep.outputs import atomic_write_text
 from data_prep.splits import SPLITS
 
 HIST_BIN_S = 1.0

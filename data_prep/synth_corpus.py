@@ -15,7 +15,6 @@ a plain folder corpus (``<speaker>/<id>.wav`` + ``<id>.txt``) read by
 
 from __future__ import annotations
 
-import argparse
 import random
 import zlib
 from dataclasses import dataclass
@@ -26,8 +25,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from data_prep.audio import TARGET_SR
-from data_prep.manifest import atomic_write_text
-from data_prep.outputs import exclusive
+from data_prep.outputs import atomic_write_text
 
 #: Lexicons per language: short, common words that espeak-ng pronounces consistently.
 LEXICONS: dict[str, list[str]] = {
@@ -95,18 +93,3 @@ def synth_corpus(out: Path, lang: str = "pa", utts_per_speaker: int = 60, speake
         tmp.replace(wav)
         atomic_write_text(wav.with_suffix(".txt"), text + "\n")
     return len(jobs)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--lang", default="pa", choices=sorted(LEXICONS))
-    p.add_argument("--utts-per-speaker", type=int, default=60)
-    p.add_argument("--speakers", type=int, default=len(VOICES))
-    p.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    with exclusive(args.out, "synth-corpus"):  # two runs would write the same temporary files
-        n = synth_corpus(args.out, args.lang, args.utts_per_speaker, args.speakers, args.seed)
-    print(f"{n} utterances in {args.out}")
-    return 0

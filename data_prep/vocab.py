@@ -11,7 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from data_prep.manifest import Utterance, atomic_write_text
+from data_prep.manifest import Utterance
+from data_prep.outputs import atomic_write_text
 
 PAD, UNK, WORD = "<pad>", "<unk>", "|"
 

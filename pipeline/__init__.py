@@ -1,3 +1,34 @@
-"""Models, training, decoding, scoring and reports for low-resource ASR transfer."""
+"""asr-adapt: transfer pretrained speech recognizers to low-resource languages.
+
+The Python API mirrors the command line (``python -m pipeline <command>``); see
+:mod:`pipeline.api` for an example. Importing the package is cheap: torch and
+transformers load when a function needs them.
+"""
+
+from pipeline.api import (
+    average_models,
+    decode_manifest,
+    load_config,
+    load_recognizer,
+    make_pseudo_labels,
+    make_report,
+    prepare_corpus,
+    score_hypotheses,
+    train_model,
+    transcribe,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "average_models",
+    "decode_manifest",
+    "load_config",
+    "load_recognizer",
+    "make_pseudo_labels",
+    "make_report",
+    "prepare_corpus",
+    "score_hypotheses",
+    "train_model",
+    "transcribe",
+]

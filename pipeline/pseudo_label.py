@@ -27,82 +27,41 @@ OUT/.run.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from data_prep.manifest import (
     ManifestError,
     Reject,
     Source,
     Utterance,
-    atomic_write_text,
     read_manifest,
     read_manifest_lines,
-    remove_stale_temps,
     write_jsonl,
 )
 from data_prep.outputs import (
     RunIdentity,
+    atomic_write_text,
     check_resume,
     exclusive,
     guard_output,
     in_progress,
     read_identity,
+    remove_stale_temps,
     write_identity,
 )
 from data_prep.text.normalize import get_normalizer
-from pipeline.hyps import read_hyps_lines
+from pipeline.decode.hyps import read_hyps_lines
+from pipeline.decode.rates import RateBounds
 
 FLAG = "pseudo_label"
 #: What OUT holds: the training manifest, the rejects, the summary.
 OUTPUT_FILES = ("train.jsonl", "rejects.jsonl", "pseudo_label.json")
 #: The identity of the run that wrote OUT.
 IDENTITY_FILE = ".run.json"
-
-
-@dataclass(frozen=True)
-class RateBounds:
-    """Plausible characters per second (spaces excluded), from the labeled set.
-
-    Short clips carry proportionally more silence, so the lower bound allows
-    ``silence_s`` seconds without speech: a truncated output of a long clip is
-    caught, a two-word answer in a 2 s clip is not.
-    """
-
-    low: float
-    high: float
-    silence_s: float = 2.0
-
-    @classmethod
-    def from_labeled(cls, utts: Sequence[Utterance], margin: float = 1.5) -> RateBounds:
-        rates = [rate_chars(u.text) / u.duration for u in utts if u.duration > 0 and u.text.strip()]
-        if not rates:
-            raise ValueError("the labeled manifest has no transcribed utterances to take a speaking rate from")
-        lo, hi = np.percentile(rates, [1, 99])
-        return cls(float(lo) / margin, float(hi) * margin)
-
-    def explain(self, text: str, duration: float) -> str:
-        """Why ``text`` is implausible for ``duration`` seconds of audio ("" if it is not)."""
-        n = rate_chars(text)
-        if n > self.high * duration:
-            return f"{n} characters in {duration:.2f} s: more than {self.high:.1f}/s (the labeled set's rate)"
-        if n < self.low * (duration - self.silence_s):
-            return (f"{n} characters in {duration:.2f} s: fewer than {self.low:.1f}/s after "
-                    f"{self.silence_s:g} s of silence (the labeled set's rate)")  # fmt: skip
-        return ""
-
-
-def rate_chars(text: str) -> int:
-    """The characters a speaking rate counts: all but spaces."""
-    return len(text.replace(" ", ""))
 
 
 def repeated_ngram(words: Sequence[str], max_repeats: int) -> str:
@@ -227,27 +186,3 @@ def _pseudo_label(
         write_jsonl(out / "rejects.jsonl", rejects)
         atomic_write_text(out / "pseudo_label.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labeled", required=True, help="manifest of the transcribed training set")
-    p.add_argument("--unlabeled", nargs="+", required=True, help="manifests of the audio to label (text unused)")
-    p.add_argument("--hyps", nargs="+", required=True, help="hypotheses files covering the unlabeled ids")
-    p.add_argument("--out", required=True, help="directory for train.jsonl, rejects.jsonl, pseudo_label.json")
-    p.add_argument("--lang", required=True, help="normalizer name, e.g. sa")
-    p.add_argument("--max-repeats", type=int, default=3, help="reject an n-gram repeated more often in a row")
-    p.add_argument("--rate-margin", type=float, default=1.5,
-                   help="widen the labeled set's 1st-99th percentile characters/s range by this factor")  # fmt: skip
-    p.add_argument("--force", action="store_true",
-                   help="replace the outputs in --out of a run of other inputs or settings (else refused)")
-
-
-def run(args: argparse.Namespace) -> int:
-    s = pseudo_label(args.labeled, args.unlabeled, args.hyps, args.out, lang=args.lang,
-                     max_repeats=args.max_repeats, rate_margin=args.rate_margin, force=args.force)  # fmt: skip
-    print(f"{s['accepted']} pseudo-labeled utterances added to {s['labeled']} labeled ones, "
-          f"{s['rejected']} rejected -> {Path(args.out) / 'train.jsonl'}")  # fmt: skip
-    if s["unused_hyps"]:
-        print(f"warning: {s['unused_hyps']} hypotheses have no utterance in {', '.join(args.unlabeled)} "
-              f"(first: {', '.join(s['unused_hyps_first'])})", file=sys.stderr)  # fmt: skip
-    return 0

@@ -27,11 +27,11 @@ from collections.abc import Callable
 
 def stop_clocks(setattr_: Callable = setattr) -> None:
     """Decode and rescore time every utterance at 0 s (``setattr_``: e.g. a test's ``monkeypatch.setattr``)."""
-    import pipeline.decode
+    import pipeline.decode.manifest
     import pipeline.rescore.build
 
     still = types.SimpleNamespace(perf_counter=lambda: 0.0)
-    setattr_(pipeline.decode, "time", still)
+    setattr_(pipeline.decode.manifest, "time", still)
     setattr_(pipeline.rescore.build, "time", still)
 
 

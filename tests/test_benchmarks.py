@@ -123,7 +123,7 @@ def test_vocab_steps_table_puts_whisper_first_with_ratio_one():
 @pytest.mark.usefixtures("one_torch_thread")
 def test_decode_speed_times_greedy_and_beam_on_the_same_clips(tmp_path, capsys):
     from benchmarks.decode_speed import main
-    from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+    from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus
 
     model = save_tiny_whisper(tmp_path / "model", seed=2)
     data = write_tiny_corpus(tmp_path / "data", n_train=1, n_dev=2)
@@ -136,7 +136,7 @@ def test_decode_speed_times_greedy_and_beam_on_the_same_clips(tmp_path, capsys):
 
 def test_load_speed_reads_every_utterance_of_each_manifest(tmp_path, capsys):
     from benchmarks.load_speed import main
-    from pipeline.train.tiny import write_tiny_corpus
+    from pipeline.testing.tiny import write_tiny_corpus
 
     data = write_tiny_corpus(tmp_path / "data", n_train=3, n_dev=1)
     assert main([str(data / "train.jsonl"), str(data / "dev.jsonl"), "--repeats", "2"]) == 0

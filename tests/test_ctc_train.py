@@ -16,10 +16,10 @@ from data_prep.manifest import Utterance, read_jsonl, read_manifest, write_jsonl
 from data_prep.vocab import build_vocab, write_vocab  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
-from pipeline.hyps import read_hyps  # noqa: E402
+from pipeline.decode.hyps import read_hyps  # noqa: E402
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 from pipeline.train.checkpoint import ResumeError, list_checkpoints  # noqa: E402
 from pipeline.train.ctc_trainer import CTCTrainer  # noqa: E402
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 
 LONG_ID = "train-long"
 
@@ -185,7 +185,9 @@ def test_decode_stage_matches_the_model_clip_by_clip(assets, tmp_path):
     from ctc_fixtures import tiny_whisper_encoder
 
     from data_prep.audio import load_audio
-    from pipeline.models.ctc import HeadConfig, WhisperCTCConfig, WhisperEncoderCTC, save_ctc_model
+    from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import save_ctc_model
+    from pipeline.models.ctc_heads import HeadConfig
     from pipeline.models.ctc_vocab import CTCVocab
     from pipeline.models.encoder import mel_length
 

@@ -10,13 +10,8 @@ import pytest
 import torch
 from ctc_fixtures import TEXTS, tiny_wav2vec2_config, tone_audio, vocab
 
-from pipeline.models.ctc import (
-    ctc_param_groups,
-    load_ctc_model,
-    read_ctc_config,
-    save_ctc_model,
-    train_ctc_steps,
-)
+from pipeline.models.ctc import ctc_param_groups
+from pipeline.models.ctc_checkpoint import load_ctc_model, read_ctc_config, save_ctc_model
 from pipeline.models.ctc_loss import pad_labels
 from pipeline.models.ctc_wav2vec2 import (
     load_wav2vec2_ctc,
@@ -25,6 +20,7 @@ from pipeline.models.ctc_wav2vec2 import (
     wav2vec2_ctc_forward,
     wav2vec2_output_frames,
 )
+from pipeline.testing.ctc import train_ctc_steps
 
 
 @pytest.fixture(autouse=True)

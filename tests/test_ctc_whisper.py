@@ -8,20 +8,12 @@ import pytest
 import torch
 from ctc_fixtures import TEXTS, tiny_whisper_encoder, tone_audio, vocab, whisper_batch
 
-from pipeline.lm.tune import error_rates
-from pipeline.models.ctc import (
-    WhisperCTCConfig,
-    WhisperEncoderCTC,
-    ctc_param_groups,
-    is_ctc_checkpoint,
-    load_ctc_model,
-    read_ctc_config,
-    save_ctc_model,
-    train_ctc_steps,
-    warmup_lambda,
-)
+from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, ctc_param_groups
+from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model, read_ctc_config, save_ctc_model
 from pipeline.models.ctc_heads import CTCHead, HeadConfig, blank_bias
 from pipeline.models.encoder import encode_trimmed
+from pipeline.rescore.lm_weights import error_rates
+from pipeline.testing.ctc import train_ctc_steps, warmup_lambda
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -177,7 +169,7 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_from_pretrained_whisper_keeps_only_the_encoder(tmp_path):
     """Through load_whisper (any name or directory it resolves), here a tiny saved Whisper."""
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     path = save_tiny_whisper(tmp_path / "tiny")
     voc = vocab()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from data_prep.text.normalize import normalize_text
-from pipeline.hyps import read_hyps
+from pipeline.decode.fusion import Fusion
+from pipeline.decode.hyps import read_hyps
 from pipeline.lm.build import build_char_lm
 from pipeline.rescore.candidates import read_nbest
-from pipeline.rescore.fusion import Fusion
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,9 +55,9 @@ def test_fused_decode_writes_the_fused_search_s_best_and_differs_from_the_plain_
 
 
 def test_a_clip_longer_than_30_s_is_searched_in_pieces_and_joined(setup, monkeypatch):
-    from pipeline.decode_fused import fused_batch_decoder
+    from pipeline.decode.fused import fused_batch_decoder
+    from pipeline.decode.whisper_nbest import WhisperScorer
     from pipeline.models.whisper import load_whisper
-    from pipeline.rescore.scorers import WhisperScorer
 
     root, _, model, arpa = setup
     scorer = WhisperScorer(*load_whisper(str(model)), "sa")
@@ -98,9 +98,9 @@ def test_transcribe_takes_the_same_fused_search(setup, tmp_path, capsys):
 
     from data_prep.audio import load_audio
     from pipeline.cli import main
-    from pipeline.decode_fused import fused_batch_decoder
+    from pipeline.decode.fused import fused_batch_decoder
+    from pipeline.decode.whisper_nbest import WhisperScorer
     from pipeline.models.whisper import load_whisper
-    from pipeline.rescore.scorers import WhisperScorer
 
     _, data, model, arpa = setup
     rng = np.random.default_rng(2)

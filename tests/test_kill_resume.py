@@ -22,7 +22,7 @@ KILLED_RUN = Path(__file__).with_name("killed_run.py")
 def assets(tmp_path_factory):
     """A tiny Whisper, four dev clips and a word LM."""
     from pipeline.lm.build import build_ngram_lm
-    from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+    from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus
 
     root = tmp_path_factory.mktemp("kill")
     data = write_tiny_corpus(root / "data", n_train=2, n_dev=4)

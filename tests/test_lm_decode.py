@@ -7,7 +7,9 @@ import pytest
 import torch
 from ctc_fixtures import vocab
 
-from pipeline.lm import CTCBeamDecoder, build_ngram_lm, greedy_decode, greedy_decode_batch, tune_lm_weights
+from pipeline.decode.ctc_beam import CTCBeamDecoder, greedy_decode, greedy_decode_batch
+from pipeline.lm import build_ngram_lm
+from pipeline.rescore.lm_weights import tune_lm_weights
 
 # vocab: <pad> 0, <unk> 1, | 2, a 3, b 4, c 5, d 6
 IDS = {"_": 0, "?": 1, "|": 2, "a": 3, "b": 4, "c": 5, "d": 6}

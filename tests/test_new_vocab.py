@@ -14,14 +14,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import ConfigError, config_from_dict  # noqa: E402
-from pipeline.train.language import LabelEncoder  # noqa: E402
+from pipeline.models.language import LabelEncoder  # noqa: E402
+from pipeline.testing.tiny import (  # noqa: E402
+    TINY_LANGUAGES,
+    build_tiny_whisper,
+    save_tiny_whisper,
+    write_same_text_corpus,
+)
 from pipeline.train.new_vocab import (  # noqa: E402
     VocabularyError,
     adopt_vocabulary,
     mean_tokens,
     train_bpe,
 )
-from pipeline.train.tiny import TINY_LANGUAGES, build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 #: Sanskrit sentences (NFC): conjuncts with virama, vowel signs, anusvara, visarga, avagraha-free.
@@ -179,7 +184,7 @@ def test_memorized_sentence_decodes_from_the_export(tmp_path):
     from transformers import WhisperTokenizer
 
     from pipeline.cli import main
-    from pipeline.hyps import read_hyps
+    from pipeline.decode.hyps import read_hyps
 
     torch.set_num_threads(1)
     model_dir = save_tiny_whisper(tmp_path / "model", begin_suppress=True)

@@ -16,9 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from data_prep.manifest import read_manifest  # noqa: E402
 from data_prep.outputs import OWNER_FILE, OutputRefused, lock_path  # noqa: E402
 from pipeline.cli import main  # noqa: E402
-from pipeline.hyps import Hypothesis, read_hyps, write_hyps  # noqa: E402
-from pipeline.resumable import identity_path, partial_path  # noqa: E402
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
+from pipeline.decode.hyps import Hypothesis, read_hyps, write_hyps  # noqa: E402
+from pipeline.decode.resumable import identity_path, partial_path  # noqa: E402
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -75,8 +75,8 @@ def test_soup_into_the_folder_of_its_models_is_refused_and_everything_is_left_al
 
 
 def test_export_replaces_only_a_model_folder_the_toolkit_wrote(tmp_path):
+    from pipeline.testing.tiny import build_tiny_whisper
     from pipeline.train.export import export_model
-    from pipeline.train.tiny import build_tiny_whisper
 
     model, processor = build_tiny_whisper(seed=1)
     info = {"language": "sa", "step": 1}
@@ -103,7 +103,7 @@ class Killed(BaseException):
 def _killed_after_first_batch(monkeypatch, argv: list[str]) -> None:
     import tqdm
 
-    import pipeline.resumable as resumable
+    import pipeline.decode.resumable as resumable
 
     class DiesAfterOneBatch(tqdm.tqdm):
         def update(self, n=1):  # called once a batch's records are synced to the partial file
@@ -200,7 +200,7 @@ def test_pseudo_label_into_the_prepared_folder_is_refused(tiny, tmp_path, capsys
 def test_lm_and_report_refuse_an_out_over_what_they_read(tiny, tmp_path, capsys):
     import shutil
 
-    from pipeline.report.cli import report
+    from pipeline.report.build import report
     from pipeline.score.scorer import score
 
     _, data = tiny

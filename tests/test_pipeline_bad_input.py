@@ -15,9 +15,9 @@ from tree_fixtures import tree_digest
 
 from data_prep.manifest import Source, Utterance, read_rejects, write_jsonl
 from pipeline.cli import main
-from pipeline.decode import decode_manifest
-from pipeline.hyps import Hypothesis, write_hyps
-from pipeline.resumable import partial_path, read_records, run_resumable
+from pipeline.decode.hyps import Hypothesis, write_hyps
+from pipeline.decode.manifest import decode_manifest
+from pipeline.decode.resumable import partial_path, read_records, run_resumable
 
 
 def _utt(uid: str, text: str = "ab", audio: str = "") -> Utterance:
@@ -83,7 +83,7 @@ def _wav(path: Path) -> None:
 
 
 def test_decode_lists_unreadable_clips_in_a_rejects_file(tmp_path):
-    from pipeline.resumable import rejects_path
+    from pipeline.decode.resumable import rejects_path
 
     _wav(tmp_path / "u0.wav")
     (tmp_path / "u2.wav").write_bytes(b"not audio")
@@ -111,7 +111,7 @@ def test_decode_lists_unreadable_clips_in_a_rejects_file(tmp_path):
 ], ids=["rate0", "rate2**31-1", "no_channels", "nan"])  # fmt: skip
 def test_decode_rejects_a_clip_with_a_damaged_header_and_decodes_the_others(tmp_path, data, detail):
     # a rate of 0 was a traceback (soxr's ValueError) that ended the decode; NaN samples went to the model
-    from pipeline.resumable import rejects_path
+    from pipeline.decode.resumable import rejects_path
 
     _wav(tmp_path / "u0.wav")
     (tmp_path / "u1.wav").write_bytes(data)
@@ -188,7 +188,7 @@ def test_pseudo_label_names_a_repeated_hypothesis_and_counts_unused_ones(tmp_pat
 
 
 def test_soup_names_a_corrupt_weights_file(tmp_path, capsys):
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     a, b = save_tiny_whisper(tmp_path / "a", seed=0), save_tiny_whisper(tmp_path / "b", seed=1)
     weights = b / "model.safetensors"
@@ -237,8 +237,9 @@ def cut_models(tmp_path_factory):
     short; a clip, its manifest and a char vocab."""
     from ctc_fixtures import tiny_whisper_encoder, vocab
 
-    from pipeline.models.ctc import WhisperEncoderCTC, save_ctc_model
-    from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
+    from pipeline.models.ctc import WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import save_ctc_model
+    from pipeline.testing.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 
     root = tmp_path_factory.mktemp("cut_models")
     whisper = save_tiny_whisper(root / "whisper")

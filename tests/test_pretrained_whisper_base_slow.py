@@ -58,7 +58,8 @@ def _joined_ct2_dir(name: str, dest):
 
 @pytest.mark.parametrize("name,language", [("whisper-base", "en"), ("whisper-tiny.en", None)])
 def test_transcripts_and_logits_match_ctranslate2(name, language, tmp_path):
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.decode.whisper import transcribe_arrays
+    from pipeline.models.whisper import load_whisper
 
     torch.set_num_threads(1)
     ct2_dir = _joined_ct2_dir(name, tmp_path / "ct2")

@@ -7,8 +7,9 @@ import os
 
 from data_prep.manifest import Source, Utterance, read_manifest, read_rejects, write_jsonl
 from pipeline.cli import main
-from pipeline.hyps import Hypothesis, write_hyps
-from pipeline.pseudo_label import RateBounds, check, repeated_ngram
+from pipeline.decode.hyps import Hypothesis, write_hyps
+from pipeline.decode.rates import RateBounds
+from pipeline.pseudo_label import check, repeated_ngram
 
 
 def _utt(uid: str, text: str, duration: float, split: str) -> Utterance:

@@ -12,8 +12,8 @@ import pytest
 
 from data_prep.manifest import Utterance
 from pipeline.cli import main
-from pipeline.hyps import Hypothesis
-from pipeline.report.cli import report
+from pipeline.decode.hyps import Hypothesis
+from pipeline.report.build import report
 from pipeline.report.collect import CollectError, collect
 from pipeline.report.screenshot import find_browser, screenshot
 from pipeline.score.results import read_results, write_results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from data_prep.manifest import Utterance
-from pipeline.hyps import Hypothesis
+from pipeline.decode.hyps import Hypothesis
 from pipeline.report.verdict import transfer_verdict
 from pipeline.score.results import Results
 from pipeline.score.scorer import score_utterances

@@ -13,13 +13,14 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pipeline.decode.whisper import allowed_tokens_only, beam_search_cache  # noqa: E402
+from pipeline.decode.whisper_nbest import WhisperScorer
 from pipeline.models.ctc_vocab import CTCVocab  # noqa: E402
-from pipeline.models.whisper import allowed_tokens_only, beam_search_cache  # noqa: E402
 from pipeline.rescore.build import nbest_origin  # noqa: E402
 from pipeline.rescore.candidates import Candidate, NBest, read_nbest, write_nbest  # noqa: E402
 from pipeline.rescore.combine import Weights, choose, choose_texts, load_weights, tune_weights  # noqa: E402
-from pipeline.rescore.scorers import WhisperScorer, ctc_log_probs  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
+from pipeline.rescore.scorers import ctc_log_probs  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +67,7 @@ def test_transcription_is_unchanged_by_the_allowed_projection(beams, monkeypatch
 
     import numpy as np
 
-    import pipeline.models.whisper as W
+    import pipeline.decode.whisper as W
 
     model, processor, _ = _restricted_tiny()
     rng = np.random.default_rng(0)
@@ -142,7 +143,7 @@ def test_scores_after_a_beam_search_are_each_clip_s_own():
 
 
 def test_a_fine_tuned_model_is_prompted_with_the_language_it_was_trained_with():
-    from pipeline.models.whisper import decoding_language
+    from pipeline.decode.whisper import decoding_language
 
     model, processor = build_tiny_whisper(seed=7)
     assert decoding_language(model, None, "sa") == "sa"  # a pretrained model: the manifest's language
@@ -321,7 +322,7 @@ def test_weights_and_nbest_files_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_assets(tmp_path_factory):
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     root = tmp_path_factory.mktemp("rescore")
     data = write_tiny_corpus(root / "data", n_train=2, n_dev=5)
@@ -335,8 +336,8 @@ def _left_by_a_killed_run(argv: list[str]) -> None:
     import argparse
 
     from data_prep.outputs import write_identity
-    from pipeline.rescore import cli
-    from pipeline.resumable import identity_path
+    from pipeline.cli import rescore as cli
+    from pipeline.decode.resumable import identity_path
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -346,7 +347,7 @@ def _left_by_a_killed_run(argv: list[str]) -> None:
 
 def test_rescore_command_tunes_on_dev_applies_on_test_and_resumes(tiny_assets, tmp_path, capsys):
     from pipeline.cli import main
-    from pipeline.hyps import read_hyps
+    from pipeline.decode.hyps import read_hyps
     from pipeline.lm.build import build_ngram_lm
 
     model, data = tiny_assets
@@ -403,8 +404,8 @@ def test_char_lm_prefers_spellings_like_the_train_text(tmp_path):
 def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
     import random
 
-    from pipeline.lm.tune import error_rates
     from pipeline.rescore.combine import ErrorTable
+    from pipeline.rescore.lm_weights import error_rates
 
     rng = random.Random(0)
     words = ["ab", "ba", "aab", "b", "bba"]
@@ -497,8 +498,8 @@ def test_an_ensemble_pools_every_decoders_nbest_and_averages_their_log_probs():
 
 def test_rescore_command_with_an_ensemble_decodes_again_what_one_decoder_scored(tiny_assets, tmp_path):
     from pipeline.cli import main
-    from pipeline.hyps import read_hyps
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.decode.hyps import read_hyps
+    from pipeline.testing.tiny import save_tiny_whisper
 
     model, data = tiny_assets
     second = save_tiny_whisper(tmp_path / "second", seed=5)
@@ -565,7 +566,7 @@ def test_n_best_records_of_other_weights_or_search_settings_are_decoded_again(ti
     import shutil
 
     from pipeline.cli import main
-    from pipeline.train.tiny import save_tiny_whisper
+    from pipeline.testing.tiny import save_tiny_whisper
 
     model, data = tiny_assets
     mine = tmp_path / "model"

@@ -9,11 +9,11 @@ import random
 import pytest
 import torch
 
+from pipeline.decode.fusion import LN10, CharLMFusion, _complete_head
 from pipeline.lm.build import build_char_lm
 from pipeline.rescore.candidates import read_nbest
-from pipeline.rescore.fusion import LN10, CharLMFusion, _complete_head
 from pipeline.rescore.scorers import CharLM
-from pipeline.train.tiny import build_tiny_whisper
+from pipeline.testing.tiny import build_tiny_whisper
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,8 +62,8 @@ def _restricted(allowed_tokens):
 
 
 def test_processor_adds_weighted_lm_scores_and_bonus_to_each_text_token(char_arpa):
-    from pipeline.rescore.fusion import Fusion
-    from pipeline.rescore.scorers import WhisperScorer
+    from pipeline.decode.fusion import Fusion
+    from pipeline.decode.whisper_nbest import WhisperScorer
 
     model, processor = _restricted(["a", "b", "Ġa", "Ġb", "ab"])
     scorer = WhisperScorer(model, processor, "sa")
@@ -98,7 +98,7 @@ def test_pre_beam_scores_only_the_best_tokens_of_a_large_vocabulary(char_arpa):
 
 def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
     from pipeline.cli import main
-    from pipeline.train.tiny import write_tiny_corpus
+    from pipeline.testing.tiny import write_tiny_corpus
 
     data = write_tiny_corpus(tmp_path / "data", n_train=2, n_dev=3)
     model = tmp_path / "model"
@@ -126,7 +126,7 @@ def test_fusion_steers_the_beam_and_the_rescore_command_records_it(tmp_path):
     assert main([*base, "--fusion-weight", "5", "--fusion-bonus", "0.5", "--fusion-rate-from",
                  str(data / "train.jsonl"), "--fusion-rate-margin", "0.1"]) == 0  # fmt: skip
     from data_prep.manifest import read_manifest
-    from pipeline.pseudo_label import RateBounds
+    from pipeline.decode.rates import RateBounds
 
     ceiling = RateBounds.from_labeled(list(read_manifest(data / "train.jsonl")), margin=0.1).high  # ~1 char a clip
     capped = read_nbest(out.parent / "nbest.jsonl")
@@ -146,8 +146,8 @@ def test_the_fused_search_ranks_by_its_own_length_penalty(char_arpa, monkeypatch
     import numpy as np
     from transformers.generation.utils import GenerationMixin
 
-    from pipeline.rescore.fusion import Fusion
-    from pipeline.rescore.scorers import WhisperScorer
+    from pipeline.decode.fusion import Fusion
+    from pipeline.decode.whisper_nbest import WhisperScorer
 
     model, processor = _restricted(["a", "b", "Ġa", "Ġb", "ab"])
     scorer = WhisperScorer(model, processor, "sa")
@@ -188,8 +188,8 @@ def test_a_hypothesis_longer_than_its_clip_allows_must_end_behind_the_others(cha
 def test_the_ceiling_keeps_a_short_clip_s_n_best_within_its_length(tmp_path):
     import numpy as np
 
-    from pipeline.rescore.fusion import Fusion
-    from pipeline.rescore.scorers import WhisperScorer
+    from pipeline.decode.fusion import Fusion
+    from pipeline.decode.whisper_nbest import WhisperScorer
 
     # An LM that loves "b b b ...": with a bonus per character the search runs on past 1 s.
     arpa = build_char_lm(["b b", "b", "b b b"], 3, tmp_path / "char.arpa")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from data_prep.manifest import read_manifest
-from pipeline.hyps import Hypothesis, read_hyps, write_hyps
-from pipeline.resumable import partial_path, read_records, run_resumable
-from pipeline.train.tiny import write_tiny_corpus
+from pipeline.decode.hyps import Hypothesis, read_hyps, write_hyps
+from pipeline.decode.resumable import partial_path, read_records, run_resumable
+from pipeline.testing.tiny import write_tiny_corpus
 
 
 class Killed(Exception):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.manifest import Utterance, write_jsonl
-from pipeline.hyps import Hypothesis, write_hyps
+from pipeline.decode.hyps import Hypothesis, write_hyps
 from pipeline.score.metrics import Counts, align_chars, align_words
 from pipeline.score.results import read_results
 from pipeline.score.scorer import ScoreError, infer_kind, infer_system, score, score_utterances

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from pipeline.models.encoder import encode_trimmed
+from pipeline.models.language import LabelEncoder
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus
 from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
 from pipeline.train.data import IGNORE_INDEX, BatchPlan, FeatureDataset, Item, collate, load_examples
-from pipeline.train.language import LabelEncoder
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 

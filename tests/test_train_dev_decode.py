@@ -11,9 +11,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import config_from_dict  # noqa: E402
-from pipeline.hyps import read_hyps  # noqa: E402
+from pipeline.decode.hyps import read_hyps  # noqa: E402
 from pipeline.score.scorer import score  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from pipeline.models.encoder import (
     generate_trimmed,
     mel_length,
 )
-from pipeline.train.tiny import build_tiny_whisper
+from pipeline.testing.tiny import build_tiny_whisper
 
 
 @pytest.fixture(scope="module")

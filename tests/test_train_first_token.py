@@ -17,8 +17,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.config import config_from_dict  # noqa: E402
-from pipeline.train.language import LabelEncoder  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
+from pipeline.models.language import LabelEncoder  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_same_text_corpus  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 TEXT = "ਅੱਜ ਚਾਰ"
@@ -52,7 +52,8 @@ def write_corpus(root, n: int = 4):
 
 @pytest.mark.parametrize("restrict_vocab", [True, False], ids=["restricted", "full-vocab"])
 def test_memorized_gurmukhi_decodes_with_its_first_character(tmp_path, restrict_vocab):
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.decode.whisper import transcribe_arrays
+    from pipeline.models.whisper import load_whisper
 
     torch.set_num_threads(1)
     model_dir = save_tiny_whisper(tmp_path / "model", begin_suppress=True)

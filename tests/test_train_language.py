@@ -12,8 +12,8 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration, Whisper
 
 from pipeline.config import config_from_dict
 from pipeline.models.encoder import generate_trimmed, mel_length, uses_trimmed_encoder
-from pipeline.train.language import N_TIMESTAMPS, LanguageError, setup_language
-from pipeline.train.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
+from pipeline.models.language import N_TIMESTAMPS, LanguageError, setup_language
+from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 

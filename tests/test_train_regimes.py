@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import config_from_dict
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 
@@ -138,8 +138,8 @@ def test_cli_run_and_early_stopping(assets, tmp_path, capsys):
 
 
 def _module_and_batch(label_smoothing: float, allowed_ids=None):
+    from pipeline.testing.tiny import build_tiny_whisper
     from pipeline.train.regimes import Seq2SeqTrainModule
-    from pipeline.train.tiny import build_tiny_whisper
 
     model, _ = build_tiny_whisper()
     module = Seq2SeqTrainModule(model, split=0, lower_frozen=False, allowed_ids=allowed_ids,
@@ -235,7 +235,7 @@ def test_joint_ctc_trains_a_character_head_on_the_adapted_encoder(assets, tmp_pa
     assert (out / "checkpoints").is_dir() and list((out / "checkpoints").glob("step-*/heads.safetensors"))
 
     # best/ctc/ is a CTC checkpoint of the same encoder + head: its logits are the training module's.
-    from pipeline.models.ctc import load_ctc_model
+    from pipeline.models.ctc_checkpoint import load_ctc_model
     from pipeline.train.data import FeatureDataset
 
     ctc_model, vocab = load_ctc_model(out / "best" / "ctc")

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from pipeline.config import config_from_dict
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.checkpoint import (
     ResumeError,
     check_same_train_data,
     list_checkpoints,
     train_data_fingerprint,
 )
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 

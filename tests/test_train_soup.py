@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from data_prep.outputs import OutputRefused
 from pipeline.config import config_from_dict
+from pipeline.testing.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.soup import SoupError, make_soup
-from pipeline.train.tiny import save_tiny_whisper, write_tiny_char_vocab, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
 
@@ -42,8 +42,9 @@ def two_seeds(tmp_path_factory):
 
 
 def test_the_soup_is_the_mean_of_the_weights_and_decodes_like_its_models(two_seeds, tmp_path):
-    from pipeline.models.ctc import load_ctc_model
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.decode.whisper import transcribe_arrays
+    from pipeline.models.ctc_checkpoint import load_ctc_model
+    from pipeline.models.whisper import load_whisper
 
     (a, b), data = two_seeds
     out = make_soup([a, b], tmp_path / "soup")

@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.models.whisper import (  # noqa: E402
+from pipeline.decode.whisper import (  # noqa: E402
     LOOP_STOP_SPAN,
     SAMPLE_RATE,
     _generate_kwargs,

@@ -9,8 +9,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.models.whisper import _clean, _generate_kwargs, drop_runaways  # noqa: E402
-from pipeline.train.tiny import build_tiny_whisper  # noqa: E402
+from pipeline.decode.whisper import _generate_kwargs, clean_tokens, drop_runaways  # noqa: E402
+from pipeline.testing.tiny import build_tiny_whisper  # noqa: E402
 
 
 def _prompt(gen, processor, code: str = "pa") -> list[int]:
@@ -26,10 +26,10 @@ def test_clean_with_and_without_the_prompt():
     content = processor.tokenizer(" ਅੱਜ", add_special_tokens=False).input_ids[1:]
     assert processor.tokenizer.convert_ids_to_tokens(content[0]) == "à"
     for row in (content + [eos, eos], _prompt(gen, processor) + content + [eos], content):
-        assert _clean(row, gen, own_budget=100) == (content, False)
+        assert clean_tokens(row, gen, own_budget=100) == (content, False)
     # Every content id (bytes and merges) survives in first position.
     for first in range(gen.eos_token_id):
-        assert _clean([first, 5, eos], gen, own_budget=100)[0] == [first, 5]
+        assert clean_tokens([first, 5, eos], gen, own_budget=100)[0] == [first, 5]
 
 
 def test_hypotheses_that_ran_into_the_clip_s_budget_give_way_to_ones_that_ended():
@@ -58,5 +58,5 @@ def test_generate_returns_new_tokens_only_and_clean_keeps_them():
     # transformers' Whisper generate() returns the new tokens only (the dict output keeps the prompt).
     assert full.sequences[0].tolist() == _prompt(gen, processor) + row
     expected = row[: row.index(gen.eos_token_id)] if gen.eos_token_id in row else row
-    assert _clean(row, gen, own_budget=100)[0] == expected
-    assert _clean(full.sequences[0].tolist(), gen, own_budget=100)[0] == expected
+    assert clean_tokens(row, gen, own_budget=100)[0] == expected
+    assert clean_tokens(full.sequences[0].tolist(), gen, own_budget=100)[0] == expected

@@ -1,15 +1,7 @@
-"""Word n-gram LMs (ARPA, built from TRAIN text) and CTC decoding (greedy, beam + LM, weight tuning)."""
+"""N-gram language models of the train text: word LMs (CTC beam search, rescoring) and character LMs
+(fusion, rescoring), estimated with modified Kneser-Ney and written as ARPA files.
+Decoding with them is :mod:`pipeline.decode`'s job; tuning their weights on dev, :mod:`pipeline.rescore`'s."""
 
-from pipeline.lm.build import build_ngram_lm, read_unigrams
-from pipeline.lm.decode import CTCBeamDecoder, greedy_decode, greedy_decode_batch
-from pipeline.lm.tune import TuneResult, tune_lm_weights
+from pipeline.lm.build import build_char_lm, build_ngram_lm, char_tokens, read_unigrams
 
-__all__ = [
-    "CTCBeamDecoder",
-    "TuneResult",
-    "build_ngram_lm",
-    "greedy_decode",
-    "greedy_decode_batch",
-    "read_unigrams",
-    "tune_lm_weights",
-]
+__all__ = ["build_char_lm", "build_ngram_lm", "char_tokens", "read_unigrams"]

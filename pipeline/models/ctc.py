@@ -13,13 +13,9 @@ language's characters (``vocab.json`` from the TRAIN split, see
   ``-1`` trains everything but the fixed positional table.
 * wav2vec2 / XLS-R / MMS: :mod:`pipeline.models.ctc_wav2vec2`.
 
-Both return :class:`CTCOutput` (fp32 logits, output lengths, loss) from the
-same kind of call, and save to the same directory layout
-(:func:`save_ctc_model` / :func:`load_ctc_model`)::
-
-    model.safetensors   weights (Whisper: encoder + head; wav2vec2: transformers' file + config.json)
-    vocab.json          the vocabulary the head was built for
-    ctc_config.json     {"format": 1, "kind": "whisper-encoder-ctc" | "wav2vec2-ctc", ...}
+Both return :class:`~pipeline.models.ctc_heads.CTCOutput` (fp32 logits, output
+lengths, loss) from the same kind of call, and save to the same directory layout
+(:mod:`pipeline.models.ctc_checkpoint`).
 
 Settings that work (from the literature):
 head lr ~1e-3 with a Transformer head, encoder lr 1e-5..5e-5
@@ -31,65 +27,20 @@ not learn characters.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from data_prep.manifest import atomic_write_text
-from pipeline.models.ctc_heads import CTCHead, HeadConfig, output_lengths
-from pipeline.models.ctc_loss import check_label_lengths, ctc_loss, filter_label_too_long, pad_labels
-from pipeline.models.ctc_monitor import BlankCollapseMonitor
+from pipeline.models.ctc_heads import CTCHead, CTCOutput, HeadConfig, output_lengths
+from pipeline.models.ctc_loss import ctc_loss
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.encoder import embed_features, encoder_lengths, mel_length, run_layers
-from pipeline.models.model_files import check_model_dir, model_errors
-
-__all__ = [  # the CTC API in one place (wav2vec2 loading: pipeline.models.ctc_wav2vec2)
-    "BlankCollapseMonitor",
-    "CTCHead",
-    "CTCOutput",
-    "CTCVocab",
-    "HeadConfig",
-    "WhisperCTCConfig",
-    "WhisperEncoderCTC",
-    "check_label_lengths",
-    "ctc_loss",
-    "ctc_param_groups",
-    "filter_label_too_long",
-    "is_ctc_checkpoint",
-    "load_ctc_model",
-    "pad_labels",
-    "read_ctc_config",
-    "save_ctc_model",
-    "train_ctc_steps",
-    "warmup_lambda",
-]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "ctc_config.json"
-VOCAB_FILE = "vocab.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
-WHISPER_KIND = "whisper-encoder-ctc"
-WAV2VEC2_KIND = "wav2vec2-ctc"
-
-
-@dataclass
-class CTCOutput:
-    """What a CTC model's forward returns."""
-
-    logits: torch.Tensor  # (B, T, V) fp32
-    lengths: torch.Tensor  # (B,) valid output frames
-    loss: torch.Tensor | None = None
 
 
 def _whisper_encoder(model: nn.Module) -> nn.Module:
@@ -260,157 +211,3 @@ def ctc_param_groups(model: nn.Module, head_lr: float, encoder_lr: float, weight
         {"params": ps, "lr": head_lr if is_head else encoder_lr, "weight_decay": 0.0 if nd else weight_decay}
         for (is_head, nd), ps in groups.items()
     ]
-
-
-def train_ctc_steps(
-    forward: Callable[..., CTCOutput],
-    batches: Iterable[dict],
-    optimizer: torch.optim.Optimizer,
-    steps: int,
-    *,
-    clip: float = 1.0,
-    autocast_dtype: torch.dtype | None = None,
-    scheduler=None,
-) -> list[float]:
-    """A minimal CTC training loop (tests, smoke runs): ``steps`` optimizer steps; returns the losses.
-
-    ``forward(**batch)`` must return a :class:`CTCOutput` with a loss (a
-    :class:`WhisperEncoderCTC`, or ``functools.partial(wav2vec2_ctc_forward, model)``).
-    Batches are cycled. A non-finite loss raises: it must never happen with :func:`ctc_loss`.
-    """
-    batches = list(batches)
-    if not batches:
-        raise ValueError("no batches")
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    losses = []
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        device_type = next(iter(params)).device.type
-        with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.float32,
-                            enabled=autocast_dtype is not None):
-            out = forward(**batch)
-        if out.loss is None or not torch.isfinite(out.loss):
-            raise FloatingPointError(f"step {step}: CTC loss is {out.loss}")
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(float(out.loss.detach()))
-    return losses
-
-
-def warmup_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LambdaLR factor: linear warm-up, then cosine decay to 0 (a common CTC fine-tuning schedule)."""
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-# ---------------------------------------------------------------------------- save / load
-
-
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_ctc_model(model: nn.Module, out_dir: str | os.PathLike, feature_extractor=None, **extra) -> Path:
-    """Write a CTC checkpoint directory (weights, ``vocab.json``, ``ctc_config.json``).
-
-    ``model``: a :class:`WhisperEncoderCTC` or a ``Wav2Vec2ForCTC`` built by
-    :func:`~pipeline.models.ctc_wav2vec2.load_wav2vec2_ctc`. A feature extractor
-    (Whisper's or wav2vec2's) is saved alongside so decoding needs nothing else.
-    ``extra`` keys (step, dev_cer, ...) are recorded in ``ctc_config.json``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, WhisperEncoderCTC):
-        _atomic_save_safetensors(model.state_dict(), out / WEIGHTS_FILE)
-        model.vocab.save(out / VOCAB_FILE)
-        cfg = {
-            "format": FORMAT_VERSION,
-            "kind": WHISPER_KIND,
-            "head": model.config.head.to_json(),
-            "trainable_top_layers": model.config.trainable_top_layers,
-            "base_model": model.config.base_model,
-            "encoder_config": _whisper_config_dict(model.encoder.config),
-            "frames_per_second": 50 * model.config.head.upsample / model.config.head.downsample,
-            **extra,
-        }
-    else:
-        from pipeline.models.ctc_wav2vec2 import save_wav2vec2_ctc
-
-        cfg = {"format": FORMAT_VERSION, "kind": WAV2VEC2_KIND, **save_wav2vec2_ctc(model, out), **extra}
-    if feature_extractor is not None:
-        feature_extractor.save_pretrained(str(out))
-    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg, indent=1, ensure_ascii=False) + "\n")
-    return out
-
-
-def _whisper_config_dict(config) -> dict:
-    d = config.to_dict()
-    d.pop("_name_or_path", None)
-    return d
-
-
-def read_ctc_config(model_dir: str | os.PathLike) -> dict:
-    """``ctc_config.json`` of a checkpoint directory (error naming the file when missing or bad)."""
-    path = Path(model_dir) / CONFIG_FILE
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{path}: not a CTC checkpoint (no {CONFIG_FILE})") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
-    if cfg.get("format") != FORMAT_VERSION or cfg.get("kind") not in (WHISPER_KIND, WAV2VEC2_KIND):
-        raise ValueError(f"{path}: unsupported format {cfg.get('format')!r} / kind {cfg.get('kind')!r}")
-    return cfg
-
-
-def is_ctc_checkpoint(model_dir: str | os.PathLike) -> bool:
-    return (Path(model_dir) / CONFIG_FILE).is_file()
-
-
-def load_ctc_model(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, CTCVocab]:
-    """Rebuild a checkpoint written by :func:`save_ctc_model`; returns (model in eval mode, vocab).
-
-    A file that cannot be read (weights cut short, JSON that does not parse) raises
-    :class:`~pipeline.models.model_files.ModelFileError` naming it.
-    """
-    model_dir = Path(model_dir)
-    check_model_dir(model_dir)
-    cfg = read_ctc_config(model_dir)
-    vocab = CTCVocab.load(model_dir / VOCAB_FILE)
-    if cfg["kind"] == WAV2VEC2_KIND:
-        from pipeline.models.ctc_wav2vec2 import load_wav2vec2_checkpoint
-
-        model = load_wav2vec2_checkpoint(model_dir, vocab)
-    else:
-        from transformers import WhisperConfig
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-        enc = WhisperEncoder(WhisperConfig.from_dict(cfg["encoder_config"]))
-        config = WhisperCTCConfig(
-            head=HeadConfig(**cfg["head"]), trainable_top_layers=cfg["trainable_top_layers"], base_model=cfg["base_model"]
-        )
-        model = WhisperEncoderCTC(enc, vocab, config)
-        with model_errors(model_dir / WEIGHTS_FILE):
-            state = load_file(str(model_dir / WEIGHTS_FILE))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{model_dir / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(device).eval(), vocab

@@ -44,6 +44,15 @@ HEAD_KINDS = ("linear", "transformer", "bilstm")
 
 
 @dataclass
+class CTCOutput:
+    """What a CTC model's forward returns."""
+
+    logits: torch.Tensor  # (B, T, V) fp32
+    lengths: torch.Tensor  # (B,) valid output frames
+    loss: torch.Tensor | None = None
+
+
+@dataclass
 class HeadConfig:
     """Shape of a CTC head (stored in the checkpoint's ``ctc_config.json``)."""
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 from data_prep.vocab import PAD, UNK, WORD, char_tokens
 
 

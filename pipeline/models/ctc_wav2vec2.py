@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from pipeline.models.ctc import CTCOutput
+from pipeline.models.ctc_heads import CTCOutput
 from pipeline.models.ctc_loss import ctc_loss
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.model_files import check_model_dir, model_errors

@@ -1,16 +1,14 @@
 """Headless-browser screenshot of a report, to check that it renders.
 
-``python -m pipeline.report.screenshot report.html report.png [--width 1280 --height 2000]``
+``python -m pipeline screenshot report.html report.png [--width 1280 --height 2000]``
 needs a Chromium binary (Debian: ``apt-get install chromium``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -58,22 +56,3 @@ def screenshot(html: str | os.PathLike, png: str | os.PathLike, *, width: int = 
             raise ScreenshotError(f"{browser} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
         shutil.move(str(tmp_png), png)  # across filesystems too; the browser wrote it whole
     return png
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.report.screenshot", description=__doc__.splitlines()[0])
-    p.add_argument("html")
-    p.add_argument("png")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=2000)
-    args = p.parse_args(argv)
-    try:
-        print(screenshot(args.html, args.png, width=args.width, height=args.height))
-    except ScreenshotError as e:
-        print(f"screenshot: error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

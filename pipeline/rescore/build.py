@@ -1,6 +1,6 @@
 """Build the scored N-best lists of a manifest: propose candidates, score each with every model.
 
-Resumable like ``decode`` (:mod:`pipeline.resumable`); the final file is
+Resumable like ``decode`` (:mod:`pipeline.decode.resumable`); the final file is
 written atomically in manifest order.
 """
 
@@ -15,10 +15,11 @@ from pathlib import Path
 
 from data_prep.manifest import Source, Utterance
 from data_prep.text.normalize import normalize_text
+from pipeline.decode.fusion import Fusion
+from pipeline.decode.resumable import partial_path, read_records, run_resumable
+from pipeline.decode.whisper_nbest import WhisperScorer
 from pipeline.rescore.candidates import NBEST_VERSION, Candidate, NBest, decoder_source, write_nbest
-from pipeline.rescore.fusion import Fusion
-from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
-from pipeline.resumable import partial_path, read_records, run_resumable
+from pipeline.rescore.scorers import CharLM, CTCScorer, WordLM
 
 
 def model_fingerprint(name_or_path: str | os.PathLike) -> str:

@@ -36,7 +36,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 from pipeline.lm.build import char_tokens
 from pipeline.rescore.candidates import Candidate, NBest
 

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 from pipeline.score.bootstrap import Interval
 from pipeline.score.metrics import Counts
 

@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_jsonl, read_manifest
-from data_prep.outputs import guard_outputs
-from pipeline.hyps import Hypothesis
+from data_prep.manifest import ManifestError, Utterance, read_jsonl, read_manifest
+from data_prep.outputs import atomic_write_text, guard_outputs
+from pipeline.decode.hyps import Hypothesis
 from pipeline.score.alignments import collect_errors, errors_markdown, format_alignments
 from pipeline.score.bootstrap import bootstrap_ci
 from pipeline.score.metrics import Counts, align_chars, align_words, sum_counts

@@ -1,7 +1,7 @@
 """Fine-tuning Whisper from a recipe config (``python -m pipeline train``).
 
 Modules, in the order a run uses them: ``trainer`` (the loop, on accelerate) ·
-``language`` (language token, label sequences) · ``new_vocab`` (a decoder
+``new_vocab`` (a decoder
 vocabulary learnt from the train text, ``model.vocabulary: bpe``) · ``data`` (examples, dynamic
 batches, datasets) · ``cache`` (encoder-state cache) · ``regimes`` (what trains,
 the loss) · ``evaluate`` (dev WER/CER) · ``checkpoint`` (exact resume) ·

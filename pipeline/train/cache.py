@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 from pipeline.models.encoder import encode_trimmed
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from data_prep.manifest import atomic_write_text
+from data_prep.outputs import atomic_write_text
 
 HEADS_FILE = "heads.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")

@@ -11,7 +11,7 @@ Shared with the Whisper trainer (:mod:`pipeline.train.trainer`): duration
 batches (:class:`~pipeline.train.data.BatchPlan`), feature and cached-state
 datasets, the encoder-state cache, the LR schedule, checkpoints and resume,
 ``log.jsonl`` / ``curve.png``, and dev scoring by the score stage's code. Dev is
-decoded greedily by :mod:`pipeline.decode_ctc`, the decode stage's own path.
+decoded greedily by :mod:`pipeline.decode.ctc`, the decode stage's own path.
 
 What differs: clips whose transcript needs more CTC frames than the model
 gives are rejected up front (``label_too_long``, listed in the log and in
@@ -38,22 +38,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_prep.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
+from data_prep.manifest import Utterance, read_manifest, write_jsonl
+from data_prep.outputs import atomic_write_text
 from pipeline.config import RecipeConfig
-from pipeline.decode import decode_manifest
-from pipeline.decode_ctc import ctc_batch_decoder, whisper_feature_extractor
-from pipeline.models.ctc import (
-    BlankCollapseMonitor,
-    HeadConfig,
-    WhisperCTCConfig,
-    WhisperEncoderCTC,
-    ctc_param_groups,
-    filter_label_too_long,
-    is_ctc_checkpoint,
-    load_ctc_model,
-    pad_labels,
-    save_ctc_model,
-)
+from pipeline.decode.ctc import ctc_batch_decoder, whisper_feature_extractor
+from pipeline.decode.manifest import decode_manifest
+from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, ctc_param_groups
+from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model, save_ctc_model
+from pipeline.models.ctc_heads import HeadConfig
+from pipeline.models.ctc_loss import filter_label_too_long, pad_labels
+from pipeline.models.ctc_monitor import BlankCollapseMonitor
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache

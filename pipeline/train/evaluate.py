@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.manifest import Utterance
-from pipeline.decode import decode_manifest
-from pipeline.hyps import Hypothesis
-from pipeline.models.whisper import batch_decoder
+from pipeline.decode.hyps import Hypothesis
+from pipeline.decode.manifest import decode_manifest
+from pipeline.decode.whisper import batch_decoder
 from pipeline.score.scorer import ScoreError, manifest_language, score_utterances
 
 log = logging.getLogger(__name__)

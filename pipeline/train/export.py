@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.manifest import atomic_write_text
-from data_prep.outputs import replace_dir
+from data_prep.outputs import atomic_write_text, replace_dir
 from pipeline.models.encoder import ADAPT_FILE
 
 
@@ -89,7 +88,8 @@ CTC_DIR = "ctc"  # the joint CTC head's checkpoint inside an exported model dire
 
 def export_joint_ctc(plain, head, vocab, out_dir: Path, processor, info: dict) -> None:
     """Write ``plain``'s encoder + the joint CTC ``head`` as a CTC checkpoint in ``out_dir``."""
-    from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, save_ctc_model
+    from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import save_ctc_model
 
     config = WhisperCTCConfig(head=copy.deepcopy(head.cfg), trainable_top_layers=0, base_model=info["base_model"])
     ctc = WhisperEncoderCTC(copy.deepcopy(plain.model.encoder), vocab, config)  # a copy: freezing it leaves training alone

@@ -7,7 +7,7 @@ TRAIN split and moves a pretrained Whisper onto it:
 
 * **Tokenizer.** ``tokenizers``' BPE trainer learns up to ``size`` text tokens
   (the 256 byte pieces + merges) from the train texts, each with a leading
-  space as :class:`pipeline.train.language.LabelEncoder` writes labels. After
+  space as :class:`pipeline.models.language.LabelEncoder` writes labels. After
   them come the old tokenizer's added tokens in their old order and with their
   old flags (``<|endoftext|>``, ``<|startoftranscript|>``, the language tokens,
   ``<|translate|>`` ... ``<|notimestamps|>``, then the timestamp tokens, and a
@@ -50,7 +50,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 from torch import nn
 
-from data_prep.manifest import Utterance, atomic_write_text
+from data_prep.manifest import Utterance
+from data_prep.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _remap_token_ids(cfg, ids: dict[int, int]) -> None:
 
 def adopt_vocabulary(model, processor, new_tokenizer) -> None:
     """Move ``model`` (a plain Whisper) and ``processor`` from their tokenizer to ``new_tokenizer``."""
-    from pipeline.train.language import _fill_timestamp_gap
+    from pipeline.models.language import _fill_timestamp_gap
 
     old = processor.tokenizer
     emb = model.get_input_embeddings()

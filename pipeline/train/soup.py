@@ -23,14 +23,11 @@ replaced (:mod:`data_prep.outputs`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from data_prep.manifest import atomic_write_text
-from data_prep.outputs import check_replaceable, exclusive, guard_output, replace_dir
+from data_prep.outputs import atomic_write_text, check_replaceable, guard_output, replace_dir
 from pipeline.models.encoder import ADAPT_FILE, read_adapt_info
 
 log = logging.getLogger(__name__)
@@ -147,21 +144,3 @@ def make_soup(models: list[str | Path], out: str | Path) -> Path:
         info["soup_of"] = [str(m) for m in models]
         atomic_write_text(tmp / ADAPT_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return replace_dir(tmp, out, "soup")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", required=True, nargs="+", help="model directories fine-tuned from the same start")
-    p.add_argument("--out", required=True, type=Path, help="directory to write the averaged model to")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    check_soup_output(args.models, args.out)  # before the lock: a refused run leaves nothing beside --out
-    try:
-        with exclusive(args.out, "soup"):
-            out = make_soup(args.models, args.out)
-    except (SoupError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote the average of {len(args.models)} models to {out}", file=sys.stderr)
-    return 0

@@ -30,16 +30,17 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from data_prep.manifest import Utterance, atomic_write_text, read_manifest
+from data_prep.manifest import Utterance, read_manifest
+from data_prep.outputs import atomic_write_text
 from pipeline.config import RecipeConfig
 from pipeline.models.ctc_vocab import CTCVocab
+from pipeline.models.language import LabelEncoder, language_token, setup_language
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, train_state_cache_id
 from pipeline.train.curves import TrainLog, plot_curve
 from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, collate, load_examples
 from pipeline.train.evaluate import evaluate_dev, scoring_language
 from pipeline.train.export import CTC_DIR, as_exported, export_model
-from pipeline.train.language import LabelEncoder, language_token, setup_language
 from pipeline.train.new_vocab import DEFAULT_SIZE as DEFAULT_VOCAB_SIZE
 from pipeline.train.new_vocab import INFO_FILE as VOCAB_INFO_FILE
 from pipeline.train.new_vocab import adopt_vocabulary, build_vocabulary, load_vocabulary
@@ -266,7 +267,7 @@ class Trainer:
 
     def _init_ctc_head(self, head: torch.nn.Module) -> None:
         """Continue the joint CTC head of a base model that was itself trained with one (``<model>/ctc/``)."""
-        from pipeline.models.ctc import is_ctc_checkpoint, load_ctc_model
+        from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model
 
         base = Path(self.cfg.model.name) / CTC_DIR
         if not is_ctc_checkpoint(base):

@@ -214,6 +214,7 @@ class Fusion:
     length_penalty: float = 0.0
     # the most characters (spaces excluded) per second of audio a hypothesis may hold; 0: no ceiling
     max_rate: float = 0.0
+    rate_from: Path | None = None  # the transcribed manifest ``max_rate`` was taken from (an input of the run)
     _lm: object = field(default=None, init=False, repr=False, compare=False)  # loaded once, shared
     _processors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -251,3 +252,19 @@ def text_token_bytes(tokenizer, ids) -> dict[int, bytes]:
             continue  # a special token
         out[int(i)] = bytes(to_byte[c] for c in piece)
     return out
+
+
+def char_arpa(lm: str | Path) -> Path:
+    """The character LM's ARPA file: the path itself, or ``char.arpa`` in the directory ``lm`` wrote."""
+    path = Path(lm)
+    return path / "char.arpa" if path.is_dir() else path
+
+
+def max_rate_of(labeled: Path | None, margin: float) -> float:
+    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
+    if labeled is None:
+        return 0.0
+    from data_prep.manifest import read_manifest
+    from pipeline.decode.rates import RateBounds
+
+    return RateBounds.from_labeled(read_manifest(labeled, unique_ids=False), margin=margin).high

@@ -7,13 +7,14 @@ utterances whose error rate we report.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.lm.decode import CTCBeamDecoder
+from pipeline.decode.ctc_beam import CTCBeamDecoder
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.score.metrics import align_chars, align_words, sum_counts
 
@@ -74,3 +75,31 @@ def tune_lm_weights(
     log.info("best LM weights on dev: alpha %.2f beta %.2f (WER %.4f, CER %.4f)",
              best["alpha"], best["beta"], best["wer"], best["cer"])
     return TuneResult(alpha=best["alpha"], beta=best["beta"], wer=best["wer"], cer=best["cer"], grid=grid)
+
+
+def dev_logits(model_dir: Path, utts, manifest: Path, batch_size: int, device: str):
+    """(utterances whose audio could be read, one (T_i, V) log-probability array each, vocabulary), computed by
+    the decode stage's path. A clip that cannot be read is reported with its manifest line and left out of the
+    tuning, as decode leaves it out of the scoring."""
+    from data_prep.audio import AudioError
+    from pipeline.decode.ctc import ctc_logits, whisper_feature_extractor
+    from pipeline.models.ctc import WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import load_ctc_model
+
+    model, vocab = load_ctc_model(model_dir, device=device)
+    fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
+    kept, out = [], []
+    for start in range(0, len(utts), batch_size):
+        chunk, waves = [], []
+        for lineno, u in utts[start : start + batch_size]:
+            try:
+                waves.append(u.load_audio(manifest.parent))
+                chunk.append(u)
+            except AudioError as e:
+                print(f"warning: {manifest}:{lineno}: {u.id}: {e}; left out of the tuning", file=sys.stderr)
+        if not chunk:
+            continue
+        logp, lengths = ctc_logits(model, waves, fe, device)
+        kept += chunk
+        out += [logp[i, : int(n)].numpy() for i, n in enumerate(lengths)]
+    return kept, out, vocab

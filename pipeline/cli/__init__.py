@@ -1,8 +1,10 @@
 """The one command line: ``python -m pipeline <command> ...``.
 
-Each command lives in its own module, which provides ``add_arguments(parser)``
-and ``run(args) -> int``. Only the chosen command's module is imported, so that
-``python -m pipeline score`` does not pay for importing torch.
+Each command lives in its own module of this package, which provides
+``add_arguments(parser)`` and ``run(args) -> int`` and calls the library (the
+same functions the Python API, :mod:`pipeline`, offers). Only the chosen
+command's module is imported, so that ``python -m pipeline score`` does not pay
+for importing torch.
 """
 
 from __future__ import annotations
@@ -17,19 +19,20 @@ from pipeline.config import ConfigError
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("data_prep.prepare", "import a corpus into normalized, validated manifests"),
-    "synth-corpus": ("data_prep.synth_corpus", "synthesize the small demo corpus with espeak-ng"),
-    "merge": ("data_prep.merge", "merge the outputs of sharded `prepare` runs"),
-    "transcribe": ("pipeline.transcribe", "transcribe audio files with a pretrained or fine-tuned model"),
-    "convert": ("pipeline.pretrained.cli", "convert a bundled/CTranslate2 Whisper into a transformers directory"),
-    "decode": ("pipeline.decode", "decode a manifest into a hypotheses file"),
-    "score": ("pipeline.score.cli", "score hypotheses against a manifest (WER/CER, alignments, CIs)"),
-    "report": ("pipeline.report.cli", "compare experiments in report.html / report.md"),
-    "train": ("pipeline.train.cli", "fine-tune a pretrained model from a recipe config"),
-    "soup": ("pipeline.train.soup", "average the weights of models fine-tuned from the same start (a model soup)"),
-    "rescore": ("pipeline.rescore.cli", "rescore Whisper's N-best with a CTC model and a word LM (weights tuned on dev)"),
-    "pseudo-label": ("pipeline.pseudo_label", "label unlabeled audio with a system's transcripts for self-training"),
-    "lm": ("pipeline.lm.cli", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),
+    "prepare": ("pipeline.cli.prepare", "import a corpus into normalized, validated manifests"),
+    "synth-corpus": ("pipeline.cli.synth_corpus", "synthesize the small demo corpus with espeak-ng"),
+    "merge": ("pipeline.cli.merge", "merge the outputs of sharded `prepare` runs"),
+    "transcribe": ("pipeline.cli.transcribe", "transcribe audio files with any model the toolkit loads or trains"),
+    "convert": ("pipeline.cli.convert", "convert a bundled/CTranslate2 Whisper into a transformers directory"),
+    "decode": ("pipeline.cli.decode", "decode a manifest into a hypotheses file"),
+    "score": ("pipeline.cli.score", "score hypotheses against a manifest (WER/CER, alignments, CIs)"),
+    "report": ("pipeline.cli.report", "compare experiments in report.html / report.md"),
+    "screenshot": ("pipeline.cli.screenshot", "draw a report page as a PNG (headless Chromium)"),
+    "train": ("pipeline.cli.train", "fine-tune a pretrained model from a recipe config"),
+    "soup": ("pipeline.cli.soup", "average the weights of models fine-tuned from the same start (a model soup)"),
+    "rescore": ("pipeline.cli.rescore", "rescore Whisper's N-best with a CTC model and a word LM (weights tuned on dev)"),
+    "pseudo-label": ("pipeline.cli.pseudo_label", "label unlabeled audio with a system's transcripts for self-training"),
+    "lm": ("pipeline.cli.lm", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),
 }
 
 

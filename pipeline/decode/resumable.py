@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.audio import AudioError
-from data_prep.manifest import Reject, Source, Utterance, remove_stale_temps, write_jsonl
-from data_prep.outputs import RunIdentity, resume_or_start
+from data_prep.manifest import Reject, Source, Utterance, write_jsonl
+from data_prep.outputs import RunIdentity, remove_stale_temps, resume_or_start
 
 
 class Record(Protocol):

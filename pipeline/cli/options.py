@@ -1,7 +1,8 @@
-"""The fused search's command-line options, shared by ``decode``, ``transcribe`` and ``rescore``.
+"""Command-line options shared by several commands: the fused search's (``decode``, ``transcribe``,
+``rescore``).
 
-Kept apart from :mod:`pipeline.rescore.fusion` so that reading options (and ``--help``)
-does not import torch.
+Reading options (and ``--help``) imports no torch: :mod:`pipeline.decode.fusion` is imported
+only when a fusion is asked for.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.rescore.fusion import Fusion
+    from pipeline.decode.fusion import Fusion
 
 
 def add_fusion_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -46,22 +47,6 @@ def fusion_settings(args: argparse.Namespace) -> dict:
             "fusion_top_k": args.fusion_top_k}  # fmt: skip
 
 
-def char_arpa(lm: str | Path) -> Path:
-    """The character LM's ARPA file: the path itself, or ``char.arpa`` in the directory ``lm`` wrote."""
-    path = Path(lm)
-    return path / "char.arpa" if path.is_dir() else path
-
-
-def max_rate_of(labeled: Path | None, margin: float) -> float:
-    """The search's ceiling in characters per second: ``labeled``'s high speaking rate (0: none)."""
-    if labeled is None:
-        return 0.0
-    from data_prep.manifest import read_manifest
-    from pipeline.pseudo_label import RateBounds
-
-    return RateBounds.from_labeled(read_manifest(labeled, unique_ids=False), margin=margin).high
-
-
 def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
     """The :class:`Fusion` that :func:`add_fusion_arguments`' options ask for (None: weight 0).
 
@@ -74,10 +59,10 @@ def fusion_from_args(args: argparse.Namespace) -> Fusion | None:
         raise ValueError("--fusion-weight scores transcripts; it cannot be used with --task translate")
     if not args.char_lm:
         raise ValueError("--fusion-weight needs --char-lm (the LM that scores inside the beam search)")
+    from pipeline.decode.fusion import Fusion, char_arpa, max_rate_of
+
     arpa = char_arpa(args.char_lm)
     if not arpa.is_file():
         raise FileNotFoundError(f"{arpa}: no character LM there (write one with `lm --char-order N`)")
-    from pipeline.rescore.fusion import Fusion
-
     return Fusion(arpa, args.fusion_weight, args.fusion_bonus, args.fusion_top_k, args.fusion_length_penalty,
-                  max_rate_of(args.fusion_rate_from, args.fusion_rate_margin))  # fmt: skip
+                  max_rate_of(args.fusion_rate_from, args.fusion_rate_margin), args.fusion_rate_from)  # fmt: skip

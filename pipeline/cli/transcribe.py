@@ -16,14 +16,16 @@ import sys
 import time
 
 from data_prep.audio import AudioError, load_audio
-from pipeline.rescore.fusion_options import add_fusion_arguments, fusion_from_args
+from pipeline.cli.options import add_fusion_arguments, fusion_from_args
+from pipeline.decode.recognizer import SearchOptions
 
 GROUP_BATCHES = 4  # read this many batches of files before transcribing them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files")
-    parser.add_argument("--model", default="whisper-base", help="bundled name, model directory or hub id")
+    parser.add_argument("--model", default="whisper-base",
+                        help="bundled name, Whisper model directory, CTC checkpoint directory or hub id")
     parser.add_argument("--language", default=None, help="language code (e.g. sa, hi, pa); default: detect")
     parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -35,32 +37,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fused.add_argument("--char-lm", default=None,
                        help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
     add_fusion_arguments(fused)
+    ctc = parser.add_argument_group("CTC checkpoints (directories with ctc_config.json)")
+    ctc.add_argument("--lm", default=None, help="word LM for beam search: lm.arpa, its lm.json or their directory")
+    ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
+    ctc.add_argument("--lm-beta", type=float, default=None, help="word bonus (default: lm.json's)")
+    ctc.add_argument("--beam-width", type=int, default=None, help="beam search width (default: greedy without --lm)")
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    """The search the options ask for (ValueError / OSError for an unusable fusion setting)."""
+    return SearchOptions(language=args.language, task=args.task, beams=args.beams, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, fusion=fusion_from_args(args), lm=args.lm,
+                         lm_alpha=args.lm_alpha, lm_beta=args.lm_beta, beam_width=args.beam_width,
+                         device=args.device)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from pipeline.models.whisper import load_whisper, transcribe_arrays
+    from pipeline.decode.recognizer import load_recognizer
     from pipeline.pretrained.registry import ModelNotAvailable
 
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
-        fusion = fusion_from_args(args)  # its options checked before the model loads
-        model, processor = load_whisper(args.model, device=args.device)
-        transcribe_batch = _fused_transcriber(args, fusion, model, processor)
+        recognizer = load_recognizer(args.model, search_options(args))
     except (ModelNotAvailable, ValueError, OSError) as e:  # a model that cannot be loaded, bad options
         print(f"transcribe: error: {e}", file=sys.stderr)
         return 2
     loaded = time.perf_counter()
     failed = 0
     group = max(1, args.batch_size * GROUP_BATCHES)
+    # Whisper's own search sorts a whole group by length into batches; the others take a batch at a time.
+    step = group if recognizer.kind == "whisper" else args.batch_size
     bar = tqdm(total=len(args.files), desc="transcribe", unit="file", disable=len(args.files) < 2, file=sys.stderr)
     for g in range(0, len(args.files), group):
         paths, audios = [], []
@@ -75,13 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if not audios:
             continue
         try:
-            if transcribe_batch is not None:
-                texts = [text for i in range(0, len(audios), args.batch_size)
-                         for text, _ in transcribe_batch(audios[i : i + args.batch_size])]  # fmt: skip
-            else:
-                texts = transcribe_arrays(model, processor, audios, language=args.language, task=args.task,
-                                          batch_size=args.batch_size, num_beams=args.beams,
-                                          max_new_tokens=args.max_new_tokens, progress=False)  # fmt: skip
+            texts = [text for i in range(0, len(audios), step) for text in recognizer.transcribe(audios[i : i + step])]
         except ValueError as e:  # e.g. an unknown language code
             bar.close()
             print(f"transcribe: {e}", file=sys.stderr)
@@ -96,16 +105,3 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
-
-
-def _fused_transcriber(args: argparse.Namespace, fusion, model, processor):
-    """The batch decoder of ``fusion``'s beam search (None without fusion: plain decoding)."""
-    if fusion is None:
-        return None
-    from pipeline.decode_fused import fused_batch_decoder
-    from pipeline.models.whisper import decoding_language
-    from pipeline.rescore.scorers import WhisperScorer
-
-    if decoding_language(model, args.language) is None:
-        raise ValueError("--fusion-weight needs --language (or a model fine-tuned with one): the LM is one language's")
-    return fused_batch_decoder(WhisperScorer(model, processor, args.language), fusion, args.beams)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
+from pipeline.models.ctc import WhisperEncoderCTC
+from pipeline.models.ctc_checkpoint import load_ctc_model
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.encoder import SAMPLE_RATE, mel_length
 
@@ -67,11 +68,25 @@ def ctc_batch_decoder(model, vocab: CTCVocab, feature_extractor=None, beam=None,
 
     The token count of each hypothesis is its number of characters (``|`` included).
     """
-    from pipeline.lm.decode import greedy_decode_batch
+    from pipeline.decode.ctc_beam import greedy_decode_batch
+    from pipeline.decode.whisper import split_long
+
+    def decode_pieces(waves: Sequence[np.ndarray]) -> list[str]:
+        logp, lengths = ctc_logits(model, waves, feature_extractor, device)
+        return beam.decode_batch(logp, lengths) if beam is not None else greedy_decode_batch(logp, lengths, vocab)
 
     def decode(waves: Sequence[np.ndarray]) -> list[tuple[str, int]]:
-        logp, lengths = ctc_logits(model, waves, feature_extractor, device)
-        texts = beam.decode_batch(logp, lengths) if beam is not None else greedy_decode_batch(logp, lengths, vocab)
+        # Whisper's encoder sees at most 30 s: longer audio is decoded in pieces cut at quiet points
+        pieces, owner = [], []
+        for k, wave in enumerate(waves):
+            for piece in split_long(np.asarray(wave, np.float32)) if isinstance(model, WhisperEncoderCTC) else [wave]:
+                pieces.append(piece)
+                owner.append(k)
+        parts: list[list[str]] = [[] for _ in waves]
+        for k, text in zip(owner, decode_pieces(pieces)):
+            if text:
+                parts[k].append(text)
+        texts = [" ".join(p) for p in parts]
         return [(t, len(t)) for t in texts]
 
     return decode
@@ -118,7 +133,7 @@ def load_ctc_decoder(
     fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
     beam = None
     if lm is not None or beam_width:
-        from pipeline.lm.decode import CTCBeamDecoder
+        from pipeline.decode.ctc_beam import CTCBeamDecoder
 
         s = read_lm_settings(lm) if lm is not None else None
         beam = CTCBeamDecoder(

@@ -19,9 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import ManifestError, Utterance, atomic_write_text, read_manifest, read_manifest_lines
-from data_prep.outputs import exclusive, guard_output
-from pipeline.lm.tune import DEFAULT_ALPHAS, DEFAULT_BETAS
+from data_prep.manifest import ManifestError, Utterance, read_manifest, read_manifest_lines
+from data_prep.outputs import atomic_write_text, exclusive, guard_output
 
 
 def _floats(text: str) -> list[float]:
@@ -68,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _fill_defaults(args: argparse.Namespace) -> None:
     """Missing options from ``--config`` (its ``data`` and ``ctc`` sections), else the library defaults."""
     from pipeline.config import CTCConfig, load_config
+    from pipeline.rescore.lm_weights import DEFAULT_ALPHAS, DEFAULT_BETAS
 
     ctc = CTCConfig()
     if args.config is not None:
@@ -80,33 +80,6 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     args.alphas = args.alphas or list(ctc.lm_alphas or DEFAULT_ALPHAS)
     args.betas = args.betas or list(ctc.lm_betas or DEFAULT_BETAS)
     args.beam_width = args.beam_width or ctc.lm_beam_width
-
-
-def dev_logits(model_dir: Path, utts, manifest: Path, batch_size: int, device: str):
-    """(utterances whose audio could be read, one (T_i, V) log-probability array each, vocabulary), computed by
-    the decode stage's path. A clip that cannot be read is reported with its manifest line and left out of the
-    tuning, as decode leaves it out of the scoring."""
-    from data_prep.audio import AudioError
-    from pipeline.decode_ctc import ctc_logits, whisper_feature_extractor
-    from pipeline.models.ctc import WhisperEncoderCTC, load_ctc_model
-
-    model, vocab = load_ctc_model(model_dir, device=device)
-    fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
-    kept, out = [], []
-    for start in range(0, len(utts), batch_size):
-        chunk, waves = [], []
-        for lineno, u in utts[start : start + batch_size]:
-            try:
-                waves.append(u.load_audio(manifest.parent))
-                chunk.append(u)
-            except AudioError as e:
-                print(f"warning: {manifest}:{lineno}: {u.id}: {e}; left out of the tuning", file=sys.stderr)
-        if not chunk:
-            continue
-        logp, lengths = ctc_logits(model, waves, fe, device)
-        kept += chunk
-        out += [logp[i, : int(n)].numpy() for i, n in enumerate(lengths)]
-    return kept, out, vocab
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, train: list[Utterance]) -> int:
     """Write lm.arpa (char.arpa) and lm.json into ``args.out``, tuning the weights with ``--tune-on``."""
-    from pipeline.decode_ctc import DEFAULT_ALPHA, DEFAULT_BETA, LM_SETTINGS
+    from pipeline.decode.ctc import DEFAULT_ALPHA, DEFAULT_BETA, LM_SETTINGS
     from pipeline.lm.build import build_ngram_lm
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +126,7 @@ def _build(args: argparse.Namespace, train: list[Utterance]) -> int:
         char = build_char_lm([u.text for u in train], args.char_order, args.out / "char.arpa")
         info.update(char_arpa=char.name, char_order=args.char_order)
     if args.tune_on is not None:
-        from pipeline.lm.tune import tune_lm_weights
+        from pipeline.rescore.lm_weights import dev_logits, tune_lm_weights
 
         dev = read_manifest_lines(args.tune_on)
         if any(u.split == "test" for _, u in dev):

@@ -57,7 +57,7 @@ class CTCBeamDecoder:
 
     ``alpha`` weighs the LM log-probability, ``beta`` is a bonus per word (it
     offsets the LM's bias toward short outputs); tune both on dev with
-    :func:`pipeline.lm.tune.tune_lm_weights`. Without ``lm_path`` it is a plain
+    :func:`pipeline.rescore.lm_weights.tune_lm_weights`. Without ``lm_path`` it is a plain
     CTC beam search.
     """
 

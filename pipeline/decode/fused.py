@@ -1,6 +1,6 @@
 """Decoding with a character LM fused into Whisper's beam search (``decode --fusion-weight``).
 
-The same search as the rescoring stage's (:mod:`pipeline.rescore.fusion`, through
+The same search as the rescoring stage's (:mod:`pipeline.decode.fusion`, through
 :meth:`pipeline.rescore.scorers.WhisperScorer.nbest`), keeping its best hypothesis:
 what a recipe's ``rescore`` writes when the dev tuning kept the search's own pick
 (``weights.json``: ``beam_pick``), here for audio without references and without
@@ -14,15 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.decode.fusion import Fusion
 from pipeline.models.encoder import SAMPLE_RATE
-from pipeline.rescore.fusion import Fusion
 
 
 def load_fused_decoder(model: str, language: str | None, fusion: Fusion, beams: int, device: str = "cpu",
                        fallback_language: str | None = None):  # fmt: skip
     """A :data:`pipeline.decode.BatchDecoder` running the fused beam search of ``fusion`` with ``beams`` beams."""
+    from pipeline.decode.whisper_nbest import WhisperScorer
     from pipeline.models.whisper import load_whisper
-    from pipeline.rescore.scorers import WhisperScorer
 
     scorer = WhisperScorer(*load_whisper(model, device=device), language, fallback_language=fallback_language)
     return fused_batch_decoder(scorer, fusion, beams)
@@ -30,7 +30,7 @@ def load_fused_decoder(model: str, language: str | None, fusion: Fusion, beams: 
 
 def fused_batch_decoder(scorer, fusion: Fusion, beams: int):
     """Decode batches with ``scorer``'s beam search, ``fusion``'s LM inside it: (text, tokens) per clip."""
-    from pipeline.models.whisper import split_long
+    from pipeline.decode.whisper import split_long
 
     search = fusion.processor(scorer)
     tokenizer = scorer.processor.tokenizer

@@ -1,7 +1,7 @@
 """``python -m pipeline rescore``: Whisper's N-best, rescored with a CTC model and a word LM.
 
 With ``--fusion-weight`` the character LM also scores inside Whisper's beam search
-(shallow fusion, :mod:`pipeline.rescore.fusion`), so the N-best already leans to
+(shallow fusion, :mod:`pipeline.decode.fusion`), so the N-best already leans to
 spellings the LM finds plausible; the rescoring then works on those candidates.
 ``--fusion-rate-from`` caps the fused search's hypotheses at a speaking rate taken
 from a transcribed manifest (the train split), so that the LM's bonus cannot carry
@@ -37,13 +37,13 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.manifest import Source, Utterance, remove_stale_temps
-from data_prep.outputs import RunIdentity, exclusive, guard_outputs
-from pipeline.decode import utterances_to_decode
-from pipeline.hyps import Hypothesis, write_hyps
+from data_prep.manifest import Source, Utterance
+from data_prep.outputs import RunIdentity, exclusive, guard_outputs, remove_stale_temps
+from pipeline.cli.options import add_fusion_arguments, fusion_from_args, fusion_settings
+from pipeline.decode.hyps import Hypothesis, write_hyps
+from pipeline.decode.manifest import utterances_to_decode
+from pipeline.decode.resumable import check_output, rejects_path, resume_check, written_paths
 from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
-from pipeline.rescore.fusion_options import add_fusion_arguments, char_arpa, fusion_from_args, fusion_settings
-from pipeline.resumable import check_output, rejects_path, resume_check, written_paths
 
 #: The N-best file, next to --out.
 NBEST_NAME = "nbest.jsonl"
@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _lm_arpa(lm: str) -> Path:
-    from pipeline.decode_ctc import read_lm_settings
+    from pipeline.decode.ctc import read_lm_settings
 
     path = Path(lm)
     if path.suffix == ".arpa":
@@ -141,9 +141,11 @@ def _rescore(args: argparse.Namespace, utts: list[Utterance], sources: dict[str,
         print(f"error: {e}", file=sys.stderr)
         return 2
     lang = utts[0].language
+    from pipeline.decode.fusion import char_arpa
+    from pipeline.decode.whisper_nbest import WhisperScorer
     from pipeline.models.whisper import load_whisper
     from pipeline.rescore.build import build_nbest
-    from pipeline.rescore.scorers import CharLM, CTCScorer, WhisperScorer, WordLM
+    from pipeline.rescore.scorers import CharLM, CTCScorer, WordLM
 
     try:
         whisper = [WhisperScorer(*load_whisper(m, device=args.device), args.language, fallback_language=lang)

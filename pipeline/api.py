@@ -1,0 +1,151 @@
+"""The Python API: one function per step of the command line, importable from :mod:`pipeline`.
+
+    import pipeline
+
+    pipeline.prepare_corpus("corpora/sanskrit_cv", "data/sa", "cv", "sa")
+    summary = pipeline.train_model("recipes/sanskrit/config.yaml", ["train.max_steps=200"])
+    result = pipeline.decode_manifest("data/sa/test.jsonl", "exp/sa/whisper_ft/best", "exp/sa/test/hyps.jsonl")
+    scores = pipeline.score_hypotheses("data/sa/test.jsonl", "exp/sa/test/hyps.jsonl", system="ft", kind="finetuned")
+    print(pipeline.transcribe(["clip.wav"], "exp/sa/whisper_ft/best"))
+
+Every function does what its command does (the same checks, the same files) and
+raises instead of printing: :class:`~data_prep.outputs.OutputRefused` and
+:class:`~data_prep.outputs.ResumeError` for an unsafe output,
+:class:`~data_prep.manifest.ManifestError` for a bad manifest line,
+:class:`~pipeline.config.ConfigError` for a bad config, ``ValueError`` for
+options a model cannot use. Heavy libraries (torch, transformers) load on the
+first call that needs them, not on ``import pipeline``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipeline.config import RecipeConfig
+    from pipeline.decode.manifest import DecodeResult
+    from pipeline.decode.recognizer import Recognizer, SearchOptions
+    from pipeline.score.results import Results
+
+PathLike = str | os.PathLike
+
+
+def prepare_corpus(src: PathLike, out: PathLike, fmt: str, lang: str, **options) -> int:
+    """Import a corpus into normalized, validated, split manifests in ``out`` (command ``prepare``).
+
+    ``fmt``: cv | kaldi | audiofolder | folder; ``options``: the keyword arguments of
+    :func:`data_prep.prepare.prepare` (``script``, ``rules``, ``opts`` (split options),
+    ``jobs``, ``cache_format``, ``force``, ...). Returns the exit status (0: written).
+    """
+    from data_prep.prepare import prepare
+
+    return prepare(src, out, fmt, lang, **options)
+
+
+def load_config(path: PathLike, overrides: Sequence[str] = ()) -> RecipeConfig:
+    """A recipe config from YAML with ``key=value`` overrides, checked (ConfigError naming file and key)."""
+    from pipeline.config import load_config as load
+
+    return load(path, list(overrides))
+
+
+def train_model(config: RecipeConfig | PathLike, overrides: Sequence[str] = (), *, progress: bool = True) -> dict:
+    """Train as a recipe config says (command ``train``): a Whisper decoder, or a CTC head with
+    ``model.type: ctc``; resumes an interrupted run of the same identity. Returns its summary."""
+    from pipeline.config import RecipeConfig
+
+    cfg = config if isinstance(config, RecipeConfig) else load_config(config, overrides)
+    if cfg.model.type == "ctc":
+        from pipeline.train.ctc_trainer import CTCTrainer
+
+        return CTCTrainer(cfg, progress=progress).train()
+    from pipeline.train.trainer import Trainer
+
+    return Trainer(cfg, progress=progress).train()
+
+
+def average_models(models: Sequence[PathLike], out: PathLike) -> Path:
+    """The weight average of models fine-tuned from one start, written to ``out`` (command ``soup``)."""
+    from pipeline.train.soup import make_soup
+
+    return make_soup(list(models), out)
+
+
+def load_recognizer(model: PathLike, options: SearchOptions | None = None, *,
+                    fallback_language: str | None = None) -> Recognizer:  # fmt: skip
+    """Any system the toolkit loads or trains (Whisper name/folder/hub id, CTC checkpoint) as a
+    :class:`~pipeline.decode.recognizer.Recognizer`; see :class:`~pipeline.decode.recognizer.SearchOptions`."""
+    from pipeline.decode.recognizer import SearchOptions
+    from pipeline.decode.recognizer import load_recognizer as load
+
+    return load(model, options or SearchOptions(), fallback_language=fallback_language)
+
+
+def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recognizer = "whisper-base",
+               options: SearchOptions | None = None) -> list[str]:  # fmt: skip
+    """The transcripts of audio files (any format, rate, channels, length) or 16 kHz mono arrays.
+
+    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer.
+    """
+    import numpy as np
+
+    from data_prep.audio import load_audio
+    from pipeline.decode.recognizer import Recognizer
+
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    waves = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audio]
+    return recognizer.transcribe(waves)
+
+
+def decode_manifest(manifest: PathLike, model: PathLike, out: PathLike, options: SearchOptions | None = None, *,
+                    limit: int = 0, force: bool = False) -> DecodeResult:  # fmt: skip
+    """Decode a manifest into ``out`` (``hyps.jsonl``), resumably (command ``decode``)."""
+    from pipeline.decode.manifest import decode_file
+    from pipeline.decode.recognizer import SearchOptions
+
+    return decode_file(manifest, model, out, options or SearchOptions(), limit=limit, force=force)
+
+
+def score_hypotheses(manifest: PathLike, hyps: PathLike, out: PathLike | None = None, **options) -> Results:
+    """WER/CER with bootstrap intervals of ``hyps`` against ``manifest`` (command ``score``); writes
+    results.json, alignments.txt, per_speaker.tsv and errors.md into the folder ``out`` (default: the
+    hypotheses' folder). ``options``: ``system``, ``kind``, ``lang``, ``testset``, ``seed``, ``n_resamples``."""
+    from pipeline.score.scorer import score
+
+    return score(manifest, hyps, out, **options)
+
+
+def make_report(inputs: Sequence[PathLike], out: PathLike, **options) -> Path:
+    """Every scored system under ``inputs`` compared in ``out``/report.html and report.md, with the
+    transfer verdict (command ``report``). Returns the HTML page's path."""
+    from pipeline.report.build import report
+
+    return report(list(inputs), out, **options)
+
+
+def make_pseudo_labels(labeled: PathLike, unlabeled: Sequence[PathLike], hyps: Sequence[PathLike], out: PathLike,
+                       **options) -> dict:  # fmt: skip
+    """Self-training data: ``labeled`` plus the checked transcripts (``hyps``) of the ``unlabeled``
+    manifests' audio, in ``out``/train.jsonl (command ``pseudo-label``). Returns the counts."""
+    from pipeline.pseudo_label import pseudo_label
+
+    return pseudo_label(labeled, list(unlabeled), list(hyps), out, **options)
+
+
+__all__ = [
+    "average_models",
+    "decode_manifest",
+    "load_config",
+    "load_recognizer",
+    "make_pseudo_labels",
+    "make_report",
+    "prepare_corpus",
+    "score_hypotheses",
+    "train_model",
+    "transcribe",
+]
