@@ -139,7 +139,7 @@ class TrainConfig:
     encoder_trainable_top_layers: int = num(0, ge=0, le=MAX_COUNT)  # k: the top k encoder layers train (freeze/cached regimes)
     trimmed_encoder: bool = True  # run the encoder on the clip's real length, not a 30 s window
     lora: LoraConfig = field(default_factory=LoraConfig)
-    lr: float = num(1e-4, gt=0)
+    lr: float = num(1e-4, gt=0, le=1)  # AdamW moves each weight by about lr per step: above 1 it only diverges
     warmup_steps: int = num(50, ge=0, le=MAX_COUNT)
     schedule: str = "linear"  # linear | cosine | constant (after warmup)
     max_steps: int = num(0, ge=0, le=MAX_COUNT)  # optimizer steps; 0 = use epochs
@@ -204,8 +204,8 @@ class CTCConfig:
     head_dropout: float = num(0.1, ge=0, lt=1)
     init_blank_prob: float | None = num(None, gt=0, lt=1)  # blank-bias start of the output layer (None: neutral)
     trainable_top_layers: int = num(0, ge=-1, le=MAX_COUNT)  # Whisper encoder: 0 frozen (lower states cached), k top layers, -1 all
-    head_lr: float = num(1e-3, gt=0)  # the new head (and MMS adapters)
-    encoder_lr: float = num(3e-5, gt=0)  # the pretrained encoder's trainable part
+    head_lr: float = num(1e-3, gt=0, le=1)  # the new head (and MMS adapters)
+    encoder_lr: float = num(3e-5, gt=0, le=1)  # the pretrained encoder's trainable part
     label_margin: int = num(0, ge=0, le=MAX_COUNT)  # reject clips whose labels need more than (output frames - margin) frames
     collapse_threshold: float = num(0.8, gt=0, le=1)  # fraction of empty dev outputs that counts as blank collapse
     lm_order: int = num(3, ge=2, le=10)  # word n-gram order of `python -m pipeline lm`

@@ -118,7 +118,8 @@ def test_every_number_declares_its_range():
     [
         ("train.lr=.inf", r"train\.lr: inf is not a finite number"),
         ("train.lr=.nan", r"train\.lr: nan is not a finite number"),
-        ("train.lr=0", r"train\.lr must be > 0, got 0"),
+        ("train.lr=0", r"train\.lr must be in \(0, 1\], got 0"),
+        ("train.lr=1e38", r"train\.lr must be in \(0, 1\], got 1e\+38"),
         ("train.log_every=0", r"train\.log_every must be in \[1, "),
         ("train.seed=-1", r"train\.seed must be in \[0, 4294967295\], got -1"),
         ("train.seed=4294967296", r"train\.seed must be in"),

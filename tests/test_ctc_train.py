@@ -13,11 +13,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from data_prep.manifest import Utterance, read_jsonl, read_manifest, write_jsonl  # noqa: E402
+from data_prep.outputs import ResumeError  # noqa: E402
 from data_prep.vocab import build_vocab, write_vocab  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.hyps import read_hyps  # noqa: E402
-from pipeline.train.checkpoint import ResumeError, list_checkpoints  # noqa: E402
+from pipeline.train.checkpoint import list_checkpoints  # noqa: E402
 from pipeline.train.ctc_trainer import CTCTrainer  # noqa: E402
 from pipeline.train.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
 
@@ -116,7 +117,7 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
     rows = read_manifest(other / "train.jsonl")
     write_jsonl(other / "train.jsonl", [Utterance.from_json({**rows[0].to_json(), "text": "ba ab"}), *rows[1:]])
     cfg_c = config_from_dict(recipe((assets[0], other), tmp_path / "b", max_steps=6, eval_every=3, checkpoint_every=3))
-    with pytest.raises(ResumeError, match="another training set"):
+    with pytest.raises(ResumeError, match="another run: input train; rerun"):
         CTCTrainer(cfg_c, progress=False).setup()
 
 

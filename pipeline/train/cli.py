@@ -4,14 +4,20 @@ Trains as the recipe config says and writes ``<output_dir>/best/`` (a plain
 transformers model directory; with ``model.type: ctc`` a CTC checkpoint, see
 :mod:`pipeline.train.ctc_trainer`), ``checkpoints/``, ``log.jsonl`` and
 ``curve.png``. Running the same command again after an interruption resumes
-from the newest checkpoint. Works unchanged under ``accelerate launch``.
+from the newest checkpoint; an ``output_dir`` that holds a training of other
+inputs or settings is refused, naming what differs, and ``--force`` starts
+afresh (see :mod:`pipeline.train.identity`). A training whose loss, gradients or
+weights stop being finite stops with one line naming the step and the last good
+checkpoint (exit status 1). Works unchanged under ``accelerate launch``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=1e-4")
     p.add_argument("--output-dir", help="shorthand for output_dir=...")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh: remove what an earlier training wrote in output_dir (checkpoints, best/, log)")
 
 
 def check_manifests(cfg, source: str) -> None:
@@ -42,8 +50,19 @@ def check_manifests(cfg, source: str) -> None:
         raise ConfigError(f"{source}: data.dev: dev manifest {d.dev} not found")
 
 
+def _inputs(cfg) -> list[str]:
+    """The paths training reads (output_dir must not be, contain or lie inside any of them)."""
+    d = cfg.data
+    paths = [d.manifest("train"), d.dev, cfg.model.name, cfg.ctc.encoder]
+    if d.manifests_dir:
+        paths.append(d.manifests_dir)
+    return [p for p in paths if p]
+
+
 def run(args: argparse.Namespace) -> int:
+    from data_prep.outputs import exclusive, guard_output
     from pipeline.config import ConfigError, load_config
+    from pipeline.train.finite import TrainingDiverged
 
     overrides = list(args.overrides)
     if args.output_dir:
@@ -54,15 +73,24 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    guard_output(cfg.output_dir, _inputs(cfg), flag="output_dir")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if cfg.model.type == "ctc":
-        from pipeline.train.ctc_trainer import CTCTrainer
+    # Under `accelerate launch` every process runs this; the main one holds the lock for all.
+    main_process = os.environ.get("RANK", "0") == "0"
+    lock = exclusive(cfg.output_dir, "train") if main_process else contextlib.nullcontext()
+    try:
+        with lock:
+            if cfg.model.type == "ctc":
+                from pipeline.train.ctc_trainer import CTCTrainer
 
-        summary = CTCTrainer(cfg, progress=not args.no_progress).train()
-    else:
-        from pipeline.train.trainer import Trainer
+                summary = CTCTrainer(cfg, progress=not args.no_progress, force=args.force).train()
+            else:
+                from pipeline.train.trainer import Trainer
 
-        summary = Trainer(cfg, progress=not args.no_progress).train()
+                summary = Trainer(cfg, progress=not args.no_progress, force=args.force).train()
+    except TrainingDiverged as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
