@@ -419,6 +419,8 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad(f"train.schedule must be linear, cosine or constant, got {t.schedule!r}")
     if t.dtype not in ("auto", "fp32", "bf16", "fp16"):
         bad(f"train.dtype must be auto, fp32, bf16 or fp16, got {t.dtype!r}")
+    if t.dtype == "fp16" and cfg.model.type == "ctc":
+        bad("train.dtype fp16 is not supported for CTC (no loss scaling): use bf16 or fp32")
     if t.lora.scope not in ("encoder", "decoder", "both"):
         bad(f"train.lora.scope must be encoder, decoder or both, got {t.lora.scope!r}")
     if t.max_steps <= 0 and t.epochs <= 0:

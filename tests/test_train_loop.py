@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import signal
 
 import numpy as np
@@ -129,3 +130,17 @@ def test_non_finite_weights_are_never_saved(assets, tmp_path):
     with pytest.raises(TrainingDiverged):
         trainer._export_best(None)
     assert not (tmp_path / "exp" / "best").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.max_duration=0.1", r"train.jsonl: no usable training clips"),
+        ("train.encoder_trainable_top_layers=3", r"train.encoder_trainable_top_layers must be in \[0, 2\]"),
+    ],
+)
+def test_settings_the_data_or_model_cannot_meet_are_one_line(assets, tmp_path, capsys, override, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(recipe(assets, tmp_path / "exp", max_steps=1)), encoding="utf-8")
+    assert main(["train", "--config", str(config), "--no-progress", override]) == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])

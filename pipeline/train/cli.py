@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
         check_manifests(cfg, args.config)
+        if not cfg.output_dir:
+            raise ConfigError(f"{args.config}: output_dir is not set (give it in the config or with --output-dir)")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

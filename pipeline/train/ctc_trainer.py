@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
-from pipeline.config import RecipeConfig
+from pipeline.config import ConfigError, RecipeConfig
 from pipeline.decode import decode_manifest
 from pipeline.decode_ctc import ctc_batch_decoder, whisper_feature_extractor
 from pipeline.models.ctc import (
@@ -124,11 +124,9 @@ class CTCTrainer:
 
     def __init__(self, cfg: RecipeConfig, *, progress: bool = True, force: bool = False):
         if not cfg.output_dir:
-            raise ValueError("output_dir is not set in the config")
+            raise ConfigError("output_dir is not set in the config")
         if cfg.model.type != "ctc":
             raise ValueError(f"the CTC trainer needs model.type=ctc, not {cfg.model.type!r}")
-        if mixed_precision(cfg.train.dtype) == "fp16":
-            raise ValueError("train.dtype=fp16 is not supported for CTC (no loss scaling); use bf16 or fp32")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.progress = progress
@@ -164,7 +162,12 @@ class CTCTrainer:
                                   ffn=c.head_ffn, dropout=c.head_dropout, init_blank_prob=c.init_blank_prob)  # fmt: skip
                 head.validate()
                 wcfg = WhisperCTCConfig(head=head, trainable_top_layers=c.trainable_top_layers, base_model=source)
-                self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
+                try:
+                    self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
+                except ValueError as e:
+                    if "trainable_top_layers" not in str(e):
+                        raise
+                    raise ConfigError(f"ctc.{e}") from None  # more layers than the encoder has
                 self.fe = processor.feature_extractor
             self.frames = self.model.output_frames
             self.max_duration = min(cfg.data.max_duration, WINDOW_S)
@@ -206,7 +209,8 @@ class CTCTrainer:
                         ", ".join(r.id for r in rejects))  # fmt: skip
             write_jsonl(self.out / "ctc_rejects.jsonl", rejects)
         if not kept:
-            raise ValueError(f"{path}: no usable training clips")
+            raise ConfigError(f"{path}: no usable training clips (data.min_duration {cfg.data.min_duration:g}, "
+                              f"max duration {self.max_duration:g} s, {len(rejects)} label_too_long)")
         return [Example(i, u, path.parent, tuple(self.vocab.encode(u.text)), 0) for i, u in enumerate(kept)]
 
     def _load_dev(self) -> None:

@@ -32,7 +32,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from data_prep.manifest import Utterance, atomic_write_text, read_manifest
-from pipeline.config import RecipeConfig
+from pipeline.config import ConfigError, RecipeConfig
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, train_state_cache_id
@@ -106,7 +106,7 @@ class Trainer:
     def __init__(self, cfg: RecipeConfig, *, accelerator: Accelerator | None = None, progress: bool = True,
                  force: bool = False):  # fmt: skip
         if not cfg.output_dir:
-            raise ValueError("output_dir is not set in the config")
+            raise ConfigError("output_dir is not set in the config")
         if cfg.model.type != "whisper":
             raise ValueError(f"this trainer trains seq2seq Whisper models, not model.type={cfg.model.type!r}")
         if cfg.model.vocabulary not in ("whisper", "bpe"):
@@ -148,6 +148,9 @@ class Trainer:
             cfg.data.manifest("train"), self.labels, max_duration=cfg.data.max_duration,
             min_duration=cfg.data.min_duration, max_labels=max_labels,
         )  # fmt: skip
+        if not self.train_ex:
+            raise ConfigError(f"{cfg.data.manifest('train')}: no usable training clips (skipped: {self.train_skipped}; "
+                              f"data.min_duration {cfg.data.min_duration:g}, data.max_duration {cfg.data.max_duration:g})")
         self.ctc_vocab = self._add_ctc_labels() if t.ctc_weight > 0 else None
         # Dev is decoded from its audio as the decode stage decodes it (every utterance, any length),
         # so it needs no labels and no cached encoder states.
