@@ -59,7 +59,7 @@ def test_rerun_with_other_settings_is_refused_and_force_starts_afresh(assets, tm
 
     # Settings that do not change the model resume the finished run (and do not rewrite its config).
     neutral = ["train.log_every=5", "train.threads=2", "train.num_workers=1", "train.keep_checkpoints=3"]
-    assert main([*train, *neutral, "ctc.lm_order=4" if kind == "ctc" else "ctc.head_lr=9"]) == 0
+    assert main([*train, *neutral, "ctc.lm_order=4" if kind == "ctc" else "ctc.head_lr=0.9"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
     assert model_hash(out) == first_model and (out / "train_config.json").read_text() == first_config
 

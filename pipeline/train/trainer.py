@@ -2,7 +2,8 @@
 
 Order of work in :meth:`Trainer.setup` (each step deterministic given the config):
 check ``output_dir`` against this run's identity (:mod:`pipeline.train.identity`; a
-different earlier run is refused, ``force`` starts afresh) -> load the base model -> language token -> new decoder vocabulary (``model.vocabulary: bpe``,
+different earlier run is refused, ``force`` starts afresh) -> load the base model ->
+language token -> new decoder vocabulary (``model.vocabulary: bpe``,
 see :mod:`pipeline.train.new_vocab`) -> label sequences (+ character labels for joint
 CTC, ``train.ctc_weight``) -> trainable weights
 (regime) -> encoder-state cache (cached-encoder) -> batch plan -> AdamW + LR
@@ -369,7 +370,9 @@ class Trainer:
                 loss = self.module(**self._to_device(batch))
                 value = float(loss.detach())
                 if not all_ranks_finite(value, self.acc.device, self.acc.num_processes):
-                    raise self._diverged(f"the training loss is {value} (clips {', '.join(batch['ids'][:5])})")
+                    where = f"clips {', '.join(batch['ids'][:5])}" if not math.isfinite(value) else "another process"
+                    raise self._diverged(f"the training loss is {value if not math.isfinite(value) else 'not finite'} "
+                                         f"({where})")  # fmt: skip
                 self.acc.backward(loss / len(micro))
             losses.append(value)
             n_utts += len(batch["ids"])
@@ -482,6 +485,7 @@ class Trainer:
         """
         if not self.dev_utts:
             return None
+        self._check_weights()  # on every process, so that all stop together
         result = [None]
         if self.is_main:
             d = self.cfg.decode
