@@ -31,8 +31,9 @@ def assets(tmp_path_factory):
     return save_tiny_whisper(root / "model"), data
 
 
-def write_config(assets, path: Path, out: Path) -> Path:
-    """A demo-like recipe (new BPE vocabulary, cached encoder, dropout, every augmentation) on tiny inputs."""
+def write_config(assets, path: Path, out: Path, kind: str = "whisper") -> Path:
+    """A demo-like recipe (new BPE vocabulary, cached encoder, dropout, every augmentation) on tiny inputs;
+    ``kind`` ctc: a CTC head with dropout on the top encoder layer."""
     model_dir, data = assets
     cfg = {
         "data": {"lang": "sa", "manifests_dir": str(data)},
@@ -45,6 +46,11 @@ def write_config(assets, path: Path, out: Path) -> Path:
         "decode": {"batch_size": 2},
         "output_dir": str(out),
     }  # fmt: skip
+    if kind == "ctc":
+        cfg["model"] = {"name": str(model_dir), "type": "ctc"}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("ctc_weight", "restrict_vocab", "regime")}
+        cfg["ctc"] = {"head": "transformer", "head_dim": 32, "head_layers": 1, "head_heads": 2, "head_ffn": 64,
+                      "head_dropout": 0.1, "trainable_top_layers": 1, "head_lr": 3e-3, "encoder_lr": 1e-3}
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
@@ -70,21 +76,24 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(assets, tmp_path_factory):
-    root = tmp_path_factory.mktemp("uninterrupted")
+def uninterrupted(request, assets, tmp_path_factory):
+    """(model type, output_dir) of a run that was not interrupted."""
+    root = tmp_path_factory.mktemp(f"uninterrupted-{request.param}")
     out = root / "exp"
-    train(write_config(assets, root / "config.yaml", out), hash_seed=1)
-    return out
+    train(write_config(assets, root / "config.yaml", out, request.param), hash_seed=1)
+    return request.param, out
 
 
+@pytest.mark.parametrize("uninterrupted", ["whisper"], indirect=True)
 def test_same_command_twice_gives_the_same_weights(assets, uninterrupted, tmp_path):
+    _, first = uninterrupted
     out = tmp_path / "exp"
     train(write_config(assets, tmp_path / "config.yaml", out), hash_seed=2)  # other str hashes, other set orders
     best = digest(out / "best")
     assert "model.safetensors" in best and "ctc/model.safetensors" in best
-    assert best == digest(uninterrupted / "best")
-    assert digest(out / "checkpoints") == digest(uninterrupted / "checkpoints")
-    assert digest(out / "vocab") == digest(uninterrupted / "vocab")  # the BPE learnt from the train text
+    assert best == digest(first / "best")
+    assert digest(out / "checkpoints") == digest(first / "checkpoints")
+    assert digest(out / "vocab") == digest(first / "vocab")  # the BPE learnt from the train text
 
 
 def logged_steps(out: Path) -> int:
@@ -115,15 +124,17 @@ def run_and_kill(config: Path, out: Path, at_step: int, delay: float, hash_seed:
             proc.wait()
 
 
+@pytest.mark.parametrize("uninterrupted", ["whisper", pytest.param("ctc", marks=pytest.mark.slow)], indirect=True)
 def test_killed_runs_resume_to_the_uninterrupted_model(assets, uninterrupted, tmp_path):
+    kind, first = uninterrupted
     rng = random.Random(20240607)
     out = tmp_path / "exp"
-    config = write_config(assets, tmp_path / "config.yaml", out)
+    config = write_config(assets, tmp_path / "config.yaml", out, kind)
     # Increasing points, so each rerun gets past its checkpoint before it is killed again.
     points = sorted(rng.sample(range(-1, STEPS), 3))
     kills = sum(run_and_kill(config, out, at, rng.uniform(0.0, 0.4), hash_seed=10 + i) for i, at in enumerate(points))
     assert kills >= 2  # the kills landed inside the training
     train(config, hash_seed=99)
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == list(range(1, STEPS + 1))
-    assert digest(out / "best") == digest(uninterrupted / "best")
-    assert digest(out / "checkpoints") == digest(uninterrupted / "checkpoints")
+    assert digest(out / "best") == digest(first / "best")
+    assert digest(out / "checkpoints") == digest(first / "checkpoints")
