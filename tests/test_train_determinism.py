@@ -138,3 +138,30 @@ def test_killed_runs_resume_to_the_uninterrupted_model(assets, uninterrupted, tm
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == list(range(1, STEPS + 1))
     assert digest(out / "best") == digest(first / "best")
     assert digest(out / "checkpoints") == digest(first / "checkpoints")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPU threads")
+def test_cpu_kernels_add_in_a_fixed_order_with_several_threads():
+    """Whisper's position embeddings are indexed (w[ids]): their gradient is an index_put_ with accumulation,
+    which torch runs with atomic adds on several threads unless its deterministic kernels are on."""
+    import torch
+
+    from pipeline.train.trainer import deterministic_kernels
+
+    threads, was = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    try:
+        deterministic_kernels(torch.device("cpu"))
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(448, 512, generator=gen, requires_grad=True)
+        x = torch.randn(16, 40, 512, generator=gen)
+        ids = torch.arange(40).expand(16, 40)
+        grads = set()
+        for _ in range(30):
+            w.grad = None
+            (w[ids] * x).sum().backward()
+            grads.add(hashlib.sha256(w.grad.numpy().tobytes()).hexdigest())
+        assert len(grads) == 1
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was)

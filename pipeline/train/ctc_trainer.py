@@ -73,7 +73,7 @@ from pipeline.train.data import (
 from pipeline.train.evaluate import score_hyps, scoring_language
 from pipeline.train.finite import diverged, nonfinite_weights
 from pipeline.train.identity import start_or_resume
-from pipeline.train.trainer import lr_lambda, mixed_precision, seed_everything
+from pipeline.train.trainer import deterministic_kernels, lr_lambda, mixed_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ class CTCTrainer:
         resumed = start_or_resume(cfg, force=self.force)  # before anything is written in output_dir
         if not resumed or not (self.out / "train_config.json").exists():  # a resume keeps the run's first config
             atomic_write_text(self.out / "train_config.json", cfg.to_json())
+        deterministic_kernels(self.device)
         seed_everything(t.seed)
         self.vocab = CTCVocab.load(cfg.data.vocab_path())
         self._build_model()

@@ -94,6 +94,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def deterministic_kernels(device: torch.device) -> None:
+    """On CPU, torch's deterministic kernels: the same command gives the same weights, bit for bit.
+
+    With more than one thread some CPU kernels add in the order the threads finish: ``index_put_``
+    with accumulation (the backward of Whisper's learnt position embeddings, for one) gives gradients
+    that differ in the last bits from run to run, and after a few dozen steps the models differ in WER.
+    The deterministic variants cost little on CPU. (GPU training keeps cuDNN's fast kernels.)
+    """
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # only determinism, not NaN-filled buffers
+
+
 def load_base(name: str):
     """(model, processor) of the base model: a registry name or a transformers directory."""
     from pipeline.models.whisper import load_whisper
@@ -136,6 +149,7 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self._check_identity()
+        deterministic_kernels(self.acc.device)
         seed_everything(t.seed)
         model, processor = load_base(cfg.model.name)
         self.processor = processor
