@@ -6,7 +6,10 @@ text is spoken, having handed the samples (16-bit mono at espeak's own rate,
 22050 Hz) to our callback. espeak-ng keeps global state, so it is initialised
 once per process and every call holds a lock. Repeated calls with the same
 arguments differ by a few samples: espeak's waveform generator carries its
-phase over from one utterance to the next.
+phase over from one utterance to the next. Its random numbers (the breath noise
+of voice variants such as ``f2``) are seeded from the clock when the library
+starts; each call reseeds them from its own arguments, so the same calls in the
+same order give the same samples in every process.
 
     from data_prep.synth import synthesize
     y = synthesize("the quick brown fox", voice="en+f3", rate_wpm=150, pitch=60)  # float32, 16 kHz
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import zlib
 
 import numpy as np
 
@@ -51,6 +55,9 @@ class _Espeak:
         self.lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.set_seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)  # espeak-ng >= 1.52
+        if self.set_seed is not None:
+            self.set_seed.argtypes = [ctypes.c_long]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p,  # text
             ctypes.c_size_t,  # size in bytes, including the terminator
@@ -82,6 +89,8 @@ class _Espeak:
                 raise SynthError(f"espeak-ng has no voice {voice!r}")
             self.lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
             self.lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
+            if self.set_seed is not None:
+                self.set_seed(zlib.crc32(f"{voice}|{rate_wpm}|{pitch}|{text}".encode()))
             self._chunks = []
             buf = ctypes.create_string_buffer(text.encode("utf-8"))
             err = self.lib.espeak_Synth(buf, ctypes.sizeof(buf), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)

@@ -54,19 +54,17 @@ def load_config(path: PathLike, overrides: Sequence[str] = ()) -> RecipeConfig:
     return load(path, list(overrides))
 
 
-def train_model(config: RecipeConfig | PathLike, overrides: Sequence[str] = (), *, progress: bool = True) -> dict:
+def train_model(config: RecipeConfig | PathLike, overrides: Sequence[str] = (), *, progress: bool = True,
+                force: bool = False) -> dict:  # fmt: skip
     """Train as a recipe config says (command ``train``): a Whisper decoder, or a CTC head with
-    ``model.type: ctc``; resumes an interrupted run of the same identity. Returns its summary."""
+    ``model.type: ctc``; resumes an interrupted run of the same identity, refuses one of other settings
+    or inputs unless ``force`` (which starts afresh). Returns its summary."""
     from pipeline.config import RecipeConfig
+    from pipeline.train.run import train_model as train
 
-    cfg = config if isinstance(config, RecipeConfig) else load_config(config, overrides)
-    if cfg.model.type == "ctc":
-        from pipeline.train.ctc_trainer import CTCTrainer
-
-        return CTCTrainer(cfg, progress=progress).train()
-    from pipeline.train.trainer import Trainer
-
-    return Trainer(cfg, progress=progress).train()
+    if isinstance(config, RecipeConfig):
+        return train(config, progress=progress, force=force)
+    return train(load_config(config, overrides), source=str(config), progress=progress, force=force)
 
 
 def average_models(models: Sequence[PathLike], out: PathLike) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,50 @@ class ConfigError(ValueError):
     """A recipe config that cannot be used; the message names the file, key and line."""
 
 
+#: The largest count any integer setting may hold (beyond it torch's C++ side overflows).
+MAX_COUNT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number (or each number of a list) must lie in; None = unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = _number_text(self.low), _number_text(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'<' if self.high_open else '<='} {high}"
+
+
+def _number_text(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def num(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None, default_factory: Any = dataclasses.MISSING) -> Any:  # fmt: skip
+    """A numeric field (or list of numbers) and its allowed range, declared together.
+
+    The loader checks every value it reads against the range (floats must also be finite)
+    and names the key, file and line of one that is out of it.
+    """
+    bounds = Bounds(ge if gt is None else gt, le if lt is None else lt, gt is not None, lt is not None)
+    return field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
+
+
 @dataclass
 class DataConfig:
     """Where the manifests are and which utterances to use."""
@@ -43,8 +88,8 @@ class DataConfig:
     train: str = ""  # explicit manifest paths override manifests_dir/<split>.jsonl
     dev: str = ""
     test: str = ""
-    max_duration: float = 30.0  # seconds; longer training clips are skipped (Whisper's window)
-    min_duration: float = 0.0
+    max_duration: float = num(30.0, gt=0)  # seconds; longer training clips are skipped (Whisper's window)
+    min_duration: float = num(0.0, ge=0)
 
     def manifest(self, split: str) -> str:
         """Path of the ``split`` manifest (explicit path, else ``manifests_dir/<split>.jsonl``)."""
@@ -72,16 +117,16 @@ class ModelConfig:
     # whisper | bpe: a byte-level BPE learnt from the train text (pipeline.train.new_vocab)
     vocabulary: str = "whisper"
     # bpe: text tokens incl. the 256 byte pieces (0 = 1000); Whisper's special tokens come on top
-    vocabulary_size: int = 0
+    vocabulary_size: int = num(0, ge=0, le=MAX_COUNT)
 
 
 @dataclass
 class LoraConfig:
     """LoRA adapters on attention projections (regime ``lora``)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = num(16, ge=1, le=MAX_COUNT)
+    alpha: int = num(32, ge=1, le=MAX_COUNT)
+    dropout: float = num(0.05, ge=0, lt=1)
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     scope: str = "both"  # encoder | decoder | both
 
@@ -91,59 +136,59 @@ class TrainConfig:
     """Optimisation, batching, evaluation and checkpointing."""
 
     regime: str = "cached-encoder"  # one of REGIMES
-    encoder_trainable_top_layers: int = 0  # k: the top k encoder layers train (freeze/cached regimes)
+    encoder_trainable_top_layers: int = num(0, ge=0, le=MAX_COUNT)  # k: the top k encoder layers train (freeze/cached regimes)
     trimmed_encoder: bool = True  # run the encoder on the clip's real length, not a 30 s window
     lora: LoraConfig = field(default_factory=LoraConfig)
-    lr: float = 1e-4
-    warmup_steps: int = 50
+    lr: float = num(1e-4, gt=0, le=1)  # AdamW moves each weight by about lr per step: above 1 it only diverges
+    warmup_steps: int = num(50, ge=0, le=MAX_COUNT)
     schedule: str = "linear"  # linear | cosine | constant (after warmup)
-    max_steps: int = 0  # optimizer steps; 0 = use epochs
-    epochs: float = 3.0
-    batch_seconds: float = 60.0  # padded audio seconds per micro-batch (dynamic batching)
-    max_batch_size: int = 64
-    grad_accum: int = 1
-    clip: float = 1.0  # max gradient norm; 0 = no clipping
-    weight_decay: float = 0.01
-    seed: int = 0
-    eval_every: int = 100  # optimizer steps between dev evaluations (0 = only at the end)
-    dev_limit: int = 0  # evaluate on the first N dev utterances (0 = whole split)
-    patience: int = 0  # early stopping after N evaluations without dev CER gain (0 = off)
-    checkpoint_every: int = 0  # steps between checkpoints (0 = at each evaluation)
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    max_steps: int = num(0, ge=0, le=MAX_COUNT)  # optimizer steps; 0 = use epochs
+    epochs: float = num(3.0, ge=0, le=1e6)
+    batch_seconds: float = num(60.0, gt=0)  # padded audio seconds per micro-batch (dynamic batching)
+    max_batch_size: int = num(64, ge=1, le=MAX_COUNT)
+    grad_accum: int = num(1, ge=1, le=MAX_COUNT)  # micro-batches per optimizer step (an epoch's last step may have fewer)
+    clip: float = num(1.0, ge=0)  # max gradient norm; 0 = no clipping
+    weight_decay: float = num(0.01, ge=0, le=1)
+    seed: int = num(0, ge=0, le=2**32 - 1)  # numpy's seed range
+    eval_every: int = num(100, ge=0, le=MAX_COUNT)  # optimizer steps between dev evaluations (0 = only at the end)
+    dev_limit: int = num(0, ge=0, le=MAX_COUNT)  # evaluate on the first N dev utterances (0 = whole split)
+    patience: int = num(0, ge=0, le=MAX_COUNT)  # early stopping after N evaluations without dev CER gain (0 = off)
+    checkpoint_every: int = num(0, ge=0, le=MAX_COUNT)  # steps between checkpoints (0 = at each evaluation)
+    keep_checkpoints: int = num(2, ge=0, le=MAX_COUNT)  # 0 = keep all
+    log_every: int = num(10, ge=1, le=MAX_COUNT)
     dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on a capable GPU, else fp32)
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = num(0, ge=0, le=256)  # DataLoader workers
     freeze_token_embeddings: bool = False  # the tied 51,865 x d embedding / output layer
     restrict_vocab: bool = False  # softmax only over tokens seen in train text + specials
-    label_smoothing: float = 0.0  # cross-entropy label smoothing (over the allowed tokens with restrict_vocab)
-    dropout: float = 0.0  # hidden and attention dropout of the Whisper layers while training (pretrained: 0)
+    label_smoothing: float = num(0.0, ge=0, lt=1)  # cross-entropy label smoothing (over the allowed tokens with restrict_vocab)
+    dropout: float = num(0.0, ge=0, lt=1)  # hidden and attention dropout of the Whisper layers while training (pretrained: 0)
     # Joint CTC/attention (Whisper): loss = (1 - w) * decoder CE + w * CTC of a linear head over the
     # characters of data.vocab_path() on the final encoder states. 0 = decoder loss only.
-    ctc_weight: float = 0.0
+    ctc_weight: float = num(0.0, ge=0, lt=1)
     cache_dir: str = ""  # encoder-state cache (cached-encoder); default <output_dir>/encoder_cache
-    cache_shard_size: int = 200  # utterances per cache shard
-    threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
+    cache_shard_size: int = num(200, ge=1, le=MAX_COUNT)  # utterances per cache shard
+    threads: int = num(0, ge=0, le=1024)  # torch intra-op threads on CPU (0 = torch default)
 
 
 @dataclass
 class AugmentConfig:
     """Data augmentation (see pipeline.models.augment)."""
 
-    speed_perturb: list[float] = field(default_factory=lambda: [1.0])  # one factor drawn per clip per epoch
-    time_masks: int = 0  # SpecAugment time masks per utterance
-    time_mask_max_s: float = 0.05  # maximum width of one time mask, seconds
-    freq_masks: int = 0  # SpecAugment frequency masks (log-mel input only)
-    freq_mask_max_bins: int = 10
-    noise_prob: float = 0.0  # probability of adding white noise to a clip
-    noise_snr_db: list[float] = field(default_factory=lambda: [15.0, 30.0])  # SNR drawn uniformly in [lo, hi]
+    speed_perturb: list[float] = num(default_factory=lambda: [1.0], ge=0.5, le=2.0)  # one factor drawn per clip per epoch
+    time_masks: int = num(0, ge=0, le=100)  # SpecAugment time masks per utterance
+    time_mask_max_s: float = num(0.05, ge=0, le=30)  # maximum width of one time mask, seconds
+    freq_masks: int = num(0, ge=0, le=100)  # SpecAugment frequency masks (log-mel input only)
+    freq_mask_max_bins: int = num(10, ge=0, le=128)
+    noise_prob: float = num(0.0, ge=0, le=1)  # probability of adding white noise to a clip
+    noise_snr_db: list[float] = num(default_factory=lambda: [15.0, 30.0], ge=-30, le=100)  # SNR drawn uniformly in [lo, hi]
 
 
 @dataclass
 class DecodeConfig:
     """Decoding settings (dev evaluation during training and the decode stage)."""
 
-    beam: int = 1
-    batch_size: int = 8
+    beam: int = num(1, ge=1, le=100)
+    batch_size: int = num(8, ge=1, le=4096)
 
 
 @dataclass
@@ -152,21 +197,21 @@ class CTCConfig:
 
     encoder: str = ""  # "" = model.name (a Whisper registry name or directory); else a wav2vec2/XLS-R/MMS directory
     head: str = "transformer"  # linear | transformer | bilstm
-    head_dim: int = 256
-    head_layers: int = 2
-    head_heads: int = 4
-    head_ffn: int = 1024
-    head_dropout: float = 0.1
-    init_blank_prob: float | None = None  # blank-bias start of the output layer (None: neutral)
-    trainable_top_layers: int = 0  # Whisper encoder: 0 frozen (lower states cached), k top layers, -1 all
-    head_lr: float = 1e-3  # the new head (and MMS adapters)
-    encoder_lr: float = 3e-5  # the pretrained encoder's trainable part
-    label_margin: int = 0  # reject clips whose labels need more than (output frames - margin) frames
-    collapse_threshold: float = 0.8  # fraction of empty dev outputs that counts as blank collapse
-    lm_order: int = 3  # word n-gram order of `python -m pipeline lm`
-    lm_beam_width: int = 32
-    lm_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
-    lm_betas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0])
+    head_dim: int = num(256, ge=1, le=65536)
+    head_layers: int = num(2, ge=1, le=64)
+    head_heads: int = num(4, ge=1, le=1024)
+    head_ffn: int = num(1024, ge=1, le=2**20)
+    head_dropout: float = num(0.1, ge=0, lt=1)
+    init_blank_prob: float | None = num(None, gt=0, lt=1)  # blank-bias start of the output layer (None: neutral)
+    trainable_top_layers: int = num(0, ge=-1, le=MAX_COUNT)  # Whisper encoder: 0 frozen (lower states cached), k top layers, -1 all
+    head_lr: float = num(1e-3, gt=0, le=1)  # the new head (and MMS adapters)
+    encoder_lr: float = num(3e-5, gt=0, le=1)  # the pretrained encoder's trainable part
+    label_margin: int = num(0, ge=0, le=MAX_COUNT)  # reject clips whose labels need more than (output frames - margin) frames
+    collapse_threshold: float = num(0.8, gt=0, le=1)  # fraction of empty dev outputs that counts as blank collapse
+    lm_order: int = num(3, ge=2, le=10)  # word n-gram order of `python -m pipeline lm`
+    lm_beam_width: int = num(32, ge=1, le=4096)
+    lm_alphas: list[float] = num(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5], ge=0, le=100)
+    lm_betas: list[float] = num(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0], ge=-100, le=100)
 
 
 @dataclass
@@ -232,6 +277,9 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # an optional value: the type's own message
+            return _coerce(value, others[0], key, where)
         for a in args:
             if a is type(None):
                 continue
@@ -256,14 +304,19 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: {key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: {key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {key}: {value!r} is not a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -295,7 +348,33 @@ def _build(cls: type, values: Any, source: str, lines: dict, prefix: tuple[str, 
             kwargs[key] = _build(tp, value, source, lines, path)
         else:
             kwargs[key] = _coerce(value, tp, dotted, _where(source, lines, path))
+            _check_bounds(kwargs[key], fields[key], dotted, _where(source, lines, path))
     return cls(**kwargs)
+
+
+def _check_bounds(value: Any, f: dataclasses.Field, key: str, where: str) -> None:
+    """Refuse a number (or a list's number) outside the range declared with :func:`num`."""
+    bounds: Bounds | None = f.metadata.get("bounds")
+    if bounds is None or value is None:
+        return
+    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if not bounds.admits(v):
+            name = key if i is None else f"{key}[{i}]"
+            raise ConfigError(f"{where}: {name} must be {bounds}, got {v!r}")
+
+
+def check_ranges(section: Any, source: str, prefix: str = "") -> None:
+    """Every number of a config tree (defaults and values set in code included) within its declared range."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, source, key + ".")
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{source}: {key}: {v!r} is not a finite number")
+        _check_bounds(value, f, key, source)
 
 
 def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
@@ -329,43 +408,38 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
             "model.vocabulary_size must be 0 (default 1000) or >= 300 (256 byte pieces + merges), "
             f"got {cfg.model.vocabulary_size}"
         )
+    if cfg.data.min_duration >= cfg.data.max_duration:
+        bad(f"data.min_duration ({cfg.data.min_duration:g}) must be below data.max_duration ({cfg.data.max_duration:g})")
     t = cfg.train
     if t.regime not in REGIMES:
         bad(f"train.regime must be one of {', '.join(REGIMES)}, got {t.regime!r}")
-    if t.encoder_trainable_top_layers < 0:
-        bad("train.encoder_trainable_top_layers must be >= 0")
-    if not 0.0 <= t.ctc_weight < 1.0:
-        bad(f"train.ctc_weight must be in [0, 1), got {t.ctc_weight}")
     if t.ctc_weight > 0 and cfg.model.type != "whisper":
         bad("train.ctc_weight is the joint CTC/attention loss of a Whisper decoder: it needs model.type whisper")
     if t.schedule not in ("linear", "cosine", "constant"):
         bad(f"train.schedule must be linear, cosine or constant, got {t.schedule!r}")
     if t.dtype not in ("auto", "fp32", "bf16", "fp16"):
         bad(f"train.dtype must be auto, fp32, bf16 or fp16, got {t.dtype!r}")
+    if t.dtype == "fp16" and cfg.model.type == "ctc":
+        bad("train.dtype fp16 is not supported for CTC (no loss scaling): use bf16 or fp32")
     if t.lora.scope not in ("encoder", "decoder", "both"):
         bad(f"train.lora.scope must be encoder, decoder or both, got {t.lora.scope!r}")
-    if t.lr <= 0 or t.batch_seconds <= 0 or t.grad_accum < 1 or t.max_batch_size < 1:
-        bad("train.lr and train.batch_seconds must be > 0, train.grad_accum and train.max_batch_size >= 1")
     if t.max_steps <= 0 and t.epochs <= 0:
         bad("set train.max_steps or train.epochs > 0")
     if t.regime == "cached-encoder" and not t.trimmed_encoder:
         bad("train.regime cached-encoder stores trimmed states: train.trimmed_encoder must be true")
     a = cfg.augment
-    if not a.speed_perturb or any(f <= 0 for f in a.speed_perturb):
-        bad("augment.speed_perturb must be a non-empty list of positive factors")
+    if not a.speed_perturb:
+        bad("augment.speed_perturb must be a non-empty list of factors (e.g. [1.0])")
     if len(a.noise_snr_db) != 2 or a.noise_snr_db[0] > a.noise_snr_db[1]:
         bad("augment.noise_snr_db must be [low, high]")
-    if cfg.decode.beam < 1 or cfg.decode.batch_size < 1:
-        bad("decode.beam and decode.batch_size must be >= 1")
     c = cfg.ctc
     if c.head not in ("linear", "transformer", "bilstm"):
         bad(f"ctc.head must be linear, transformer or bilstm, got {c.head!r}")
-    if c.trainable_top_layers < -1:
-        bad("ctc.trainable_top_layers must be -1 (all), 0 (frozen) or k > 0")
-    if c.head_lr <= 0 or c.encoder_lr <= 0:
-        bad("ctc.head_lr and ctc.encoder_lr must be > 0")
-    if c.lm_order < 2 or c.lm_beam_width < 1 or not c.lm_alphas or not c.lm_betas:
-        bad("ctc.lm_order must be >= 2, ctc.lm_beam_width >= 1, ctc.lm_alphas/lm_betas non-empty")
+    if c.head == "transformer" and c.head_dim % c.head_heads:
+        bad(f"ctc.head_dim ({c.head_dim}) must be a multiple of ctc.head_heads ({c.head_heads})")
+    if not c.lm_alphas or not c.lm_betas:
+        bad("ctc.lm_alphas and ctc.lm_betas must be non-empty")
+    check_ranges(cfg, source)
 
 
 def config_from_dict(tree: dict, source: str = "<dict>", overrides: list[str] | None = None) -> RecipeConfig:

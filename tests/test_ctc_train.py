@@ -13,12 +13,13 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from data_prep.manifest import Utterance, read_jsonl, read_manifest, write_jsonl  # noqa: E402
+from data_prep.outputs import ResumeError  # noqa: E402
 from data_prep.vocab import build_vocab, write_vocab  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.config import config_from_dict  # noqa: E402
 from pipeline.decode.hyps import read_hyps  # noqa: E402
 from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus  # noqa: E402
-from pipeline.train.checkpoint import ResumeError, list_checkpoints  # noqa: E402
+from pipeline.train.checkpoint import list_checkpoints  # noqa: E402
 from pipeline.train.ctc_trainer import CTCTrainer  # noqa: E402
 
 LONG_ID = "train-long"
@@ -54,7 +55,7 @@ def recipe(assets, out, **train) -> dict:
     }  # fmt: skip
 
 
-def test_train_decode_lm_cli(assets, tmp_path, capsys):
+def test_train_decode_lm_cli(assets, tmp_path):
     _, data = assets
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(recipe(assets, tmp_path / "exp")), encoding="utf-8")
@@ -87,14 +88,6 @@ def test_train_decode_lm_cli(assets, tmp_path, capsys):
     assert (lm / "lm.arpa").is_file() and len(settings["grid"]) == 4 and settings["tuned_on"]
     assert settings["order"] == 2 and settings["beam_width"] == 4
     assert main(["lm", "--train", str(data / "dev.jsonl"), "--out", str(tmp_path / "bad")]) == 2  # dev text refused
-    # A dev clip whose audio cannot be read is named with its line and left out of the tuning, not a traceback.
-    dev = read_manifest(data / "dev.jsonl")
-    broken = [u.replace(audio=str(u.audio_path(data))) for u in dev]
-    broken[1] = broken[1].replace(audio=str(tmp_path / "gone.flac"))
-    write_jsonl(tmp_path / "dev_broken.jsonl", broken)
-    assert main(["lm", "--config", str(config), "--out", str(tmp_path / "lm_broken"), "--tune-on",
-                 str(tmp_path / "dev_broken.jsonl"), "--model", str(best)]) == 0  # fmt: skip
-    assert f"dev_broken.jsonl:2: {dev[1].id}:" in capsys.readouterr().err
     lm_hyps = tmp_path / "lm_hyps.jsonl"
     assert main(["decode", "--model", str(best), "--manifest", str(data / "dev.jsonl"), "--out", str(lm_hyps),
                  "--lm", str(lm)]) == 0  # fmt: skip
@@ -115,7 +108,7 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
     assert [r.step for r in b.monitor.history] == [3]  # the blank-collapse monitor resumes too
     assert b.train()["step"] == 6
     for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
-        assert torch.allclose(pa, pb, atol=1e-6), name
+        assert torch.equal(pa, pb), name
     steps = [r["step"] for _, r in read_jsonl(tmp_path / "b" / "log.jsonl")]
     assert steps == [1, 2, 3, 4, 5, 6]
     # The same output_dir with one transcript relabeled: the finished run is not taken for the new one.
@@ -124,7 +117,7 @@ def test_resume_continues_at_the_same_step(assets, tmp_path):
     rows = read_manifest(other / "train.jsonl")
     write_jsonl(other / "train.jsonl", [Utterance.from_json({**rows[0].to_json(), "text": "ba ab"}), *rows[1:]])
     cfg_c = config_from_dict(recipe((assets[0], other), tmp_path / "b", max_steps=6, eval_every=3, checkpoint_every=3))
-    with pytest.raises(ResumeError, match="another training set"):
+    with pytest.raises(ResumeError, match="another run: input train; rerun"):
         CTCTrainer(cfg_c, progress=False).setup()
 
 

@@ -13,6 +13,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from data_prep.outputs import ResumeError  # noqa: E402
 from pipeline.config import ConfigError, config_from_dict  # noqa: E402
 from pipeline.models.language import LabelEncoder  # noqa: E402
 from pipeline.testing.tiny import (  # noqa: E402
@@ -261,11 +262,13 @@ def test_resume_reuses_the_vocabulary_exactly(tmp_path):
     log_b = [json.loads(x)["train_loss"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert log_a == log_b
 
-    # Another vocabulary size under the same output_dir would not fit the checkpoints.
+    # Another vocabulary size under the same output_dir would not fit the checkpoints: the run's identity
+    # refuses it before the vocabulary is touched.
     other = make_cfg(model_dir, data, tmp_path / "b", **train)
     other.model.vocabulary_size = 1000
-    with pytest.raises(VocabularyError, match="new output_dir"):
+    with pytest.raises(ResumeError, match=r"setting model.vocabulary_size \(300 -> 1000\)"):
         Trainer(other, progress=False).setup()
+    assert (tmp_path / "b" / "vocab" / "tokenizer.json").stat().st_mtime_ns == stamp
 
 
 # ---------------------------------------------------------------------------------- real model

@@ -86,7 +86,7 @@ def test_two_process_ddp(tmp_path):
     # Written once, by the main process: one checkpoint holding both ranks' RNG states, one log.
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["step-0000003"]
-    assert sorted(p.name for p in (out / "checkpoints" / ckpts[0]).glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+    assert sorted(p.name for p in (out / "checkpoints" / ckpts[0]).glob("rng-*")) == ["rng-0.safetensors", "rng-1.safetensors"]
     steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
     assert (out / "best" / "model.safetensors").is_file()

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from data_prep.audio import AudioError
 from data_prep.manifest import ManifestError
 from data_prep.outputs import OutputRefused, ResumeError
 from pipeline.config import ConfigError
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except (ManifestError, ConfigError, OutputRefused, ResumeError) as e:
-        # bad input (or an unsafe output) that a command did not catch itself: its message names the file
+    except (ManifestError, ConfigError, OutputRefused, ResumeError, AudioError) as e:
+        # bad input (or an unsafe output) that a command did not catch itself, e.g. a training clip whose
+        # audio went bad after prepare: its message names the file
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

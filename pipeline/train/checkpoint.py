@@ -4,19 +4,24 @@ A checkpoint is a directory ``checkpoints/step-<N>/``:
 
     trainable.safetensors   the weights that train (the rest is rebuilt from the base model)
     heads.safetensors       weights of training-only heads outside the model (joint CTC), if any
-    optimizer.pt            optimizer state
-    scheduler.pt            LR scheduler state
-    rng-<rank>.pt           python / numpy / torch (/ cuda) RNG states of each process
+    optimizer.safetensors   optimizer state
+    scheduler.safetensors   LR scheduler state
+    rng-<rank>.safetensors  python / numpy / torch (/ cuda) RNG states of each process
     state.json              step, epoch, position in the epoch, best dev CER, ... (written last)
+
+Nothing is pickled (see :mod:`pipeline.train.state_file`): loading a checkpoint
+runs no code from it, and a malformed file is refused, named, as a
+:class:`~data_prep.outputs.ResumeError`. Checkpoints of older versions
+(``optimizer.pt``) are refused too, never unpickled.
 
 It is written under a temporary name and renamed, so a ``kill -9`` leaves
 either the previous checkpoint or the new one, never half of one. The last
-``keep`` checkpoints are kept.
+``keep`` checkpoints are kept. Which run a checkpoint belongs to is
+:mod:`pipeline.train.identity`'s concern.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -28,37 +33,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from data_prep.outputs import atomic_write_text
+from data_prep.outputs import ResumeError, atomic_write_text
+from pipeline.train.state_file import load_state, save_state
 
 HEADS_FILE = "heads.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-class ResumeError(ValueError):
-    """A checkpoint that must not be continued with the present run's inputs."""
-
-
-def train_data_fingerprint(examples) -> str:
-    """A short hash of the training set (utterance ids and texts, in order).
-
-    Stored in every checkpoint: a run resumed on other data (e.g. a recipe's output
-    directory reused with new pseudo-labels) would otherwise continue, or simply
-    return, the old model without a word.
-    """
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(ex.utt.id.encode("utf-8") + b"\0" + ex.utt.text.encode("utf-8") + b"\n")
-    return h.hexdigest()[:16]
-
-
-def check_same_train_data(path: str | Path, state: dict, fingerprint: str) -> None:
-    """Refuse to resume checkpoint ``path`` when it trained on another training set (older ones carry no hash)."""
-    saved = state.get("train_data")
-    if saved is not None and saved != fingerprint:
-        raise ResumeError(
-            f"{path}: this run trained on another training set (fingerprint {saved}, the present one is "
-            f"{fingerprint}); resume it on the data it started with, or train into a new output_dir"
-        )
+#: Keys every state.json has (a resume reads them all).
+STATE_KEYS = ("step", "epoch", "pos", "best_cer", "best_step", "bad_evals", "elapsed_s", "stopped_early")
 
 
 def rng_state() -> dict:
@@ -81,12 +62,20 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_trainable(model: torch.nn.Module, source: str | Path) -> None:
+    """Copy the weights of the safetensors file ``source`` into ``model``'s trainable parameters."""
+    try:
+        state = load_file(str(source))
+    except Exception as e:  # noqa: BLE001 - a malformed or missing file, whatever safetensors says
+        raise ResumeError(f"{source}: not a readable weights file ({str(e).splitlines()[0] if str(e) else e!r}); "
+                          "rerun with --force to start afresh") from None  # fmt: skip
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     unknown = [n for n in state if n not in params]
-    if missing or unknown:
-        raise ValueError(f"{source}: checkpoint does not match the model (missing {missing[:5]}, unknown {unknown[:5]})")
+    wrong = [n for n, t in state.items() if n in params and t.shape != params[n].shape]
+    if missing or unknown or wrong:
+        raise ResumeError(f"{source}: checkpoint does not match the model (missing {missing[:5]}, unknown "
+                          f"{unknown[:5]}, other shapes {wrong[:5]}); rerun with --force to start afresh")  # fmt: skip
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t.to(params[n].device, params[n].dtype))
@@ -118,7 +107,7 @@ def write_rank_rng(root: str | Path, step: int, rank: int) -> None:
     """Each process stores its own RNG state in the temporary checkpoint dir."""
     d = tmp_dir(root, step)
     d.mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), d / f"rng-{rank}.pt")
+    save_state(rng_state(), d / f"rng-{rank}.safetensors")
 
 
 def save_checkpoint(
@@ -139,8 +128,8 @@ def save_checkpoint(
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
     if heads is not None:
         save_file(trainable_state(heads), str(tmp / HEADS_FILE))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    save_state(optimizer.state_dict(), tmp / "optimizer.safetensors")
+    save_state(scheduler.state_dict(), tmp / "scheduler.safetensors")
     atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}, indent=2) + "\n")
     final = root / f"step-{step:07d}"
     if final.exists():
@@ -152,20 +141,49 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, rank: int = 0, heads=None) -> dict:
-    """Restore weights (and ``heads``), optimizer, scheduler and this rank's RNG; returns the saved state dict."""
+    """Restore weights (and ``heads``), optimizer, scheduler and this rank's RNG; returns the saved state dict.
+
+    A file that is missing, malformed or of another model is a :class:`ResumeError` naming it.
+    """
     path = Path(path)
-    load_trainable(model, load_file(str(path / "trainable.safetensors")), str(path))
+    if (path / "optimizer.pt").exists() and not (path / "optimizer.safetensors").exists():
+        raise ResumeError(f"{path}: a checkpoint in the pickle format of older versions; it is not loaded "
+                          "(unpickling a file can run code): rerun with --force to start afresh")  # fmt: skip
+    state = read_state_json(path)
+    load_trainable(model, path / "trainable.safetensors")
     if heads is not None:
         if not (path / HEADS_FILE).is_file():
-            raise ValueError(f"{path}: no {HEADS_FILE} (the run was started without the joint CTC head)")
-        load_trainable(heads, load_file(str(path / HEADS_FILE)), str(path / HEADS_FILE))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    rng_file = path / f"rng-{rank}.pt"
+            raise ResumeError(f"{path}: no {HEADS_FILE} (the run was started without the joint CTC head)")
+        load_trainable(heads, path / HEADS_FILE)
+    rng_file = path / f"rng-{rank}.safetensors"
     if not rng_file.exists():
-        raise ValueError(f"{path}: no RNG state for process {rank} (was the run started with another world size?)")
-    set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+        raise ResumeError(f"{path}: no RNG state for process {rank} (was the run started with another world size?)")
+    for what, target, file in (("optimizer", optimizer, "optimizer.safetensors"),
+                               ("scheduler", scheduler, "scheduler.safetensors")):  # fmt: skip
+        saved = load_state(path / file)
+        try:
+            target.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise ResumeError(f"{path / file}: not this run's {what} state ({e}); rerun with --force") from None
+    saved = load_state(rng_file)
+    try:
+        set_rng_state(saved)
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+        raise ResumeError(f"{rng_file}: not an RNG state ({e}); rerun with --force to start afresh") from None
+    return state
+
+
+def read_state_json(path: str | Path) -> dict:
+    """The ``state.json`` of checkpoint ``path``, with every key a resume reads."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"{file}: unreadable ({e}); rerun with --force to start afresh") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ResumeError(f"{file}: lacks {', '.join(missing)}; rerun with --force to start afresh")
+    return state
 
 
 def clean_temporaries(root: str | Path) -> None:

@@ -9,8 +9,10 @@ CTC checkpoint as ``model.name`` is continued, head and all (self-training on ps
 
 Shared with the Whisper trainer (:mod:`pipeline.train.trainer`): duration
 batches (:class:`~pipeline.train.data.BatchPlan`), feature and cached-state
-datasets, the encoder-state cache, the LR schedule, checkpoints and resume,
-``log.jsonl`` / ``curve.png``, and dev scoring by the score stage's code. Dev is
+datasets, the encoder-state cache, the LR schedule, checkpoints and resume, the
+run identity of ``output_dir`` (:mod:`pipeline.train.identity`), the stop on a
+non-finite loss (:mod:`pipeline.train.finite`), ``log.jsonl`` / ``curve.png``,
+and dev scoring by the score stage's code. Dev is
 decoded greedily by :mod:`pipeline.decode.ctc`, the decode stage's own path.
 
 What differs: clips whose transcript needs more CTC frames than the model
@@ -40,7 +42,7 @@ from tqdm import tqdm
 
 from data_prep.manifest import Utterance, read_manifest, write_jsonl
 from data_prep.outputs import atomic_write_text
-from pipeline.config import RecipeConfig
+from pipeline.config import ConfigError, RecipeConfig
 from pipeline.decode.ctc import ctc_batch_decoder, whisper_feature_extractor
 from pipeline.decode.manifest import decode_manifest
 from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, ctc_param_groups
@@ -52,9 +54,20 @@ from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache
 from pipeline.train.curves import TrainLog, plot_curve
-from pipeline.train.data import WINDOW_S, BatchPlan, Example, FeatureDataset, Item, StateDataset, collate
+from pipeline.train.data import (
+    WINDOW_S,
+    BatchPlan,
+    Example,
+    FeatureDataset,
+    Item,
+    StateDataset,
+    collate,
+    step_sizes,
+)
 from pipeline.train.evaluate import score_hyps, scoring_language
-from pipeline.train.trainer import lr_lambda, mixed_precision, seed_everything
+from pipeline.train.finite import diverged, nonfinite_weights
+from pipeline.train.identity import start_or_resume
+from pipeline.train.trainer import deterministic_kernels, lr_lambda, mixed_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +116,15 @@ def ctc_collate(samples: list[dict], feat_extract_norm: str = "group") -> dict:
 class CTCTrainer:
     """Trains a CTC model as a :class:`RecipeConfig` (``model.type: ctc``, section ``ctc``) says."""
 
-    def __init__(self, cfg: RecipeConfig, *, progress: bool = True):
+    def __init__(self, cfg: RecipeConfig, *, progress: bool = True, force: bool = False):
         if not cfg.output_dir:
-            raise ValueError("output_dir is not set in the config")
+            raise ConfigError("output_dir is not set in the config")
         if cfg.model.type != "ctc":
             raise ValueError(f"the CTC trainer needs model.type=ctc, not {cfg.model.type!r}")
-        if mixed_precision(cfg.train.dtype) == "fp16":
-            raise ValueError("train.dtype=fp16 is not supported for CTC (no loss scaling); use bf16 or fp32")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.progress = progress
+        self.force = force
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.step = 0
         self.epoch = 0
@@ -144,7 +156,12 @@ class CTCTrainer:
                                   ffn=c.head_ffn, dropout=c.head_dropout, init_blank_prob=c.init_blank_prob)  # fmt: skip
                 head.validate()
                 wcfg = WhisperCTCConfig(head=head, trainable_top_layers=c.trainable_top_layers, base_model=source)
-                self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
+                try:
+                    self.model, processor = WhisperEncoderCTC.from_pretrained_whisper(source, self.vocab, wcfg)
+                except ValueError as e:
+                    if "trainable_top_layers" not in str(e):
+                        raise
+                    raise ConfigError(f"ctc.{e}") from None  # more layers than the encoder has
                 self.fe = processor.feature_extractor
             self.frames = self.model.output_frames
             self.max_duration = min(cfg.data.max_duration, WINDOW_S)
@@ -186,7 +203,8 @@ class CTCTrainer:
                         ", ".join(r.id for r in rejects))  # fmt: skip
             write_jsonl(self.out / "ctc_rejects.jsonl", rejects)
         if not kept:
-            raise ValueError(f"{path}: no usable training clips")
+            raise ConfigError(f"{path}: no usable training clips (data.min_duration {cfg.data.min_duration:g}, "
+                              f"max duration {self.max_duration:g} s, {len(rejects)} label_too_long)")
         return [Example(i, u, path.parent, tuple(self.vocab.encode(u.text)), 0) for i, u in enumerate(kept)]
 
     def _load_dev(self) -> None:
@@ -215,12 +233,14 @@ class CTCTrainer:
         cfg, t = self.cfg, self.cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = start_or_resume(cfg, force=self.force)  # before anything is written in output_dir
+        if not resumed or not (self.out / "train_config.json").exists():  # a resume keeps the run's first config
+            atomic_write_text(self.out / "train_config.json", cfg.to_json())
+        deterministic_kernels(self.device)
         seed_everything(t.seed)
         self.vocab = CTCVocab.load(cfg.data.vocab_path())
         self._build_model()
         self.train_ex = self._load_train()
-        self.train_data = ckpt.train_data_fingerprint(self.train_ex)  # checked on resume
         self._load_dev()
         use_cache = self.is_whisper and self.model.split_layer > 0
         if not self.is_whisper:
@@ -249,7 +269,6 @@ class CTCTrainer:
         self.ckpt_root = self.out / "checkpoints"
         self._resume()
         self.log = TrainLog(self.out / "log.jsonl", resume_step=self.step)
-        atomic_write_text(self.out / "train_config.json", cfg.to_json())
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         log.info("CTC %s: %d train clips (%d label_too_long), %d dev clips, %d outputs; %d steps (%d per epoch), "
                  "%d trainable parameters", "whisper-encoder" if self.is_whisper else "wav2vec2",
@@ -264,7 +283,6 @@ class CTCTrainer:
         if path is None:
             return
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
-        ckpt.check_same_train_data(path, state, self.train_data)
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
         self.best_cer = state["best_cer"] if state["best_cer"] is not None else math.inf
         self.best_step = state["best_step"]
@@ -294,18 +312,23 @@ class CTCTrainer:
                 from pipeline.models.ctc_wav2vec2 import wav2vec2_ctc_forward
 
                 out = wav2vec2_ctc_forward(self.model, **inputs)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"step {self.step + 1}: CTC loss {out.loss} on clips {batch['ids']}")
+        value = float(out.loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(f"the CTC loss is {value} (clips {', '.join(batch['ids'][:5])})")
         return out.loss
 
     def _optimizer_step(self, micro: list[dict]) -> tuple[float, int]:
+        """One update from the micro-batches ``micro``; a non-finite loss or gradient stops the run."""
         losses = []
         for batch in micro:
             loss = self._loss(batch)
             (loss / len(micro)).backward()
             losses.append(float(loss.detach()))
-        if self.cfg.train.clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.train.clip)
+        clip = self.cfg.train.clip
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf))
+        if not math.isfinite(norm):
+            raise self._diverged(f"the gradient norm is {norm}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -326,17 +349,16 @@ class CTCTrainer:
         try:
             while self.step < self.total_steps and not self.stopped_early:
                 batches = self.plan.epoch_batches(self.epoch)
-                usable = (len(batches) // ga) * ga
-                if self.pos >= usable:
+                if self.pos >= len(batches):
                     self.epoch, self.pos = self.epoch + 1, 0
                     continue
-                it = iter(self._loader(batches[self.pos : usable], t.seed + self.epoch))
-                for _ in range((usable - self.pos) // ga):
+                it = iter(self._loader(batches[self.pos :], t.seed + self.epoch))
+                for size in step_sizes(len(batches), self.pos, ga):
                     tick = time.time()
-                    loss, n = self._optimizer_step([next(it) for _ in range(ga)])
+                    loss, n = self._optimizer_step([next(it) for _ in range(size)])
                     self.step += 1
-                    self.pos += ga
-                    if self.pos >= usable:
+                    self.pos += size
+                    if self.pos >= len(batches):
                         self.epoch, self.pos = self.epoch + 1, 0
                     window_busy += time.time() - tick
                     window_loss.append(loss)
@@ -405,7 +427,18 @@ class CTCTrainer:
                  self.best_cer, self.best_step)  # fmt: skip
         return dev
 
+    def _diverged(self, what: str):
+        return diverged(self.step + 1, what, ckpt.latest_checkpoint(self.ckpt_root))
+
+    def _check_weights(self) -> None:
+        """Refuse to save weights that are not finite (the update of step ``self.step`` broke them)."""
+        bad = nonfinite_weights(self.model.named_parameters())
+        if bad:
+            raise diverged(self.step, f"{len(bad)} weight tensors are not finite (e.g. {bad[0]})",
+                           ckpt.latest_checkpoint(self.ckpt_root))  # fmt: skip
+
     def _export_best(self, dev: dict | None) -> None:
+        self._check_weights()
         save_ctc_model(
             self.model, self.out / "best", self.fe, step=self.step, language=self.cfg.language,
             dev_cer=None if dev is None else dev["cer"], dev_wer=None if dev is None else dev["wer"],
@@ -422,21 +455,21 @@ class CTCTrainer:
             plot_curve(self.log.records, self.out / "curve.png", title=f"ctc {self.cfg.ctc.head} ({self.cfg.language})")
 
     def _checkpoint(self, elapsed: float) -> None:
+        self._check_weights()
         ckpt.write_rank_rng(self.ckpt_root, self.step, 0)
         state = {
             "epoch": self.epoch, "pos": self.pos, "best_cer": None if math.isinf(self.best_cer) else self.best_cer,
             "best_step": self.best_step, "bad_evals": self.bad_evals, "stopped_early": self.stopped_early,
             "elapsed_s": elapsed, "world_size": 1, "config": json.loads(self.cfg.to_json()),
-            "train_data": self.train_data,
             "collapse_monitor": self.monitor.state_dict(),
         }  # fmt: skip
         ckpt.save_checkpoint(self.ckpt_root, self.step, model=self.model, optimizer=self.optimizer,
                              scheduler=self.scheduler, state=state, keep=self.cfg.train.keep_checkpoints)  # fmt: skip
 
 
-def train_ctc(cfg: RecipeConfig, progress: bool = True) -> dict:
+def train_ctc(cfg: RecipeConfig, progress: bool = True, force: bool = False) -> dict:
     """Run a whole CTC training as configured; returns a summary (steps, best dev CER, rejects)."""
-    return CTCTrainer(cfg, progress=progress).train()
+    return CTCTrainer(cfg, progress=progress, force=force).train()
 
 
 __all__ = ["CTCTrainer", "WaveDataset", "ctc_collate", "is_wav2vec2_dir", "train_ctc"]

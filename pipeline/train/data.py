@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from data_prep.manifest import Utterance, read_manifest
-from pipeline.config import AugmentConfig
+from pipeline.config import AugmentConfig, ConfigError
 from pipeline.models.augment import add_noise, spec_augment, speed_perturb
 from pipeline.models.ctc_loss import pad_labels as pad_ctc_labels
 from pipeline.models.encoder import SAMPLE_RATE, mel_length
@@ -156,7 +156,9 @@ class BatchPlan:
         batches = [batches[j] for j in perm]
         usable = (len(batches) // self.world_size) * self.world_size
         if usable == 0:
-            raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} processes")
+            raise ConfigError(f"the train set makes {len(batches)} batches (train.batch_seconds {self.batch_seconds:g}, "
+                              f"train.max_batch_size {self.max_batch_size}), fewer than the {self.world_size} "
+                              "processes: lower them or train on fewer processes")  # fmt: skip
         return batches[:usable]
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
@@ -165,7 +167,17 @@ class BatchPlan:
 
     def steps_per_epoch(self, grad_accum: int) -> int:
         """Optimizer steps in an epoch (the first epoch's plan; later ones differ by a batch or two)."""
-        return max(1, len(self.epoch_batches(0)) // grad_accum)
+        return len(step_sizes(len(self.epoch_batches(0)), 0, grad_accum))
+
+
+def step_sizes(n_batches: int, pos: int, grad_accum: int) -> list[int]:
+    """Micro-batches of each optimizer step left in an epoch of ``n_batches``, from micro-batch ``pos`` on.
+
+    Steps take ``grad_accum`` micro-batches each; the epoch's last one takes what is left, so every
+    epoch of at least one batch makes at least one step (a small train set with a large ``grad_accum``
+    still trains, and no batch is dropped).
+    """
+    return [min(grad_accum, n_batches - p) for p in range(pos, n_batches, grad_accum)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import logging
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig
+from pipeline.config import ConfigError, TrainConfig
 from pipeline.models.ctc_heads import CTCHead, HeadConfig
 from pipeline.models.ctc_loss import ctc_loss
 from pipeline.models.encoder import CrossAttentionMask, embed_features, padding_mask, run_layers
@@ -50,7 +50,7 @@ def split_layer(model, cfg: TrainConfig) -> int:
         return 0
     k = cfg.encoder_trainable_top_layers
     if k > n:
-        raise ValueError(f"train.encoder_trainable_top_layers={k} but the encoder has {n} layers")
+        raise ConfigError(f"train.encoder_trainable_top_layers must be in [0, {n}] (the encoder's layers), got {k}")
     return n - k
 
 
@@ -91,7 +91,7 @@ def _apply_lora(model, cfg: TrainConfig):
     peft_model = get_peft_model(model, peft_cfg)
     n = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     if n == 0:
-        raise ValueError(f"train.lora.targets {lc.targets} matched no module (pattern {pattern})")
+        raise ConfigError(f"train.lora.targets {lc.targets} matched no module (pattern {pattern})")
     return peft_model
 
 

@@ -1,7 +1,9 @@
 """The training loop: one recipe config in, ``output_dir/{best/,checkpoints/,log.jsonl}`` out.
 
 Order of work in :meth:`Trainer.setup` (each step deterministic given the config):
-load the base model -> language token -> new decoder vocabulary (``model.vocabulary: bpe``,
+check ``output_dir`` against this run's identity (:mod:`pipeline.train.identity`; a
+different earlier run is refused, ``force`` starts afresh) -> load the base model ->
+language token -> new decoder vocabulary (``model.vocabulary: bpe``,
 see :mod:`pipeline.train.new_vocab`) -> label sequences (+ character labels for joint
 CTC, ``train.ctc_weight``) -> trainable weights
 (regime) -> encoder-state cache (cached-encoder) -> batch plan -> AdamW + LR
@@ -32,15 +34,25 @@ from tqdm import tqdm
 
 from data_prep.manifest import Utterance, read_manifest
 from data_prep.outputs import atomic_write_text
-from pipeline.config import RecipeConfig
+from pipeline.config import ConfigError, RecipeConfig
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.language import LabelEncoder, language_token, setup_language
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, train_state_cache_id
 from pipeline.train.curves import TrainLog, plot_curve
-from pipeline.train.data import BatchPlan, FeatureDataset, Item, StateDataset, collate, load_examples
+from pipeline.train.data import (
+    BatchPlan,
+    FeatureDataset,
+    Item,
+    StateDataset,
+    collate,
+    load_examples,
+    step_sizes,
+)
 from pipeline.train.evaluate import evaluate_dev, scoring_language
 from pipeline.train.export import CTC_DIR, as_exported, export_model
+from pipeline.train.finite import all_ranks_finite, diverged, nonfinite_weights
+from pipeline.train.identity import start_or_resume
 from pipeline.train.new_vocab import DEFAULT_SIZE as DEFAULT_VOCAB_SIZE
 from pipeline.train.new_vocab import INFO_FILE as VOCAB_INFO_FILE
 from pipeline.train.new_vocab import adopt_vocabulary, build_vocabulary, load_vocabulary
@@ -83,6 +95,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def deterministic_kernels(device: torch.device) -> None:
+    """On CPU, torch's deterministic kernels: the same command gives the same weights, bit for bit.
+
+    With more than one thread some CPU kernels add in the order the threads finish: ``index_put_``
+    with accumulation (the backward of Whisper's learnt position embeddings, for one) gives gradients
+    that differ in the last bits from run to run, and after a few dozen steps the models differ in WER.
+    The deterministic variants cost little on CPU. (GPU training keeps cuDNN's fast kernels.)
+    """
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # only determinism, not NaN-filled buffers
+
+
 def load_base(name: str):
     """(model, processor) of the base model: a registry name or a transformers directory."""
     from pipeline.models.whisper import load_whisper
@@ -93,9 +118,10 @@ def load_base(name: str):
 class Trainer:
     """Fine-tunes a Whisper model as a :class:`RecipeConfig` says."""
 
-    def __init__(self, cfg: RecipeConfig, *, accelerator: Accelerator | None = None, progress: bool = True):
+    def __init__(self, cfg: RecipeConfig, *, accelerator: Accelerator | None = None, progress: bool = True,
+                 force: bool = False):  # fmt: skip
         if not cfg.output_dir:
-            raise ValueError("output_dir is not set in the config")
+            raise ConfigError("output_dir is not set in the config")
         if cfg.model.type != "whisper":
             raise ValueError(f"this trainer trains seq2seq Whisper models, not model.type={cfg.model.type!r}")
         if cfg.model.vocabulary not in ("whisper", "bpe"):
@@ -104,6 +130,7 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.acc = accelerator or Accelerator(mixed_precision=mixed_precision(cfg.train.dtype))
         self.progress = progress
+        self.force = force
         self.is_main = self.acc.is_main_process
         self.step = 0
         self.epoch = 0
@@ -122,6 +149,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
+        self._check_identity()
+        deterministic_kernels(self.acc.device)
         seed_everything(t.seed)
         model, processor = load_base(cfg.model.name)
         self.processor = processor
@@ -135,6 +164,9 @@ class Trainer:
             cfg.data.manifest("train"), self.labels, max_duration=cfg.data.max_duration,
             min_duration=cfg.data.min_duration, max_labels=max_labels,
         )  # fmt: skip
+        if not self.train_ex:
+            raise ConfigError(f"{cfg.data.manifest('train')}: no usable training clips (skipped: {self.train_skipped}; "
+                              f"data.min_duration {cfg.data.min_duration:g}, data.max_duration {cfg.data.max_duration:g})")
         self.ctc_vocab = self._add_ctc_labels() if t.ctc_weight > 0 else None
         # Dev is decoded from its audio as the decode stage decodes it (every utterance, any length),
         # so it needs no labels and no cached encoder states.
@@ -178,7 +210,6 @@ class Trainer:
         )  # fmt: skip
         self.steps_per_epoch = self.plan.steps_per_epoch(t.grad_accum)
         self.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * self.steps_per_epoch))
-        self.train_data = ckpt.train_data_fingerprint(self.train_ex)
         self.train_set = (
             StateDataset(self.train_ex, self.cache, cfg.augment, t.seed)
             if self.cache is not None
@@ -194,7 +225,6 @@ class Trainer:
         self._resume()
         self.log = TrainLog(self.out / "log.jsonl", resume_step=self.step) if self.is_main else None
         if self.is_main:
-            atomic_write_text(self.out / "train_config.json", cfg.to_json())
             log.info(
                 "%d train clips (%s skipped), %d dev clips; %d steps (%d per epoch), regime %s, split layer %d, "
                 "%d trainable parameters",
@@ -203,6 +233,15 @@ class Trainer:
             )  # fmt: skip
         self._setup_done = True
         return self
+
+    def _check_identity(self) -> None:
+        """Refuse an output_dir holding another run (before anything is written), record this run's config."""
+        if self.is_main:
+            resumed = start_or_resume(self.cfg, force=self.force)
+            config = self.out / "train_config.json"
+            if not resumed or not config.exists():  # a resume keeps the config the run started with
+                atomic_write_text(config, self.cfg.to_json())
+        self.acc.wait_for_everyone()
 
     @property
     def unwrapped(self) -> Seq2SeqTrainModule:
@@ -305,7 +344,6 @@ class Trainer:
             path, model=self.unwrapped.model, optimizer=self.optimizer, scheduler=self.scheduler,
             rank=self.acc.process_index, heads=self.unwrapped.ctc_head,
         )  # fmt: skip
-        ckpt.check_same_train_data(path, state, self.train_data)
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.pos = state["pos"]
@@ -336,6 +374,7 @@ class Trainer:
         return {k: batch[k].to(self.acc.device) for k in keys if k in batch}
 
     def _optimizer_step(self, micro: list[dict]) -> tuple[float, int]:
+        """One update from the micro-batches ``micro``; a non-finite loss or gradient stops the run."""
         t = self.cfg.train
         losses = []
         n_utts = 0
@@ -344,11 +383,19 @@ class Trainer:
             ctx = contextlib.nullcontext() if last else self.acc.no_sync(self.module)
             with ctx:
                 loss = self.module(**self._to_device(batch))
+                value = float(loss.detach())
+                if not all_ranks_finite(value, self.acc.device, self.acc.num_processes):
+                    where = f"clips {', '.join(batch['ids'][:5])}" if not math.isfinite(value) else "another process"
+                    raise self._diverged(f"the training loss is {value if not math.isfinite(value) else 'not finite'} "
+                                         f"({where})")  # fmt: skip
                 self.acc.backward(loss / len(micro))
-            losses.append(float(loss.detach()))
+            losses.append(value)
             n_utts += len(batch["ids"])
-        if t.clip > 0:
-            self.acc.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], t.clip)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        # fp16's loss scaler expects (and skips) steps with infinite gradients; otherwise they are fatal.
+        norm = self.acc.clip_grad_norm_(params, t.clip if t.clip > 0 else math.inf)
+        if self.acc.scaler is None and norm is not None and not math.isfinite(float(norm)):
+            raise self._diverged(f"the gradient norm is {float(norm)}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -372,20 +419,19 @@ class Trainer:
         try:
             while self.step < self.total_steps and not self.stopped_early:
                 batches = self.plan.epoch_batches(self.epoch)
-                usable = (len(batches) // ga) * ga
-                if self.pos >= usable:
+                if self.pos >= len(batches):
                     self.epoch, self.pos = self.epoch + 1, 0
                     continue
-                loader = self._loader(self.train_set, batches[self.pos : usable], t.seed + self.epoch)
+                loader = self._loader(self.train_set, batches[self.pos :], t.seed + self.epoch)
                 it = iter(loader)
-                for _ in range((usable - self.pos) // ga):
+                for size in step_sizes(len(batches), self.pos, ga):
                     tick = time.time()
-                    micro = [next(it) for _ in range(ga)]
+                    micro = [next(it) for _ in range(size)]
                     self.last_batch_ids = [i for b in micro for i in b["ids"]]
                     loss, n = self._optimizer_step(micro)
                     self.step += 1
-                    self.pos += ga
-                    if self.pos >= usable:
+                    self.pos += size
+                    if self.pos >= len(batches):
                         self.epoch, self.pos = self.epoch + 1, 0
                     window_busy += time.time() - tick
                     window_loss.append(loss)
@@ -454,6 +500,7 @@ class Trainer:
         """
         if not self.dev_utts:
             return None
+        self._check_weights()  # on every process, so that all stop together
         result = [None]
         if self.is_main:
             d = self.cfg.decode
@@ -480,7 +527,18 @@ class Trainer:
                      self.best_cer, self.best_step)  # fmt: skip
         return dev
 
+    def _diverged(self, what: str):
+        return diverged(self.step + 1, what, ckpt.latest_checkpoint(self.ckpt_root))
+
+    def _check_weights(self) -> None:
+        """Refuse to save weights that are not finite (the update of step ``self.step`` broke them)."""
+        bad = nonfinite_weights(self.unwrapped.named_parameters())
+        if bad:
+            raise diverged(self.step, f"{len(bad)} weight tensors are not finite (e.g. {bad[0]})",
+                           ckpt.latest_checkpoint(self.ckpt_root))  # fmt: skip
+
     def _export_best(self, dev: dict | None) -> None:
+        self._check_weights()
         head = self.unwrapped.ctc_head
         export_model(
             self.unwrapped.model, self.processor, self.out / "best", self._adapt_info(dev), self.allowed_ids,
@@ -504,6 +562,7 @@ class Trainer:
             plot_curve(self.log.records, self.out / "curve.png", title=f"{self.cfg.train.regime} ({self.language})")
 
     def _checkpoint(self, elapsed: float) -> None:
+        self._check_weights()
         ckpt.write_rank_rng(self.ckpt_root, self.step, self.acc.process_index)
         self.acc.wait_for_everyone()
         if self.is_main:
@@ -516,7 +575,6 @@ class Trainer:
                 "stopped_early": self.stopped_early,
                 "elapsed_s": elapsed,
                 "world_size": self.acc.num_processes,
-                "train_data": self.train_data,
                 "config": json.loads(self.cfg.to_json()),
             }
             ckpt.save_checkpoint(
@@ -527,9 +585,9 @@ class Trainer:
         self.acc.wait_for_everyone()
 
 
-def train(cfg: RecipeConfig, progress: bool = True) -> dict:
+def train(cfg: RecipeConfig, progress: bool = True, force: bool = False) -> dict:
     """Run a whole training as configured; returns a summary (steps, best dev CER)."""
-    return Trainer(cfg, progress=progress).train()
+    return Trainer(cfg, progress=progress, force=force).train()
 
 
 __all__ = ["Trainer", "train", "lr_lambda", "mixed_precision", "whisper_of"]
