@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_recipe(tmp_path: Path, **env: str | None) -> list[list[str]]:
+def run_recipe(tmp_path: Path, *args: str, **env: str | None) -> list[list[str]]:
     """The recipe's calls. CTC is 0 unless given (most wiring tests predate CTC=1 as the default
     and check the decoder-only variant); ``CTC=None`` runs the recipe's own default."""
     env = {k: v for k, v in {"CTC": "0", **env}.items() if v is not None}
@@ -31,7 +31,7 @@ def run_recipe(tmp_path: Path, **env: str | None) -> list[list[str]]:
     # and a call written piecewise (each argument, then the newline) could interleave with another.
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    r = subprocess.run(["bash", str(tmp_path / "recipes/sanskrit/run.sh")], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(tmp_path / "recipes/sanskrit/run.sh"), *args], capture_output=True, text=True,
                        env={**base, "PY": str(fake), **env})  # fmt: skip
     assert r.returncode == 0, r.stderr
     return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
@@ -203,3 +203,13 @@ def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tm
     assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
     assert not calls_of(calls, "soup")
     assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {"whisper_x2_lm", "whisper_st_x2_lm"}
+
+
+def test_a_forced_run_forces_every_training_and_the_prepare(tmp_path):
+    """A finished training of the same settings is otherwise returned as it is (its run identity matches)."""
+    plain = run_recipe(tmp_path / "plain", CTC=None)
+    forced = run_recipe(tmp_path / "forced", "--force", CTC=None)
+    for calls, expected in ((plain, False), (forced, True)):
+        trains = calls_of(calls, "train")
+        assert len(trains) >= 5  # two seeds, the CTC system, the self-trained decoder and CTC system
+        assert all(("--force" in c) == expected for c in trains + calls_of(calls, "prepare"))

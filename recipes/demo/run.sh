@@ -28,7 +28,7 @@ run_stage 0 synth "$PY" -m pipeline synth-corpus --out "$CORPUS" --lang pa --utt
 run_stage 1 prepare "$PY" -m pipeline prepare --format folder --src "$CORPUS" --lang pa --out "$DATA" \
   --split-speakers dev=spk5,test=spk6 --no-progress "${FORCE_ARGS[@]}"
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base
-run_stage 3 train "$PY" -m pipeline train --config "$CONFIG"
+run_stage 3 train "$PY" -m pipeline train --config "$CONFIG" "${FORCE_ARGS[@]}"
 run_stage 4 finetuned decode_and_score whisper_ft finetuned "$EXP/whisper_ft/best"
 report() {
   "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Demo: whisper-base -> synthetic Punjabi"

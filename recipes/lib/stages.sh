@@ -13,7 +13,8 @@ STAGE=${STAGE:-0}
 STOP_STAGE=${STOP_STAGE:-100}
 FORCE=0
 # With --force, "--force" for the commands a forced stage runs that otherwise refuse to replace
-# outputs made with other settings (prepare: e.g. another held-out speaker); else empty.
+# outputs made with other settings (prepare: e.g. another held-out speaker) or return what a finished
+# run of the same settings made (train); else empty.
 FORCE_ARGS=()
 
 parse_stage_args() {

@@ -37,6 +37,7 @@ report() {
 run_stage 1 prepare "$PY" -m pipeline prepare --format kaldi --src "$CORPUS" --lang pa --script Latn --out "$DATA" \
   --split-speakers "test=$TEST_SPEAKER" --no-progress "${FORCE_ARGS[@]}"
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base --language pa
-run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM"
+run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/$SYSTEM" \
+  "${FORCE_ARGS[@]}"
 run_stage 4 "finetuned.$SYSTEM" decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best"
 run_stage 5 report report

@@ -158,14 +158,14 @@ pseudo_label() {  # stage 6's transcripts of the dev and test audio become train
 
 selftrain() {  # seed: that seed's stage-3 decoder (the soup) trains one more epoch on train + the pseudo-labels
   "$PY" -m pipeline train --config "$ST_CONFIG" "model.name=$EXP/$(seed_system "$DECODER" "$1")/best" \
-    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$(seed_system "$ST_SYSTEM" "$1")" "train.seed=$1"
+    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$(seed_system "$ST_SYSTEM" "$1")" "train.seed=$1" "${FORCE_ARGS[@]}"
 }
 
 lms_and_rescore() { lms; rescore "$DECODER" "$CTC_SYSTEM" "$EXP/lm" "$NBEST"; }
 
 selftrain_ctc() {  # stage 5's CTC system trains on train + the pseudo-labels; the LMs' CTC beam-search
   "$PY" -m pipeline train --config "$CTC_ST_CONFIG" "model.name=$EXP/$CTC_SYSTEM/best" \
-    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$CTC_ST_SYSTEM"
+    "data.train=$EXP/selftrain/data/train.jsonl" "output_dir=$EXP/$CTC_ST_SYSTEM" "${FORCE_ARGS[@]}"
   # weights are tuned on dev again for it (the same train-text LMs: $CTC_CONFIG's train set)
   "$PY" -m pipeline lm --config "$CTC_CONFIG" --out "$EXP/lm_st" --char-order 6 --tune-on "$DATA/dev.jsonl" \
     --model "$EXP/$CTC_ST_SYSTEM/best"
@@ -187,7 +187,7 @@ run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test --language sa
 for ((seed = 0; seed < SEEDS; seed++)); do  # one marker per seed: a resumed run keeps the seeds it finished
   run_stage 3 "train.$(seed_system "$SYSTEM" "$seed")" "$PY" -m pipeline train --config "$CONFIG" \
-    "output_dir=$EXP/$(seed_system "$SYSTEM" "$seed")" "train.seed=$seed"
+    "output_dir=$EXP/$(seed_system "$SYSTEM" "$seed")" "train.seed=$seed" "${FORCE_ARGS[@]}"
 done
 if [ "$MODE" = soup ]; then
   mapfile -t SEED_MODELS < <(seed_models "$SYSTEM")
@@ -195,7 +195,8 @@ if [ "$MODE" = soup ]; then
 fi
 run_stage 4 "finetuned.$DECODER" finetuned
 if [ "$CTC" = 1 ]; then
-  run_stage 5 "train.$CTC_SYSTEM" "$PY" -m pipeline train --config "$CTC_CONFIG" "output_dir=$EXP/$CTC_SYSTEM"
+  run_stage 5 "train.$CTC_SYSTEM" "$PY" -m pipeline train --config "$CTC_CONFIG" "output_dir=$EXP/$CTC_SYSTEM" \
+    "${FORCE_ARGS[@]}"
 fi
 # stages 6-8 differ with CTC, SEEDS and SOUP: each variant ($VARIANT) has its own markers
 run_stage 6 "rescore.$VARIANT" lms_and_rescore
