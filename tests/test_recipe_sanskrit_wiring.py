@@ -203,3 +203,22 @@ def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tm
     assert not [c for c in calls_of(calls, "train") if "recipes/sanskrit/config.yaml" in c]
     assert not calls_of(calls, "soup")
     assert {arg(c, "--out").split("/")[2] for c in calls_of(calls, "rescore")} == {"whisper_x2_lm", "whisper_st_x2_lm"}
+
+
+def test_the_last_stage_exports_the_final_rescored_system(tmp_path):
+    calls = run_recipe(tmp_path, CTC=None)  # the recipe's defaults: two seeds souped, CTC, self-training
+    (export,) = calls_of(calls, "export")
+    assert calls[-1] == export  # after the report
+    final = "exp/sa/whisper_st_soup2_ctc_lm"  # stage 8's system, whose dev run tuned the weights
+    (tuned,) = [c for c in calls_of(calls, "rescore") if arg(c, "--out") == f"{final}/dev/hyps.jsonl"]
+    assert "--tune" in tuned and arg(export, "--from-rescore") == f"{final}/dev"
+    assert arg(export, "--data") == "data/sa" and arg(export, "--out") == "exp/sa/final"
+    results = export[export.index("--results") + 1 : export.index("--results") + 3]
+    assert results == [f"{final}/dev/results.json", f"{final}/test/results.json"]
+    assert "recipes/sanskrit/run.sh" in arg(export, "--recipe")
+    assert "test audio was heard" in arg(export, "--limitation")  # the card says what self-training saw
+    assert any((tmp_path / "exp/sa/.done").glob("stage10.export.*"))
+
+    calls = run_recipe(tmp_path / "plain", SELFTRAIN="0", SEEDS="1")  # no stage 8: stage 6's system is final
+    (export,) = calls_of(calls, "export")
+    assert arg(export, "--from-rescore") == "exp/sa/whisper_lm/dev" and "--limitation" not in export
