@@ -69,8 +69,8 @@ def _pct(x: float) -> float:
 
 
 def _front_matter(spec: SystemSpec, bases: list[str], results: Sequence[Results], license_id: str,
-                  corpus: str) -> str:  # fmt: skip
-    tags = ["automatic-speech-recognition", "asr-adapt", "whisper" if spec.kind == "rescored" else spec.kind]
+                  corpus: str, model_kind: str) -> str:  # fmt: skip
+    tags = ["automatic-speech-recognition", "asr-adapt", "whisper" if spec.kind == "rescored" else model_kind]
     if spec.ctc:
         tags.append("ctc")
     if spec.kind == "rescored":
@@ -166,7 +166,8 @@ def _limits(spec: SystemSpec, prepared, results: Sequence[Results], extra: Seque
         "its recording conditions, speaking style and vocabulary.",
         f"- Trained on {train.get('hours', '?')} hours from {train.get('speakers', '?')} speakers: expect higher "
         "error rates on other speakers, microphones, noise and spontaneous speech.",
-        f"- Outputs text normalized by `{spec.text_rules}` (e.g. no punctuation), the form the results were scored in.",
+        f"- Writes text in the form of its training transcripts, normalized by `{spec.text_rules}` (e.g. no "
+        "punctuation): the form the results were scored in.",
         "- Audio longer than 30 s is cut at quiet points and the pieces transcribed one by one.",
     ]
     if any(len(r.per_speaker) <= 2 for r in results):
@@ -180,11 +181,13 @@ def _limits(spec: SystemSpec, prepared, results: Sequence[Results], extra: Seque
 def model_card(spec: SystemSpec, folder: Path, prepared, results: Sequence[Results], card, name: str) -> str:
     """The README.md of the system directory ``folder`` (its parts already in place), to be called ``name``."""
     bases = sorted({b for d in [*spec.decoders, spec.ctc] if d for b in [base_model(folder / d)] if b})
-    lines = [_front_matter(spec, bases, results, card.license, prepared.corpus), f"# {spec.name}", "", _what_it_does(spec), "",
+    lines = [_front_matter(spec, bases, results, card.license, prepared.corpus,
+                          "ctc" if (folder / spec.decoders[0] / "ctc_config.json").is_file() else "whisper"), f"# {spec.name}", "", _what_it_does(spec), "",
              "## Usage", "", "With the asr-adapt toolkit installed (any machine: the folder holds everything):", "",
-             "```bash", f"python -m pipeline transcribe --model {name} clip.wav other.mp3",
-             f"python -m pipeline decode --model {name} --manifest test.jsonl --out hyps.jsonl", "```", "",
-             "```python", "import pipeline", "", f'print(pipeline.transcribe(["clip.wav"], "{name}"))', "```", "",
+             "```bash", f"python -m pipeline transcribe --model path/to/{name} clip.wav other.mp3",
+             f"python -m pipeline decode --model path/to/{name} --manifest test.jsonl --out hyps.jsonl", "```", "",
+             "```python", "import pipeline", "", f'print(pipeline.transcribe(["clip.wav"], "path/to/{name}"))', "```",
+             "",
              "## What is inside", "", *_inside(spec), ""]  # fmt: skip
     lines += ["## Base model", ""]
     if bases:

@@ -167,7 +167,8 @@ def write_rules(prepared: Prepared, dst: Path) -> None:
     except RulesError as e:
         raise ExportError(f"{prepared.folder / 'prepare.json'}: {e}") from e
     head = (f"# The text rules the data was prepared with ({prepared.rules}), every 'extends' merged in.\n"
-            "# The system normalizes its transcripts with them; `score --lang <this file>` scores with them.\n")
+            "# The system was trained and scored on transcripts normalized with them (a rescored system also\n"
+            "# normalizes its candidates with them); `score --lang <this file>` scores with them.\n")
     atomic_write_text(dst, head + yaml.safe_dump(rules, allow_unicode=True, sort_keys=False))
 
 
