@@ -76,12 +76,13 @@ def average_models(models: Sequence[PathLike], out: PathLike) -> Path:
 
 def load_recognizer(model: PathLike, options: SearchOptions | None = None, *,
                     fallback_language: str | None = None) -> Recognizer:  # fmt: skip
-    """Any system the toolkit loads or trains (Whisper name/folder/hub id, CTC checkpoint) as a
-    :class:`~pipeline.decode.recognizer.Recognizer`; see :class:`~pipeline.decode.recognizer.SearchOptions`."""
+    """Any system the toolkit loads or trains (Whisper name/folder/hub id, CTC checkpoint, a system
+    directory that ``export`` wrote) as a :class:`~pipeline.decode.recognizer.Recognizer`; see
+    :class:`~pipeline.decode.recognizer.SearchOptions` (a system directory takes only ``device``)."""
     from pipeline.decode.recognizer import SearchOptions
-    from pipeline.decode.recognizer import load_recognizer as load
+    from pipeline.system.recognizer import load_any
 
-    return load(model, options or SearchOptions(), fallback_language=fallback_language)
+    return load_any(model, options or SearchOptions(), fallback_language=fallback_language)
 
 
 def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recognizer = "whisper-base",
@@ -102,11 +103,31 @@ def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recogni
 
 def decode_manifest(manifest: PathLike, model: PathLike, out: PathLike, options: SearchOptions | None = None, *,
                     limit: int = 0, force: bool = False) -> DecodeResult:  # fmt: skip
-    """Decode a manifest into ``out`` (``hyps.jsonl``), resumably (command ``decode``)."""
+    """Decode a manifest into ``out`` (``hyps.jsonl``), resumably (command ``decode``); ``model`` may be a
+    system directory."""
     from pipeline.decode.manifest import decode_file
     from pipeline.decode.recognizer import SearchOptions
+    from pipeline.system.recognizer import load_any
 
-    return decode_file(manifest, model, out, options or SearchOptions(), limit=limit, force=force)
+    return decode_file(manifest, model, out, options or SearchOptions(), limit=limit, force=force, loader=load_any)
+
+
+def export_system(out: PathLike, data: PathLike, *, from_rescore: PathLike | None = None,
+                  model: PathLike | None = None, **options) -> Path:  # fmt: skip
+    """Copy a trained system into the system directory ``out`` (command ``export``): the system a
+    ``rescore --tune`` run tuned (``from_rescore``: its folder), or one ``model`` decoded plainly.
+
+    ``data``: the prepared data folder it was trained on. ``options``: ``name``, ``card``
+    (:class:`~pipeline.system.export.CardOptions`: recipe, license, results, limits) and, with
+    ``model``, ``lm``, ``beams``, ``batch_size``. Returns ``out``; load it with :func:`load_recognizer`.
+    """
+    from pipeline.system.export import export_decoder, export_rescored
+
+    if (from_rescore is None) == (model is None):
+        raise ValueError("give one of from_rescore and model")
+    if from_rescore is not None:
+        return export_rescored(from_rescore, out, data, **options)
+    return export_decoder(model, out, data, **options)
 
 
 def score_hypotheses(manifest: PathLike, hyps: PathLike, out: PathLike | None = None, **options) -> Results:
@@ -138,6 +159,7 @@ def make_pseudo_labels(labeled: PathLike, unlabeled: Sequence[PathLike], hyps: S
 __all__ = [
     "average_models",
     "decode_manifest",
+    "export_system",
     "load_config",
     "load_recognizer",
     "make_pseudo_labels",

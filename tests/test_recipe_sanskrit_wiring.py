@@ -213,3 +213,22 @@ def test_a_forced_run_forces_every_training_and_the_prepare(tmp_path):
         trains = calls_of(calls, "train")
         assert len(trains) >= 5  # two seeds, the CTC system, the self-trained decoder and CTC system
         assert all(("--force" in c) == expected for c in trains + calls_of(calls, "prepare"))
+
+
+def test_the_last_stage_exports_the_final_rescored_system(tmp_path):
+    calls = run_recipe(tmp_path, CTC=None)  # the recipe's defaults: two seeds souped, CTC, self-training
+    (export,) = calls_of(calls, "export")
+    assert calls[-1] == export  # after the report
+    final = "exp/sa/whisper_st_soup2_ctc_lm"  # stage 8's system, whose dev run tuned the weights
+    (tuned,) = [c for c in calls_of(calls, "rescore") if arg(c, "--out") == f"{final}/dev/hyps.jsonl"]
+    assert "--tune" in tuned and arg(export, "--from-rescore") == f"{final}/dev"
+    assert arg(export, "--data") == "data/sa" and arg(export, "--out") == "exp/sa/final"
+    results = export[export.index("--results") + 1 : export.index("--results") + 3]
+    assert results == [f"{final}/dev/results.json", f"{final}/test/results.json"]
+    assert "recipes/sanskrit/run.sh" in arg(export, "--recipe")
+    assert "test audio was heard" in arg(export, "--limitation")  # the card says what self-training saw
+    assert any((tmp_path / "exp/sa/.done").glob("stage10.export.*"))
+
+    calls = run_recipe(tmp_path / "plain", SELFTRAIN="0", SEEDS="1")  # no stage 8: stage 6's system is final
+    (export,) = calls_of(calls, "export")
+    assert arg(export, "--from-rescore") == "exp/sa/whisper_lm/dev" and "--limitation" not in export

@@ -104,3 +104,42 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
         r = subprocess.run(["bash", "-c", script, "run.sh", *args], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
+
+
+def _recipe_calls(tmp_path: Path, recipe: str) -> list[list[str]]:
+    """The ``python -m pipeline`` calls of a recipe's run.sh, run in a copy with a fake interpreter that
+    records them instead of running them."""
+    import os
+    import shutil
+    import stat
+
+    root = STAGES.parents[2]
+    for rel in (f"recipes/{recipe}/run.sh", "recipes/lib/stages.sh"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, tmp_path / rel)
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake_python"
+    fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    r = subprocess.run(["bash", str(tmp_path / f"recipes/{recipe}/run.sh")], capture_output=True, text=True,
+                       env={**os.environ, "PY": str(fake)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
+
+
+def _arg(call: list[str], flag: str) -> str:
+    return call[call.index(flag) + 1]
+
+
+def test_the_demo_and_punjabi_recipes_end_by_exporting_the_system_they_scored(tmp_path):
+    for recipe, exp, data in (("demo", "exp/demo", "data/demo"), ("punjabi_digits", "exp/pa_digits", "data/pa_digits")):
+        calls = _recipe_calls(tmp_path / recipe, recipe)
+        export = calls[-1]
+        assert export[:3] == ["-m", "pipeline", "export"], recipe
+        decodes = [c for c in calls if c[:3] == ["-m", "pipeline", "decode"]]
+        scored = decodes[-1]  # the fine-tuned system's test decode
+        assert _arg(export, "--model") == _arg(scored, "--model") == f"{exp}/whisper_ft/best"
+        assert _arg(export, "--batch-size") == _arg(scored, "--batch-size")  # the same batches, the same texts
+        assert _arg(export, "--results") == f"{exp}/whisper_ft/test/results.json"
+        assert _arg(export, "--data") == data and _arg(export, "--out") == f"{exp}/final"
+        assert f"recipes/{recipe}/run.sh" in _arg(export, "--recipe")

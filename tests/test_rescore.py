@@ -433,6 +433,13 @@ def test_tuning_table_gives_the_same_rates_as_scoring_the_chosen_texts():
         assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
     w = Weights(beam_pick=True)
     assert table.rates(w) == pytest.approx(error_rates(refs, choose_texts(nbests, w)))
+    # the grid search's pass over every bonus at once gives each point's rates exactly
+    bonuses, char_bonuses = [0, 0.5, 2.0, 7.0], [0, 1.0, 1.5]
+    for base in (Weights(), Weights(0.3, 0.5, char_lm_weight=0.5), Weights(0.7, 0, char_lm_weight=2.0)):
+        wers, cers = table.rates_over_bonuses(base, bonuses, char_bonuses)
+        for (i, wb), (j, cb) in itertools.product(enumerate(bonuses), enumerate(char_bonuses)):
+            w = Weights(base.ctc_weight, base.lm_weight, wb, base.char_lm_weight, char_bonus=cb)
+            assert (wers[i, j], cers[i, j]) == table.rates(w)
 
 
 def test_ablation_reports_oracle_and_every_subset(tmp_path, capsys):

@@ -276,6 +276,16 @@ def get_normalizer(lang: str) -> TextNormalizer:
     return TextNormalizer.from_file(path, name=name)
 
 
+def resolved_rules(lang: str) -> dict:
+    """The rules :func:`get_normalizer` compiles for ``lang`` with every ``extends`` merged in: what a
+    self-contained copy of them holds (a file that normalizes the same without this package's rules)."""
+    name = canonical_name(lang) if not lang.endswith((".yaml", ".yml")) else lang
+    path = _rules_path(name)
+    if not path.is_file():
+        raise RulesError(f"{path}: text rules file not found")
+    return _load_rules(path)
+
+
 def normalize_text(text: str, lang: str) -> str:
     """Shorthand for ``get_normalizer(lang).normalize(text)``."""
     return get_normalizer(lang).normalize(text)

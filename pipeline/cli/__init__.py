@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rescore": ("pipeline.cli.rescore", "rescore Whisper's N-best with a CTC model and a word LM (weights tuned on dev)"),
     "pseudo-label": ("pipeline.cli.pseudo_label", "label unlabeled audio with a system's transcripts for self-training"),
     "lm": ("pipeline.cli.lm", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),
+    "export": ("pipeline.cli.export", "copy a trained system into one folder that transcribes anywhere"),
 }
 
 

@@ -18,7 +18,8 @@ from pipeline.decode.recognizer import SearchOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="bundled name (whisper-base), model directory or hub id")
+    p.add_argument("--model", required=True,
+                   help="bundled name (whisper-base), model directory, hub id, or a system directory (`export`)")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
     p.add_argument("--language", default=None,
@@ -54,10 +55,12 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.decode.manifest import decode_file
+    from pipeline.system.recognizer import load_any
 
     try:
         options = search_options(args)
-        result = decode_file(args.manifest, args.model, args.out, options, limit=args.limit, force=args.force)
+        result = decode_file(args.manifest, args.model, args.out, options, limit=args.limit, force=args.force,
+                             loader=load_any)  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         if isinstance(e, (OutputRefused, ResumeError, ManifestError)):
             raise  # the CLI prints them as one line

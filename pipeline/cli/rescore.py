@@ -25,7 +25,9 @@ decoder, ``att`` being the mean of their log-probabilities.
 
 Next to ``hyps.jsonl`` it writes ``nbest.jsonl`` (every candidate with its
 scores: rerunning with other weights costs no decoding) and, with ``--tune``,
-``weights.json`` (the chosen weights and the whole dev grid). A killed run resumes
+``weights.json`` (the chosen weights and the whole dev grid) and ``rescore.json``
+(the models, LMs and search settings of the run, :mod:`pipeline.rescore.record`:
+what ``export --from-rescore`` copies into a system directory). A killed run resumes
 its ``nbest.jsonl.partial`` only with the same inputs and settings (``--force``
 discards it); none of these files may be (or lie inside) an input.
 """
@@ -43,7 +45,8 @@ from pipeline.cli.options import add_fusion_arguments, fusion_from_args, fusion_
 from pipeline.decode.hyps import Hypothesis, write_hyps
 from pipeline.decode.manifest import utterances_to_decode
 from pipeline.decode.resumable import check_output, rejects_path, resume_check, written_paths
-from pipeline.rescore.combine import Weights, choose, load_weights, tune_weights
+from pipeline.rescore.combine import TunedWeights, Weights, choose, load_weights, tune_weights
+from pipeline.rescore.record import RECORD_NAME, FusionRecord, RescoreRecord, TuningRecord
 
 #: The N-best file, next to --out.
 NBEST_NAME = "nbest.jsonl"
@@ -125,16 +128,41 @@ def run(args: argparse.Namespace) -> int:
         return 1
     inputs = [v for role, v in rescore_inputs(args).items() if role != "model"] + [*args.model, args.weights]
     written = [args.out, *written_paths(nbest_path_of(args))]
-    guard_outputs([*written, args.out.parent / WEIGHTS_NAME] if args.tune else written, inputs)
+    tuned_files = [args.out.parent / WEIGHTS_NAME, args.out.parent / RECORD_NAME]
+    guard_outputs([*written, *tuned_files] if args.tune else written, inputs)
     check_output(args.out)  # before the models load
+    identity = run_identity(args)
     with exclusive(args.out, "rescore"), exclusive(nbest_path_of(args), "rescore"):
-        resume_check(nbest_path_of(args), run_identity(args), force=args.force)
-        for path in (args.out, args.out.parent / WEIGHTS_NAME):  # what a kill during their writes left
+        resume_check(nbest_path_of(args), identity, force=args.force)
+        for path in (args.out, *tuned_files):  # what a kill during their writes left
             remove_stale_temps(path)
-        return _rescore(args, utts, sources)
+        return _rescore(args, utts, sources, identity)
 
 
-def _rescore(args: argparse.Namespace, utts: list[Utterance], sources: dict[str, Source]) -> int:
+def _absolute(path: str | Path | None) -> str | None:
+    """An existing path made absolute (a record outlives the working directory); a name as it is."""
+    if path is None:
+        return None
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+
+
+def record_of(args: argparse.Namespace, data_language: str, fusion, tuned: TunedWeights,
+              identity: RunIdentity) -> RescoreRecord:  # fmt: skip
+    """What this ``--tune`` run used (``rescore.json``): enough to rebuild the system it tuned."""
+    fused = None if fusion is None else FusionRecord(
+        fusion.weight, fusion.bonus, fusion.top_k, fusion.length_penalty, fusion.max_rate,
+        _absolute(args.fusion_rate_from), args.fusion_rate_margin)  # fmt: skip
+    return RescoreRecord(
+        models=[_absolute(m) for m in args.model], ctc=_absolute(args.ctc), lm=_absolute(args.lm),
+        char_lm=_absolute(args.char_lm), beams=args.beams, nbest=args.nbest, ctc_proposals=args.ctc_proposals,
+        language=args.language, data_language=data_language, batch_size=args.batch_size, fusion=fused,
+        weights=tuned.weights, tuning=TuningRecord.of(tuned), manifest=_absolute(args.manifest),
+        inputs={role: value for role, value in identity.inputs.items() if role != "manifest"},
+    )  # fmt: skip
+
+
+def _rescore(args: argparse.Namespace, utts: list[Utterance], sources: dict[str, Source],
+             identity: RunIdentity) -> int:  # fmt: skip
     try:
         weights = load_weights(args.weights) if args.weights else Weights()
     except ValueError as e:
@@ -166,6 +194,7 @@ def _rescore(args: argparse.Namespace, utts: list[Utterance], sources: dict[str,
         tuned = tune_weights(nbests, [refs[nb.id] for nb in nbests], metric=args.tune_metric)
         tuned.tuned_on = str(args.manifest)
         tuned.save(args.out.parent / WEIGHTS_NAME)
+        record_of(args, lang, fusion, tuned, identity).save(args.out.parent / RECORD_NAME)
         weights = tuned.weights
         print(f"weights tuned on {args.manifest}: {weights} (dev WER {tuned.wer:.4f}, CER {tuned.cer:.4f})",
               file=sys.stderr)

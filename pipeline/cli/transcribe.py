@@ -60,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from pipeline.decode.recognizer import load_recognizer
     from pipeline.pretrained.registry import ModelNotAvailable
+    from pipeline.system.recognizer import load_any
 
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
-        recognizer = load_recognizer(args.model, search_options(args))
+        recognizer = load_any(args.model, search_options(args))
     except (ModelNotAvailable, ValueError, OSError) as e:  # a model that cannot be loaded, bad options
         print(f"transcribe: error: {e}", file=sys.stderr)
         return 2

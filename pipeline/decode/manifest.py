@@ -4,7 +4,9 @@ Batched, with a progress bar (:mod:`pipeline.decode.resumable`): a killed run
 continues where it stopped; the final ``hyps.jsonl`` is written atomically in
 manifest order, and a clip whose audio cannot be read is listed in
 ``hyps.rejects.jsonl`` with its manifest line instead of stopping the run.
-Any :class:`~pipeline.decode.recognizer.Recognizer` (or batch decoder) decodes.
+Any :class:`~pipeline.decode.recognizer.Recognizer` (or batch decoder) decodes;
+:func:`decode_file` loads one with :func:`~pipeline.decode.recognizer.load_recognizer`,
+or with the loader it is given (e.g. one that also loads system directories).
 
 :func:`decode_file` is the whole ``decode`` command: the output may not be (or
 lie inside) an input, one run at a time writes it, and a rerun continues only
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np
 from data_prep.manifest import Source, Utterance, read_manifest_lines
 from data_prep.outputs import RunIdentity, exclusive, guard_outputs
 from pipeline.decode.hyps import Hypothesis, write_hyps
-from pipeline.decode.recognizer import BatchDecoder, SearchOptions
+from pipeline.decode.recognizer import BatchDecoder, Recognizer, SearchOptions
 from pipeline.decode.resumable import (
     check_output,
     partial_path,
@@ -62,16 +64,25 @@ def decode_identity(manifest: str | os.PathLike, model: str | os.PathLike, optio
     return RunIdentity.of("decode", decode_inputs(manifest, model, options), settings)
 
 
+#: Loads a recognizer: (model, options, fallback_language=...) -> Recognizer.
+Loader = Callable[..., Recognizer]
+
+
 def decode_file(manifest: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
-                options: SearchOptions = SearchOptions(), *, limit: int = 0, force: bool = False) -> DecodeResult:
+                options: SearchOptions = SearchOptions(), *, limit: int = 0, force: bool = False,
+                loader: Loader | None = None) -> DecodeResult:  # fmt: skip
     """Decode ``manifest`` with ``model`` into ``out`` (``hyps.jsonl``), as ``python -m pipeline decode`` does.
 
-    ``limit``: the first N utterances only (0: all). Raises OutputRefused / ResumeError (an unsafe
-    output, unfinished work of another run), ManifestError (a bad manifest line), ValueError
-    (options the model cannot use) and ModelFileError (a model that cannot be read).
+    ``limit``: the first N utterances only (0: all). ``loader``: how to load ``model`` (default
+    :func:`~pipeline.decode.recognizer.load_recognizer`), called after the output checks; the clips
+    go in batches of the recognizer's own ``batch_size`` when it has one, else ``options.batch_size``.
+    Raises OutputRefused / ResumeError (an unsafe output, unfinished work of another run),
+    ManifestError (a bad manifest line), ValueError (options the model cannot use) and
+    ModelFileError (a model that cannot be read).
     """
     from pipeline.decode.recognizer import load_recognizer
 
+    load = loader or load_recognizer
     manifest, out = Path(manifest), Path(out)
     utts, sources = utterances_to_decode(manifest, limit)
     if not utts:  # reported by utterances_to_decode
@@ -80,8 +91,9 @@ def decode_file(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
     check_output(out)  # before the model loads
     with exclusive(out, "decode"):
         resume_check(out, decode_identity(manifest, model, options), force=force)
-        recognizer = load_recognizer(model, options, fallback_language=utts[0].language)
-        hyps, errors = decode_manifest(utts, manifest.parent, recognizer, out, options.batch_size, str(model),
+        recognizer = load(model, options, fallback_language=utts[0].language)
+        batch_size = recognizer.batch_size or options.batch_size
+        hyps, errors = decode_manifest(utts, manifest.parent, recognizer, out, batch_size, str(model),
                                        sources)  # fmt: skip
     return DecodeResult(hyps, errors, rejects_path(out) if errors else None)
 

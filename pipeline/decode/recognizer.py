@@ -56,9 +56,12 @@ class SearchOptions:
 class Recognizer:
     """A loaded system: call it on a batch of 16 kHz arrays for (text, tokens) pairs."""
 
-    kind: str  # "whisper", "whisper+char-lm" or "ctc"
+    kind: str  # "whisper", "whisper+char-lm", "ctc" (or another loader's, e.g. a rescored system's)
     name: str  # what it was loaded from
     decode_batch: BatchDecoder = field(repr=False)
+    # the clips per batch the system was evaluated with: a manifest is decoded in batches of this
+    # size (as the run that scored it was), so that its transcripts are that run's; None: the caller's
+    batch_size: int | None = None
 
     def __call__(self, waves: Sequence[np.ndarray]) -> list[tuple[str, int]]:
         return self.decode_batch(waves)

@@ -6,6 +6,8 @@
 #   3 train     fine-tune (recipes/demo/config.yaml)
 #   4 finetuned decode + score the test speaker with the fine-tuned model
 #   5 report    exp/demo/report/report.{html,md}
+#   6 export    the fine-tuned system as one folder that transcribes anywhere, with its model card:
+#               exp/demo/final (python -m pipeline transcribe --model exp/demo/final clip.wav)
 # Usage: recipes/demo/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,3 +39,8 @@ report() {
 }
 
 run_stage 5 report report
+# the batch size of stage 4's decode: the same batches give the same transcripts
+run_stage 6 export "$PY" -m pipeline export --model "$EXP/whisper_ft/best" --batch-size 16 --data "$DATA" \
+  --results "$EXP/whisper_ft/test/results.json" --recipe "make demo (recipes/demo/run.sh)" --license other \
+  --limitation "Trained and tested on synthetic speech (espeak-ng voices): not a recognizer of real Punjabi speech." \
+  --out "$EXP/final"

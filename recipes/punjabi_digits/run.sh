@@ -6,6 +6,8 @@
 #   3 train     fine-tune (recipes/punjabi_digits/config.yaml, or CONFIG=... SYSTEM=...)
 #   4 finetuned decode + score the held-out speaker
 #   5 report    exp/pa_digits/report/report.{html,md}
+#   6 export    the fine-tuned system as one folder that transcribes anywhere, with its model card:
+#               exp/pa_digits/final
 # Usage: recipes/punjabi_digits/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,3 +43,6 @@ run_stage 3 "train.$SYSTEM" "$PY" -m pipeline train --config "$CONFIG" "output_d
   "${FORCE_ARGS[@]}"
 run_stage 4 "finetuned.$SYSTEM" decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best"
 run_stage 5 report report
+run_stage 6 "export.$SYSTEM" "$PY" -m pipeline export --model "$EXP/$SYSTEM/best" --batch-size 16 --data "$DATA" \
+  --results "$EXP/$SYSTEM/test/results.json" --recipe "recipes/punjabi_digits/run.sh (CONFIG=$CONFIG)" \
+  --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." --out "$EXP/final"

@@ -32,6 +32,9 @@
 #               8-best (ST_NBEST) as in stage 6 (system whisper_st_soup2_lm, whisper_st_lm with SEEDS=1,
 #               whisper_st_x2_lm with SOUP=0; *_ctc_lm with CTC=1, where ctc_st proposes and scores)
 #   9 report    exp/sa/report/report.{html,md}
+#  10 export    the final system (stage 8's rescored system; stage 6's with SELFTRAIN=0) as one folder that
+#               transcribes anywhere, with its model card: exp/sa/final (`pipeline export --from-rescore`:
+#               its decoder(s), CTC system, LMs, search settings and dev-tuned weights, copied)
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -177,6 +180,21 @@ selftrained() {
   else rescore "$ST_SYSTEM" "" "$EXP/lm" "$ST_NBEST"; fi
 }
 
+export_final() {  # the last rescored system: what a user gets
+  local system limits=()
+  if [ "$SELFTRAIN" = 1 ]; then
+    system=$(rescored_name "$ST_SYSTEM")
+    limits=(--limitation "Self-trained on its own transcripts of the dev and test audio (pseudo-labels; the \
+references were never read): the test audio was heard, unlabeled, in training.")
+  else
+    system=$(rescored_name "$DECODER")
+  fi
+  "$PY" -m pipeline export --from-rescore "$EXP/$system/dev" --data "$DATA" \
+    --results "$EXP/$system/dev/results.json" "$EXP/$system/test/results.json" \
+    --recipe "recipes/sanskrit/run.sh (SEEDS=$SEEDS SOUP=$SOUP CTC=$CTC SELFTRAIN=$SELFTRAIN ST_NBEST=$ST_NBEST)" \
+    "${limits[@]}" --out "$EXP/final"
+}
+
 report() {
   "$PY" -m pipeline report "$EXP" --out "$EXP/report" --title "Sanskrit: whisper-base transfer"
   "$PY" -m pipeline report "$EXP" --markdown-table
@@ -211,3 +229,4 @@ if [ "$SELFTRAIN" = 1 ]; then
   run_stage 8 "selftrained.$VARIANT" selftrained
 fi
 run_stage 9 report report
+run_stage 10 "export.$VARIANT" export_final

@@ -1,0 +1,73 @@
+"""``python -m pipeline export``: a trained system as one folder that transcribes anywhere (a system directory).
+
+    # the system a `rescore --tune` run tuned (its dev folder: rescore.json, weights.json)
+    python -m pipeline export --from-rescore exp/sa/whisper_st_soup2_ctc_lm/dev --data data/sa \\
+        --results exp/sa/whisper_st_soup2_ctc_lm/test/results.json --recipe "recipes/sanskrit/run.sh" \\
+        --out exp/sa/final
+    # one model, decoded plainly
+    python -m pipeline export --model exp/demo/whisper_ft/best --batch-size 16 --data data/demo \\
+        --results exp/demo/whisper_ft/test/results.json --out exp/demo/final
+    # then, on any machine
+    python -m pipeline transcribe --model exp/sa/final clip.mp3
+
+The folder holds copies of every model and LM, the search settings, the chosen
+weights, the data's text rules, ``system.json`` and a model card (``README.md``):
+see :mod:`pipeline.system`. ``--out`` may not be, contain or lie inside an input, and
+only a folder this toolkit made is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.system.export import FORMATS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-rescore", type=Path, default=None, metavar="DIR",
+                        help="the folder of a `rescore --tune` run (its rescore.json and weights.json): its "
+                             "decoders, CTC model, LMs, search settings and chosen weights")
+    source.add_argument("--model", default=None,
+                        help="one model decoded plainly: Whisper directory or bundled name, or CTC checkpoint")
+    p.add_argument("--data", required=True, type=Path,
+                   help="the prepared data folder the system was trained on (text rules, statistics)")
+    p.add_argument("--out", required=True, type=Path, help="the system directory to write")
+    p.add_argument("--format", choices=FORMATS, default="system", help="what to write (default: a system directory)")
+    p.add_argument("--results", nargs="+", type=Path, default=[],
+                   help="the system's results.json files (score's output), for the model card")
+    p.add_argument("--recipe", default="", help="the command that trained the system, for the model card")
+    p.add_argument("--license", default="other", help="the system's licence id on the model card (default: other)")
+    p.add_argument("--limitation", action="append", default=[],
+                   help="a line for the model card's limitations (repeatable)")
+    p.add_argument("--name", default=None, help="the system's name (default: its experiment folder's)")
+    plain = p.add_argument_group("with --model")
+    plain.add_argument("--lm", default=None, help="word LM of a CTC checkpoint's beam search (lm.json's weights)")
+    plain.add_argument("--beams", type=int, default=1, help="Whisper beam width (1 = greedy)")
+    plain.add_argument("--batch-size", type=int, default=8,
+                       help="clips per batch (what the system was evaluated with: the same batches give the "
+                            "same transcripts)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.system.export import CardOptions, ExportError, export_decoder, export_rescored
+
+    card = CardOptions(recipe=args.recipe, license=args.license, results=list(args.results),
+                       limits=list(args.limitation))  # fmt: skip
+    if args.from_rescore is not None and args.lm is not None:
+        print("export: error: --lm goes with --model (a rescore run names its own LMs)", file=sys.stderr)
+        return 2
+    try:
+        if args.from_rescore is not None:
+            out = export_rescored(args.from_rescore, args.out, args.data, name=args.name, card=card)
+        else:
+            out = export_decoder(args.model, args.out, args.data, lm=args.lm, beams=args.beams,
+                                 batch_size=args.batch_size, name=args.name, card=card)  # fmt: skip
+    except ExportError as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote the system directory {out} (transcribe with: python -m pipeline transcribe --model {out} ...)",
+          file=sys.stderr)  # fmt: skip
+    return 0
