@@ -137,7 +137,7 @@ def test_non_finite_weights_are_never_saved(assets, tmp_path):
         param.view(-1)[0] = math.inf
     with pytest.raises(TrainingDiverged, match=rf"step 1: 1 weight tensors are not finite \(e.g. {name}\).*"
                                                r"last good checkpoint is .*step-0000001"):  # fmt: skip
-        trainer._checkpoint(0.0)
+        trainer._checkpoint()
     with pytest.raises(TrainingDiverged):
         trainer._export_best(None)
     assert not (tmp_path / "exp" / "best").exists()
