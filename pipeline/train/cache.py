@@ -205,8 +205,9 @@ def build_train_state_cache(
 ) -> EncoderStateCache:  # fmt: skip
     """Lower encoder states (after layer ``stop``) of every train example at every speed factor.
 
-    Shared by the Whisper decoder and CTC trainers: the same encoder and split point
-    give the same fingerprint, so one recipe's second system reuses the first one's cache.
+    Both trainers build their cache through it (:meth:`pipeline.train.loop.TrainingLoop._train_state_cache`):
+    the same encoder and split point give the same fingerprint, so one recipe's second
+    system reuses the first one's cache.
     """
     from pipeline.train.data import FeatureDataset, Item
 

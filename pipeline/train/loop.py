@@ -322,6 +322,7 @@ class TrainingLoop:
 
     @property
     def step(self) -> int:
+        """Optimizer steps done (``progress.step``)."""
         return self.progress.step
 
     @property
