@@ -25,7 +25,7 @@ from pipeline.train.trainer import Trainer
 cfg = config_from_dict(json.loads(open(sys.argv[1]).read()))
 tr = Trainer(cfg, progress=False)
 tr.setup()
-rank = tr.acc.process_index
+rank = tr.processes.process_index
 init = {k: v.detach().clone() for k, v in tr.unwrapped.model.named_parameters() if v.requires_grad}
 seen = []
 for step in (1, 2):
@@ -38,7 +38,7 @@ for k, v in sorted(tr.unwrapped.model.named_parameters()):
     if v.requires_grad:
         h.update(v.detach().numpy().tobytes())
         changed |= not torch.equal(v.detach(), init[k])
-out = {"rank": rank, "world": tr.acc.num_processes, "seen": seen, "hash": h.hexdigest(), "changed": changed,
+out = {"rank": rank, "world": tr.processes.num_processes, "seen": seen, "hash": h.hexdigest(), "changed": changed,
        "summary": summary}
 open(sys.argv[2] + f".{rank}.json", "w").write(json.dumps(out))
 '''

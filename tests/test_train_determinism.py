@@ -146,7 +146,7 @@ def test_cpu_kernels_add_in_a_fixed_order_with_several_threads():
     which torch runs with atomic adds on several threads unless its deterministic kernels are on."""
     import torch
 
-    from pipeline.train.trainer import deterministic_kernels
+    from pipeline.train.loop import deterministic_kernels
 
     threads, was = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(2)

@@ -106,6 +106,6 @@ def test_dev_evaluation_leaves_the_training_model_as_it_was(assets, tmp_path):
     adapt = getattr(model, "asr_adapt", None)
     model.train()
     dev = tr._evaluate()
-    assert dev["n"] == 5 and 0 <= dev["cer"]
+    assert dev.n == 5 and 0 <= dev.cer
     assert model.training and model.generation_config.suppress_tokens == suppress
     assert getattr(model, "asr_adapt", None) == adapt

@@ -137,7 +137,7 @@ def test_non_finite_weights_are_never_saved(assets, tmp_path):
         param.view(-1)[0] = math.inf
     with pytest.raises(TrainingDiverged, match=rf"step 1: 1 weight tensors are not finite \(e.g. {name}\).*"
                                                r"last good checkpoint is .*step-0000001"):  # fmt: skip
-        trainer._checkpoint(0.0)
+        trainer._checkpoint()
     with pytest.raises(TrainingDiverged):
         trainer._export_best(None)
     assert not (tmp_path / "exp" / "best").exists()
@@ -155,3 +155,27 @@ def test_settings_the_data_or_model_cannot_meet_are_one_line(assets, tmp_path, c
     config.write_text(yaml.safe_dump(recipe(assets, tmp_path / "exp", max_steps=1)), encoding="utf-8")
     assert main(["train", "--config", str(config), "--no-progress", override]) == 2
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+
+
+def test_both_trainers_run_the_one_loop():
+    """"Where is the training loop?" has one answer: the trainers specialize it, neither has its own."""
+    from pipeline.train.ctc_trainer import CTCTrainer
+    from pipeline.train.loop import TrainingLoop
+
+    shared = ("setup", "train", "summary", "_optimizer_step", "_evaluate", "_checkpoint", "_resume", "_log")
+    for trainer in (Trainer, CTCTrainer):
+        assert issubclass(trainer, TrainingLoop)
+        overridden = [n for n in shared if getattr(trainer, n) is not getattr(TrainingLoop, n)]
+        assert overridden == (["summary"] if trainer is CTCTrainer else []), trainer.__name__
+
+
+def test_progress_is_what_a_checkpoint_records_and_a_resume_restores():
+    from pipeline.train.checkpoint import STATE_KEYS
+    from pipeline.train.loop import Progress
+
+    p = Progress(step=3, epoch=1, pos=2, best_cer=0.25, best_step=2, bad_evals=1, stopped_early=True, elapsed_s=9.5)
+    state = {"step": 3, **p.state()}
+    assert sorted(state) == sorted(STATE_KEYS)
+    assert Progress.from_state(json.loads(json.dumps(state))) == p
+    fresh = {"step": 0, **Progress().state()}
+    assert fresh["best_cer"] is None and Progress.from_state(json.loads(json.dumps(fresh))) == Progress()

@@ -214,7 +214,7 @@ def test_joint_ctc_trains_a_character_head_on_the_adapted_encoder(assets, tmp_pa
     assert ex.ctc_labels == tuple(tr.ctc_vocab.encode(ex.utt.text))
     from pipeline.train.data import Item
 
-    batch = collate([tr.train_set[Item(i, 1.0, 0)] for i in range(4)], pad_id=tr.labels.eot)
+    batch = collate([tr.parts.train_set[Item(i, 1.0, 0)] for i in range(4)], pad_id=tr.labels.eot)
     assert batch["ctc_labels"].shape[0] == 4 and batch["ctc_lengths"].tolist() == [
         len(tr.train_ex[i].ctc_labels) for i in range(4)
     ]

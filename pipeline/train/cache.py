@@ -191,6 +191,13 @@ def train_state_cache_id(encoder: torch.nn.Module, stop: int, feature_extractor)
     return encoder_fingerprint(encoder, stop, extra), extra
 
 
+def open_train_state_cache(
+    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor
+) -> EncoderStateCache:
+    """The train-state cache of ``encoder`` below layer ``stop`` under ``root``, to read what is there."""
+    return EncoderStateCache(root, train_state_cache_id(encoder, stop, feature_extractor)[0])
+
+
 def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
@@ -198,8 +205,9 @@ def build_train_state_cache(
 ) -> EncoderStateCache:  # fmt: skip
     """Lower encoder states (after layer ``stop``) of every train example at every speed factor.
 
-    Shared by the Whisper decoder and CTC trainers: the same encoder and split point
-    give the same fingerprint, so one recipe's second system reuses the first one's cache.
+    Both trainers build their cache through it (:meth:`pipeline.train.loop.TrainingLoop._train_state_cache`):
+    the same encoder and split point give the same fingerprint, so one recipe's second
+    system reuses the first one's cache.
     """
     from pipeline.train.data import FeatureDataset, Item
 

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.manifest import Utterance
+from data_prep.manifest import Utterance, read_manifest
+from pipeline.config import RecipeConfig
 from pipeline.decode.hyps import Hypothesis
 from pipeline.decode.manifest import decode_manifest
 from pipeline.decode.whisper import batch_decoder
@@ -39,6 +40,27 @@ class DevResult:
     n: int  # utterances scored
     n_missing: int  # utterances without a hypothesis (unreadable audio): scored as all deletions
     hyps: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """The dev clips a training evaluates on; none (no dev manifest): no evaluation, best/ is the final model."""
+
+    utts: list[Utterance]  # the first ``train.dev_limit`` of the manifest (0: all)
+    manifest: Path | None  # the dev manifest the config names (it may not exist)
+    lang: str  # the score stage's normalizer for them
+
+
+def load_dev_set(cfg: RecipeConfig) -> DevSet:
+    """The dev set of ``cfg``: decoded from its audio as the decode stage decodes it (every clip, any
+    length), so it needs no labels and no cached encoder states."""
+    d, limit = cfg.data, cfg.train.dev_limit
+    path = Path(d.manifest("dev")) if (d.dev or d.manifests_dir) else None
+    if path is None or not path.is_file():
+        return DevSet([], path, d.lang)
+    utts = read_manifest(path)
+    utts = utts[:limit] if limit > 0 else utts
+    return DevSet(utts, path, scoring_language(utts, path, d.lang))
 
 
 def scoring_language(utts: Sequence[Utterance], manifest: str | Path, fallback: str) -> str:

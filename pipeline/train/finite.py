@@ -1,9 +1,9 @@
 """Stopping a training that diverged, before anything non-finite is saved.
 
-Both trainers check each micro-batch's loss (before its backward pass), the
-gradient norm (before the optimizer step; not with fp16, whose loss scaler
-skips such steps by design) and the trainable weights (before a checkpoint or
-``best/`` is written). The first non-finite value stops the run with a
+The training loop (:mod:`pipeline.train.loop`) checks each micro-batch's loss
+(before its backward pass), the gradient norm (before the optimizer step; not
+with fp16, whose loss scaler skips such steps by design) and the trainable
+weights (before a dev evaluation, a checkpoint or ``best/``). The first non-finite value stops the run with a
 :class:`TrainingDiverged` naming the step and the last good checkpoint, which
 the CLI prints as one line.
 """

@@ -10,7 +10,8 @@ vocabulary. It is recorded in ``<output_dir>/train_identity.json`` before
 anything else is written. A rerun or resume with another identity is refused,
 naming what differs (``setting train.lr (0.0001 -> 0.5)``, ``input train``);
 ``--force`` removes what an earlier training wrote (:data:`TRAIN_OUTPUTS`) and
-starts afresh. Both trainers go through :func:`start_or_resume`.
+starts afresh. The training loop (:mod:`pipeline.train.loop`) checks it with
+:func:`start_or_resume` before anything else.
 """
 
 from __future__ import annotations
