@@ -265,3 +265,16 @@ def test_ct2_export_refuses_what_has_no_ctranslate2_form(trained, tmp_path, caps
         assert main(["export", *args, "--data", data, "--out", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+def test_runtimes_benchmark_prints_a_row_per_runtime(trained, capsys):
+    from benchmarks.runtimes import main as runtimes
+
+    assert runtimes(["--system", str(trained / "exp/final"), "--ct2", str(trained / "exp/ct2_int8"),
+                     "--manifest", str(trained / "data/dev.jsonl"), "--limit", "2", "--threads", "1",
+                     "--skip", "pipeline,faster-whisper"]) == 0  # fmt: skip
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("2 clips") and table[2].startswith("| runtime | WER % | CER % | s |")
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table[4:]]
+    assert rows[:3] == ["ours (greedy)", "CTranslate2 int8, greedy, 30-s padded features",
+                        "CTranslate2 int8, greedy, real-length features"]  # fmt: skip
