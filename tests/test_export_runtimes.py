@@ -200,6 +200,23 @@ def test_ct2_folder_holds_what_runtimes_read(trained):
     assert detected[0][0][0] == "<|pa|>"
     card = (ct2 / "README.md").read_text()
     assert "library_name: ctranslate2" in card and 'language="pa"' in card and "real length" in card
+    assert card.splitlines()[card.splitlines().index("---", 1) + 2] == "# whisper_ft (CTranslate2, int8)"
+
+
+def test_the_cards_ctranslate2_snippet_runs_as_written(trained, capsys):
+    """The model card's real-length CTranslate2 code, pasted as it is, prints what our decode gives."""
+    import re
+
+    from pipeline.system.recognizer import load_any
+
+    ct2 = trained / "exp/ct2_float32"
+    snippets = re.findall(r"```python\n(.*?)```", (ct2 / "README.md").read_text(), re.S)
+    code = next(s for s in snippets if "ctranslate2.models.Whisper" in s)
+    clip = trained / "data/audio/dev000.wav"
+    exec(code.replace("path/to/ct2_float32", str(ct2)).replace("clip.wav", str(clip)), {})
+    printed = capsys.readouterr().out.strip()
+    wave, _ = sf.read(clip, dtype="float32")
+    assert printed and printed == load_any(trained / "exp/final").transcribe([wave])[0]
 
 
 def test_ct2_greedy_equals_our_decode(trained):

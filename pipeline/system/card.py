@@ -243,7 +243,7 @@ def ct2_card(record, name: str, prepared, results: Sequence[Results], card, fold
         lines += [f"faster-whisper knows only Whisper's own languages, and `{record.language_token}` is a new one: "
                   "decode with CTranslate2, with the prompt the model was trained with:", ""]  # fmt: skip
     if trimmed or code not in LANGUAGES:
-        cut = "[:, :, : -(-len(audio) // 160)]  # the clip's own frames" if trimmed else "  # the 30-s window"
+        cut = "[:, :, : -(-len(audio) // 160)])  # the clip's own frames" if trimmed else ")  # the 30-s window"
         lines += ["```python", "import ctranslate2, numpy as np, soundfile as sf, tokenizers",
                   "from transformers import WhisperFeatureExtractor", "", f'path = "path/to/{folder}"',
                   'audio, _ = sf.read("clip.wav", dtype="float32")  # 16 kHz mono',

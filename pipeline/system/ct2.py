@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.outputs import atomic_write_text, check_replaceable, exclusive, guard_output, replace_dir
-from pipeline.system.export import DECODER_DIR, CardOptions, ExportError, Prepared
+from pipeline.system.export import DECODER_DIR, CardOptions, ExportError, Prepared, system_name
 from pipeline.system.spec import SystemSpecError, is_system_dir, read_spec
 
 #: ``--quantization`` of ``export --format ct2`` (CTranslate2 converts again on load where a device lacks one).
@@ -201,10 +201,14 @@ def export_ct2(model: str | os.PathLike, out: str | os.PathLike, data: str | os.
         if tmp.exists():
             shutil.rmtree(tmp)
         record = _write(source, tmp, prepared.language, quantization)
-        system = name or (Path(model).name if is_system_dir(model) else source.parent.name
-                          if source.name == "best" else source.name)  # fmt: skip
+        system = name or _system_name(model, source)
         atomic_write_text(tmp / "README.md", ct2_card(record, system, prepared, results, card, out.name))
         return replace_dir(tmp, out, "export")
+
+
+def _system_name(model: str | os.PathLike, source: Path) -> str:
+    """A system directory's own name, else the experiment folder's (exp/demo/whisper_ft/best -> whisper_ft)."""
+    return read_spec(model).name if is_system_dir(model) else system_name(source)
 
 
 def _write(source: Path, tmp: Path, language: str, quantization: str) -> CT2Export:

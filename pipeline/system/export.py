@@ -269,7 +269,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     if lm is not None and not is_ctc_checkpoint(model):
         raise ExportError(f"--lm needs a CTC checkpoint; {model} has no ctc_config.json")
     prepared = Prepared.read(data)
-    system = name or _system_name(model)
+    system = name or system_name(model)
 
     def build(tmp: Path) -> SystemSpec:
         copy_model(model, tmp / DECODER_DIR, skip=(CTC_DIR,))
@@ -286,7 +286,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     return _export(out, [model, lm, data, *card.results], build, prepared, card)
 
 
-def _system_name(model: str | os.PathLike) -> str:
+def system_name(model: str | os.PathLike) -> str:
     """exp/demo/whisper_ft/best -> whisper_ft."""
     path = Path(model)
     return path.parent.name if path.name == "best" else path.name
