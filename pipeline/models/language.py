@@ -7,6 +7,10 @@ registered in ``generation_config.lang_to_id`` under both ``"<|xx|>"`` and
 ``"xx"`` — transformers' ``generate(language=...)`` only accepts codes it
 knows or keys of ``lang_to_id``, so the bare-code key is what makes
 ``generate(language="xx")`` work after a reload.
+
+:func:`prompt_with_language` writes the trained language and task into the
+generation config, so that plain ``generate()`` and ``transformers.pipeline``
+prompt the decoder as it was trained instead of detecting a language.
 """
 
 from __future__ import annotations
@@ -87,6 +91,27 @@ def setup_language(model, processor, code: str, init_from: str = "") -> int:
     gen.lang_to_id = lang_to_id
     log.info("added language token %s (id %d) initialised from %s", token, new_id, src_token)
     return new_id
+
+
+#: The generation-config fields that make up the decoder prompt of plain ``generate()``.
+PROMPT_FIELDS = ("language", "task", "forced_decoder_ids")
+
+
+def prompt_with_language(gen, code: str, task: str = "transcribe") -> str:
+    """Make plain ``generate()`` / ``pipeline()`` prompt with ``<|code|>`` and ``task``; returns the token.
+
+    transformers' Whisper ``generate`` reads ``generation_config.language`` and ``.task``
+    and, when neither is set, detects a language per clip (or follows the deprecated
+    ``forced_decoder_ids``, which it ignores once they are set: they are dropped). The
+    token form is stored: ``generate`` looks it up in ``lang_to_id`` as it is, so it works
+    for Whisper's languages and for a token :func:`setup_language` added alike.
+    """
+    token = language_token(code)
+    lang_to_id = getattr(gen, "lang_to_id", None) or {}
+    if token not in lang_to_id:
+        raise LanguageError(f"{token} is not in the generation config's lang_to_id: cannot prompt with it")
+    gen.language, gen.task, gen.forced_decoder_ids = token, task, None
+    return token
 
 
 class LabelEncoder:

@@ -80,8 +80,13 @@ def _front_matter(spec: SystemSpec, bases: list[str], results: Sequence[Results]
         meta["base_model"] = bases[0] if len(bases) == 1 else bases
     meta.update({"library_name": "asr-adapt", "pipeline_tag": "automatic-speech-recognition", "tags": tags,
                  "metrics": ["wer", "cer"]})  # fmt: skip
+    return _yaml_block(meta, spec.name, results, corpus)
+
+
+def _yaml_block(meta: dict, name: str, results: Sequence[Results], corpus: str) -> str:
+    """The front matter: ``meta`` and the model index of ``results``."""
     if results:
-        meta["model-index"] = [{"name": spec.name, "results": [{
+        meta["model-index"] = [{"name": name, "results": [{
             "task": {"type": "automatic-speech-recognition", "name": "Speech Recognition"},
             "dataset": {"name": corpus, "type": corpus, "split": r.testset},
             "metrics": [{"type": "wer", "value": _pct(r.wer), "name": f"{r.testset} WER"},
@@ -141,7 +146,7 @@ def _data_table(prepared) -> list[str]:
     return rows
 
 
-def _results_table(spec: SystemSpec, results: Sequence[Results]) -> list[str]:
+def _results_table(spec: SystemSpec | None, results: Sequence[Results]) -> list[str]:
     if not results:
         return ["No results were given to the export (`--results`)."]
     rows = ["| test set | utterances | speakers | WER % [95% CI] | CER % [95% CI] |", "|---|---:|---:|---|---|"]
@@ -153,7 +158,7 @@ def _results_table(spec: SystemSpec, results: Sequence[Results]) -> list[str]:
     rows.append("")
     rows.append(f"Intervals: {level:.0%} utterance bootstrap ({results[0].bootstrap.get('n_resamples', '?')} "
                 "resamples); they cover the choice of utterances, not of speakers.")  # fmt: skip
-    if spec.kind == "rescored" and any(r.testset == "dev" for r in results):
+    if spec is not None and spec.kind == "rescored" and any(r.testset == "dev" for r in results):
         rows.append("The rescoring weights were chosen on dev: its numbers are optimistic; test is held out.")
     return rows
 
@@ -202,4 +207,66 @@ def model_card(spec: SystemSpec, folder: Path, prepared, results: Sequence[Resul
     lines += ["## Training", ""]
     lines += [f"Trained by `{card.recipe}`." if card.recipe else "The command that trained it was not given."]
     lines += ["", "## Intended use and limitations", "", *_limits(spec, prepared, results, card.limits), ""]
+    return "\n".join(lines)
+
+
+def ct2_card(record, name: str, prepared, results: Sequence[Results], card, folder: str) -> str:
+    """The README.md of a CTranslate2 export (:mod:`pipeline.system.ct2`; ``record``: its CT2Export)."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    base = base_model(Path(record.source))
+    meta: dict = {"language": [prepared.language], "license": card.license}
+    if base:
+        meta["base_model"] = base
+    meta.update({"library_name": "ctranslate2", "pipeline_tag": "automatic-speech-recognition",
+                 "tags": ["automatic-speech-recognition", "asr-adapt", "whisper", "ctranslate2", "faster-whisper"],
+                 "metrics": ["wer", "cer"]})  # fmt: skip
+    code = record.language_token.strip("<|>")
+    trimmed = record.encoder_input == "trimmed"
+    lines = [_yaml_block(meta, name, results, prepared.corpus), f"# {name} (CTranslate2, {record.quantization})", "",
+             "A fine-tuned Whisper converted by CTranslate2's converter, for "
+             "[faster-whisper](https://github.com/SYSTRAN/faster-whisper) and "
+             "[CTranslate2](https://github.com/OpenNMT/CTranslate2). It was trained with the prompt "
+             f"`{''.join(record.prompt)}`.", "", "## Usage", ""]  # fmt: skip
+    if code in LANGUAGES:
+        lines += ["```python", "from faster_whisper import WhisperModel", "",
+                  f'model = WhisperModel("path/to/{folder}")',
+                  f'segments, info = model.transcribe("clip.wav", language="{code}", beam_size=1, '
+                  "without_timestamps=True)", 'print(" ".join(s.text.strip() for s in segments))', "```", "",
+                  "Without `language` it finds its one language by itself; without the other two it searches with "
+                  "a 5-wide beam and timestamp tokens, which it was not trained with.", ""]  # fmt: skip
+        if trimmed:
+            lines += ["The model was fine-tuned on each clip's real length, not on Whisper's 30-s windows, and "
+                      "decodes best from the clip's own features; faster-whisper pads every clip to 30 s. "
+                      "CTranslate2 takes the real length:", ""]  # fmt: skip
+    else:
+        lines += [f"faster-whisper knows only Whisper's own languages, and `{record.language_token}` is a new one: "
+                  "decode with CTranslate2, with the prompt the model was trained with:", ""]  # fmt: skip
+    if trimmed or code not in LANGUAGES:
+        cut = "[:, :, : -(-len(audio) // 160)])  # the clip's own frames" if trimmed else ")  # the 30-s window"
+        lines += ["```python", "import ctranslate2, numpy as np, soundfile as sf, tokenizers",
+                  "from transformers import WhisperFeatureExtractor", "", f'path = "path/to/{folder}"',
+                  'audio, _ = sf.read("clip.wav", dtype="float32")  # 16 kHz mono',
+                  "features = WhisperFeatureExtractor.from_pretrained(path)(audio, sampling_rate=16000, "
+                  'return_tensors="np").input_features', f"features = np.ascontiguousarray(features{cut}",
+                  "model = ctranslate2.models.Whisper(path)",
+                  f"result = model.generate(ctranslate2.StorageView.from_array(features), [{record.prompt!r}], "
+                  "beam_size=1)", 'print(tokenizers.Tokenizer.from_file(f"{path}/tokenizer.json")'
+                  ".decode(result[0].sequences_ids[0]))", "```", ""]  # fmt: skip
+    lines += ["## What the conversion changed", "",
+              f"- `config.json`'s `lang_ids` lists `{record.language_token}` only: language detection finds it."]
+    if record.suppressed_in_model:
+        lines.append(f"- The {record.suppressed_in_model} tokens outside the vocabulary the model was trained on get "
+                     "an output bias of -10000: every runtime's search leaves them out.")  # fmt: skip
+    if record.padded_vocabulary:
+        lines.append(f"- The vocabulary is padded with {record.padded_vocabulary} unused tokens to Whisper's "
+                     "multilingual size, which CTranslate2 reads as a multilingual model.")  # fmt: skip
+    lines += ["", "## Results", "", "Measured with the asr-adapt toolkit's own decoder (transformers weights"
+              + (", the clip's real length" if trimmed else "") + "); this conversion's numbers differ by its "
+              f"quantization ({record.quantization}) and by how a runtime feeds it.", "",
+              *_results_table(None, results), ""]  # fmt: skip
+    lines += ["## Training", "", f"Trained by `{card.recipe}`." if card.recipe else
+              "The command that trained it was not given.", ""]  # fmt: skip
+    if card.limits:
+        lines += ["## Intended use and limitations", "", *(f"- {line}" for line in card.limits), ""]
     return "\n".join(lines)

@@ -11,7 +11,11 @@ Two sources:
   or a CTC checkpoint with an optional word LM).
 
 Both copy the text rules the data was prepared with (``text_rules.yaml``, every
-``extends`` merged in) and write the model card (:mod:`pipeline.system.card`). The
+``extends`` merged in) and write the model card (:mod:`pipeline.system.card`). A
+copied Whisper decoder's generation config prompts with the language the system
+decodes in (:func:`prompt_decoder_language`), so that ``transformers.pipeline`` on the
+folder alone decodes as the system does, a model exported before it carried one included.
+``--format ct2`` writes a decoder as a CTranslate2 model instead (:mod:`pipeline.system.ct2`). The
 folder is built beside ``out`` and swapped in whole (:func:`data_prep.outputs.replace_dir`:
 only over a folder the toolkit made); ``out`` may not be, contain or lie inside an input.
 """
@@ -53,7 +57,7 @@ WEIGHTS_FILE = "weights.json"
 RULES_FILE = "text_rules.yaml"
 CARD_FILE = "README.md"
 #: Formats ``export`` writes (``--format``).
-FORMATS = ("system",)
+FORMATS = ("system", "ct2")
 
 
 class ExportError(ValueError):
@@ -172,6 +176,28 @@ def write_rules(prepared: Prepared, dst: Path) -> None:
     atomic_write_text(dst, head + yaml.safe_dump(rules, allow_unicode=True, sort_keys=False))
 
 
+def prompt_decoder_language(folder: Path, language: str, forced: str | None = None) -> None:
+    """Make the Whisper decoder copied to ``folder`` prompt plain ``generate()`` as the system decodes:
+    ``forced`` (the system's language token), else its trained language (``asr_adapt.json``), else
+    ``language`` (the data's). A CTC checkpoint or an English-only model is left as it is."""
+    from transformers import GenerationConfig
+
+    from pipeline.models.encoder import read_adapt_info
+    from pipeline.models.language import LanguageError, prompt_with_language
+
+    if not (folder / "generation_config.json").is_file() or (folder / "ctc_config.json").is_file():
+        return
+    gen = GenerationConfig.from_pretrained(folder)
+    if not getattr(gen, "lang_to_id", None) or not getattr(gen, "is_multilingual", True):
+        return
+    try:
+        adapt = read_adapt_info(folder)
+        prompt_with_language(gen, forced or adapt.get("language_token") or adapt.get("language") or language)
+    except (ValueError, LanguageError) as e:
+        raise ExportError(f"{folder}: {e}") from e
+    gen.save_pretrained(folder)
+
+
 def decoder_dir(k: int) -> str:
     """Decoder ``k``'s folder in a system directory."""
     return DECODER_DIR if k == 0 else f"{DECODER_DIR}_{k}"
@@ -206,6 +232,7 @@ def export_rescored(run: str | os.PathLike, out: str | os.PathLike, data: str | 
         for k, model in enumerate(record.models):
             decoders.append(decoder_dir(k))
             copy_model(model, tmp / decoders[-1], skip=(CTC_DIR,))  # a joint CTC head is not this system's
+            prompt_decoder_language(tmp / decoders[-1], record.data_language, record.language)
             sources[decoders[-1]] = model
         if record.ctc:
             copy_model(record.ctc, tmp / CTC_DIR)
@@ -242,10 +269,11 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     if lm is not None and not is_ctc_checkpoint(model):
         raise ExportError(f"--lm needs a CTC checkpoint; {model} has no ctc_config.json")
     prepared = Prepared.read(data)
-    system = name or _system_name(model)
+    system = name or system_name(model)
 
     def build(tmp: Path) -> SystemSpec:
         copy_model(model, tmp / DECODER_DIR, skip=(CTC_DIR,))
+        prompt_decoder_language(tmp / DECODER_DIR, prepared.language)
         sources = {DECODER_DIR: str(Path(model).resolve()) if Path(model).exists() else str(model)}
         if lm is not None:
             copy_lm(lm, tmp / LM_DIR)
@@ -258,7 +286,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     return _export(out, [model, lm, data, *card.results], build, prepared, card)
 
 
-def _system_name(model: str | os.PathLike) -> str:
+def system_name(model: str | os.PathLike) -> str:
     """exp/demo/whisper_ft/best -> whisper_ft."""
     path = Path(model)
     return path.parent.name if path.name == "best" else path.name

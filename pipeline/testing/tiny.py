@@ -54,12 +54,13 @@ def tiny_tokenizer(merges: list[tuple[str, str]] | None = None) -> WhisperTokeni
 
 def build_tiny_whisper(
     *, d_model: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128, seed: int = 0,
-    begin_suppress: bool = False,
+    begin_suppress: bool = False, target_positions: int = 128,
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """A random tiny multilingual Whisper and its processor (80 mel bins, 30 s window).
 
     ``begin_suppress``: like the released models, forbid a bare space and
     ``<|endoftext|>`` as the first generated token (``begin_suppress_tokens``).
+    ``target_positions``: decoder positions (Whisper's 448 where a runtime assumes them).
     """
     tok = tiny_tokenizer([("Ġ", "a"), ("a", "b"), ("Ġ", "b")])
     ids = {t: tok.convert_tokens_to_ids(t) for t in _special_tokens()}
@@ -76,7 +77,7 @@ def build_tiny_whisper(
         encoder_ffn_dim=ffn,
         decoder_ffn_dim=ffn,
         max_source_positions=1500,
-        max_target_positions=128,
+        max_target_positions=target_positions,
         pad_token_id=eot,
         bos_token_id=eot,
         eos_token_id=eot,
