@@ -16,6 +16,7 @@ from pipeline.api import (
     score_hypotheses,
     train_model,
     transcribe,
+    transcribe_long,
 )
 
 __version__ = "0.1.0"
@@ -31,4 +32,5 @@ __all__ = [
     "score_hypotheses",
     "train_model",
     "transcribe",
+    "transcribe_long",
 ]
