@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_format(args)
         targets = output_paths(args)
+        longform_options(args, "")  # refuse unusable lengths before the model loads
     except ValueError as e:
         print(f"transcribe: error: {e}", file=sys.stderr)
         return 2

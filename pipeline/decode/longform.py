@@ -5,8 +5,9 @@ lecture or a broadcast is turned into such pieces in three steps:
 
 1. **Scan** (:mod:`data_prep.vad_stream`): the file is read block by block (memory
    flat in its length) for its speech regions (Silero or the energy VAD) and its
-   level every 10 ms. A file no longer than one piece is read whole, as before,
-   and only its level is measured (for its speech bounds, and to find it silent).
+   level every 10 ms. A file no longer than one piece is read whole and decoded
+   whole, as before; only its level is measured (for its speech bounds, and to
+   find it silent: no 10 ms frame up to :data:`SILENT_DB`).
 2. **Plan** (:func:`plan_pieces`): every pause of at least ``pause_s`` ends a piece;
    a stretch still longer than a piece allows is split at its longest pause, again
    and again, and a single region of speech with no pause in it at its quietest
@@ -44,6 +45,8 @@ MAX_PIECE_S = 30.0
 CUT_SEARCH_S = 5.0
 #: A short piece joins a neighbour only across a pause up to this long (not across minutes of silence).
 MAX_JOIN_PAUSE_S = 2.0
+#: A short file none of whose 10 ms frames reaches this level (dBFS) is silent (the energy VAD's floor).
+SILENT_DB = -55.0
 #: Seconds of audio read per block while scanning.
 SCAN_BLOCK_S = 30.0
 
@@ -189,13 +192,15 @@ class FilePlan:
 
 
 def _short_plan(path: str, audio: np.ndarray) -> FilePlan:
-    """A file that fits in one piece: decoded whole, as it always was; its level only finds its speech bounds."""
+    """A file that fits in one piece: decoded whole, as it always was. Its level only finds its speech
+    bounds, and finds it silent when no 10 ms frame reaches :data:`SILENT_DB`."""
     duration = len(audio) / TARGET_SR
-    regions = scan_array(audio, "energy").regions
-    if not regions:
+    scan = scan_array(audio, "energy")
+    if not len(scan.power) or 10 * np.log10(max(float(scan.power.max()), 1e-20)) < SILENT_DB:
         return FilePlan(path, duration, [], audio)
-    piece = Piece(0.0, round(duration, 3), round(regions[0][0], 3), round(regions[-1][1], 3))
-    return FilePlan(path, duration, [piece], audio)
+    # a steady sound has no level above its own floor: then its speech is the whole file
+    first, last = (scan.regions[0][0], scan.regions[-1][1]) if scan.regions else (0.0, duration)
+    return FilePlan(path, duration, [Piece(0.0, round(duration, 3), round(first, 3), round(last, 3))], audio)
 
 
 def plan_file(path: str | os.PathLike, options: LongformOptions = LongformOptions(),
