@@ -21,7 +21,7 @@ clips); and the shares of clip starts (ends) that a segment start (end) lies wit
 ``--tolerance`` s of. Printed as a Markdown table, one row per system.
 
 ``memory``: recordings of each of ``--minutes`` (the clips repeated in order, same
-pauses) written as 44.1 kHz MP3, each transcribed by ``transcribe`` in its own process:
+pauses) written at 44.1 kHz (``--format``: FLAC, MP3 or WAV), each transcribed by ``transcribe`` in its own process:
 peak RSS and wall time, against a process that only loads the file whole (what
 ``transcribe`` did before it read long files in windows).
 """
@@ -251,10 +251,19 @@ def accuracy_table(rows: list[dict], tol: float) -> str:
     return "\n".join(lines)
 
 
-def memory(args: argparse.Namespace) -> int:
+def write_resampled(path: Path, audio: np.ndarray, rate: int = 44100) -> None:
+    """``audio`` (16 kHz) resampled to ``rate`` and encoded a minute at a time (format from the suffix)."""
     import soundfile as sf
     import soxr
 
+    stream = soxr.ResampleStream(SR, rate, 1, dtype="float32")
+    step = 60 * SR
+    with sf.SoundFile(path, "w", rate, 1, format=path.suffix[1:].upper()) as f:
+        for i in range(0, len(audio), step):
+            f.write(stream.resample_chunk(audio[i : i + step], last=i + step >= len(audio)))
+
+
+def memory(args: argparse.Namespace) -> int:
     from data_prep.manifest import read_manifest
 
     utts = read_manifest(args.manifest)
@@ -265,12 +274,11 @@ def memory(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(args.seed)
         per_pass = sum(len(w) for w in waves) / SR + sum(PAUSE_RANGE_S) / 2 * len(waves)
         repeats = math.ceil(minutes * 60 / per_pass)
-        audio, _ = concatenate("x", [u.id for u in utts] * repeats, waves * repeats, rng)
-        audio = audio[: int(minutes * 60 * SR)]
-        path = args.out / f"talk_{minutes:g}min.mp3"
+        path = args.out / f"talk_{minutes:g}min.{args.format}"
         if not path.exists():
-            sf.write(path, soxr.resample(audio, SR, 44100), 44100, format="MP3")
-        del audio
+            audio, _ = concatenate("x", [u.id for u in utts] * repeats, waves * repeats, rng)
+            write_resampled(path, audio[: int(minutes * 60 * SR)])
+            del audio
         cmd = transcribe_cmd(args.model, [path], args.out / "transcripts", ["--vad", args.vad])
         wall, rss, rc = run_measured(cmd)
         print("$ " + " ".join(cmd) + f"  (exit {rc})", file=sys.stderr)
@@ -308,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("--batch-size", type=int, default=8)
     acc.add_argument("--tolerance", type=float, default=0.5, help="seconds a segment edge may lie off a boundary")
     mem.add_argument("--minutes", type=_floats, default=[10.0, 60.0], help="recording lengths, comma-separated")
+    mem.add_argument("--format", default="flac", choices=["flac", "mp3", "wav"],
+                     help="how the recordings are written, at 44.1 kHz (MP3 encodes slowly: minutes per hour)")
     args = p.parse_args(argv)
     return accuracy(args) if args.what == "accuracy" else memory(args)
 

@@ -93,7 +93,9 @@ def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recogni
                options: SearchOptions | None = None) -> list[str]:  # fmt: skip
     """The transcripts of audio files (any format, rate, channels, length) or 16 kHz mono arrays.
 
-    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer.
+    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer. Each file is read
+    whole; for a long recording, :func:`transcribe_long` reads it in windows, cuts it at its pauses
+    and times its segments.
     """
     import numpy as np
 

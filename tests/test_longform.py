@@ -187,6 +187,17 @@ def test_resampled_stereo_recording_gives_the_same_pieces(tmp_path):
         assert seg.start == pytest.approx(s, abs=0.03) and seg.end == pytest.approx(e, abs=0.03)
 
 
+def test_long_mp3_is_read_by_seeking(tmp_path, monkeypatch):
+    y, tones, _ = recording([("p", 0.5)] + [("s", 2.5), ("p", 0.7)] * 12)
+    path = tmp_path / "talk.mp3"
+    sf.write(path, y, SR, format="MP3")
+    monkeypatch.setattr(longform, "load_audio", lambda *a, **k: pytest.fail("a long MP3 was decoded whole"))
+    (result,) = transcribe_files([path], tone_recognizer(), LongformOptions(vad="energy"))
+    assert [int(s.text[1:]) for s in result.transcript.segments] == [label for *_, label in tones]
+    for seg, (s, e, _) in zip(result.transcript.segments, tones):
+        assert seg.start == pytest.approx(s, abs=0.05) and seg.end == pytest.approx(e, abs=0.05)
+
+
 def test_short_file_is_decoded_whole_as_before(tmp_path):
     y, _, _ = recording([("p", 0.4), ("s", 2.0), ("p", 0.3), ("s", 1.0), ("p", 0.5)])
     path = tmp_path / "short.wav"
