@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             bars.close_file()
             if result.transcript is None:
                 failed += 1
-                bars.write(f"transcribe: cannot read {result.error}")
+                bars.write(f"transcribe: cannot read {' '.join(result.error.split())}")  # one line
             else:
                 if not result.transcript.segments:
                     silent += 1
