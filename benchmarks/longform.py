@@ -137,19 +137,46 @@ def boundary_shares(placed: list[Placed], segments: dict[str, list[tuple[float, 
     return junctions / max(1, n_junctions), starts / len(placed), ends / len(placed)
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of a child process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
+#: Runs ``python -m MODULE ARGS`` (or ``-c CODE``) and writes the process's peak RSS (kB) to $LONGFORM_PEAK_FILE at
+#: exit. Read inside the child: a parent's wait4() figure starts from the parent's own peak (Linux carries the
+#: high-water mark of the address space a child leaves at exec), which would count the recordings built here.
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    with open(os.environ["LONGFORM_PEAK_FILE"], "w") as f:
+        f.write(kb)
+atexit.register(_peak)
+if sys.argv[1] == "-c":
+    exec(sys.argv[2])
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
 
 
-def transcribe_cmd(model: str, files: list[Path], out_dir: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "transcribe", "--model", model, "--format", "jsonl",
-            "--out-dir", str(out_dir), "--no-progress", *extra, *map(str, files)]  # fmt: skip
+def run_measured(args: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MB, exit status) of ``python ARGS`` (``-m MODULE ...`` or ``-c CODE``)."""
+    import tempfile
+
+    module_or_code = args[1:] if args[0] == "-m" else args
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        env = dict(os.environ, LONGFORM_PEAK_FILE=str(peak_file),
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
+        t0 = time.perf_counter()
+        rc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *module_or_code], env=env,
+                            stdout=subprocess.DEVNULL).returncode  # fmt: skip
+        wall = time.perf_counter() - t0
+        peak = int(peak_file.read_text()) / 1024 if peak_file.exists() else float("nan")
+    return wall, peak, rc
+
+
+def transcribe_args(model: str, files: list[Path], out_dir: Path, extra: list[str]) -> list[str]:
+    """``python`` arguments of the transcribe command."""
+    return ["-m", "pipeline", "transcribe", "--model", model, "--format", "jsonl", "--out-dir", str(out_dir),
+            "--no-progress", *extra, *map(str, files)]  # fmt: skip
 
 
 def read_segments(path: Path) -> list[tuple[float, float, str]]:
@@ -212,14 +239,14 @@ def accuracy(args: argparse.Namespace) -> int:
                      "--batch-size", str(args.batch_size)]  # fmt: skip
             wall, rss, files = 0.0, 0.0, {}
             for r in recs:
-                cmd = transcribe_cmd(args.model, [out / r.audio], out / tag, extra)
+                cmd = transcribe_args(args.model, [out / r.audio], out / tag, extra)
                 w, m, rc = run_measured(cmd)
                 if rc != 0:
-                    print(f"longform: {' '.join(cmd)} exited with {rc}", file=sys.stderr)
+                    print(f"longform: python {' '.join(cmd)} exited with {rc}", file=sys.stderr)
                     return 1
                 wall, rss = wall + w, max(rss, m)
                 files[r.id] = read_segments(out / tag / f"{r.id}.jsonl")
-            print("$ " + " ".join(transcribe_cmd(args.model, [out / r.audio for r in recs], out / tag, extra)),
+            print("$ python " + " ".join(transcribe_args(args.model, [out / r.audio for r in recs], out / tag, extra)),
                   file=sys.stderr)  # fmt: skip
             long_texts = {k: " ".join(t for _, _, t in segs) for k, segs in files.items()}
             res = score_joined(recordings, long_texts, out / tag, tag, args.model, wall)
@@ -279,19 +306,15 @@ def memory(args: argparse.Namespace) -> int:
             audio, _ = concatenate("x", [u.id for u in utts] * repeats, waves * repeats, rng)
             write_resampled(path, audio[: int(minutes * 60 * SR)])
             del audio
-        cmd = transcribe_cmd(args.model, [path], args.out / "transcripts", ["--vad", args.vad])
+        cmd = transcribe_args(args.model, [path], args.out / "transcripts", ["--vad", args.vad])
         wall, rss, rc = run_measured(cmd)
-        print("$ " + " ".join(cmd) + f"  (exit {rc})", file=sys.stderr)
-        whole_cmd = [sys.executable, "-c", f"from data_prep.audio import load_audio; load_audio({str(path)!r})"]
-        _, whole_rss, _ = run_measured(whole_cmd)
-        base_cmd = [sys.executable, "-c", "import pipeline.decode.longform"]  # the interpreter and libraries alone
-        _, base_rss, _ = run_measured(base_cmd)
-        rows.append((minutes, path, rss, wall, whole_rss, base_rss))
-    print("| recording | transcribe: peak RSS MB | wall s | RTF | loading it whole: peak RSS MB | "
-          "python + libraries alone MB |\n|---|---:|---:|---:|---:|---:|")  # fmt: skip
-    for minutes, path, rss, wall, whole, base in rows:
-        print(f"| {minutes:g} min ({path.name}) | {rss:.0f} | {wall:.0f} | {wall / (minutes * 60):.3f} | {whole:.0f} "
-              f"| {base:.0f} |")  # fmt: skip
+        print("$ python " + " ".join(cmd) + f"  (exit {rc})", file=sys.stderr)
+        _, whole_rss, _ = run_measured(["-c", f"from data_prep.audio import load_audio; load_audio({str(path)!r})"])
+        rows.append((minutes, path, rss, wall, whole_rss))
+    print("| recording | transcribe: peak RSS MB | wall s | RTF | a process that only loads it whole: peak RSS MB |"
+          "\n|---|---:|---:|---:|---:|")  # fmt: skip
+    for minutes, path, rss, wall, whole in rows:
+        print(f"| {minutes:g} min ({path.name}) | {rss:.0f} | {wall:.0f} | {wall / (minutes * 60):.3f} | {whole:.0f} |")
     return 0
 
 
