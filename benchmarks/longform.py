@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -156,8 +157,24 @@ else:
 """
 
 
-def run_measured(args: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of ``python ARGS`` (``-m MODULE ...`` or ``-c CODE``)."""
+@dataclass(frozen=True)
+class Measured:
+    """A child process: its wall time, peak RSS, exit status and what it wrote on stderr."""
+
+    wall: float
+    peak_mb: float
+    rc: int
+    stderr: str
+
+    @property
+    def transcribe_s(self) -> float:
+        """The seconds ``transcribe`` reports spending after its model was ready."""
+        m = re.search(r"transcribed in ([0-9.]+) s", self.stderr)
+        return float(m.group(1)) if m else float("nan")
+
+
+def run_measured(args: list[str]) -> Measured:
+    """``python ARGS`` (``-m MODULE ...`` or ``-c CODE``) run and measured."""
     import tempfile
 
     module_or_code = args[1:] if args[0] == "-m" else args
@@ -166,11 +183,11 @@ def run_measured(args: list[str]) -> tuple[float, float, int]:
         env = dict(os.environ, LONGFORM_PEAK_FILE=str(peak_file),
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
         t0 = time.perf_counter()
-        rc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *module_or_code], env=env,
-                            stdout=subprocess.DEVNULL).returncode  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *module_or_code], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
         wall = time.perf_counter() - t0
         peak = int(peak_file.read_text()) / 1024 if peak_file.exists() else float("nan")
-    return wall, peak, rc
+    return Measured(wall, peak, done.returncode, done.stderr)
 
 
 def transcribe_args(model: str, files: list[Path], out_dir: Path, extra: list[str]) -> list[str]:
@@ -217,45 +234,60 @@ def score_joined(recordings: Path, texts: dict[str, str], out: Path, system: str
 # ----------------------------------------------------------------------------- commands
 
 
+def clip_by_clip_row(args: argparse.Namespace, recordings: Path, placed: list[Placed], audio_s: float) -> dict:
+    from data_prep.manifest import read_manifest
+
+    texts, seconds = decode_clips(args.model, args.manifest, args.batch_size)
+    joined = {r.id: " ".join(texts[p.clip] for p in placed if p.recording == r.id) for r in read_manifest(recordings)}
+    res = score_joined(recordings, joined, args.out / "clips", "clip-by-clip", args.model, seconds)
+    return {"system": "clip by clip", "wer": res.wer, "cer": res.cer, "decode": seconds, "wall": None,
+            "rtf": seconds / audio_s, "rss": None, "segments": len(placed), "mean_s": None, "bounds": None}  # fmt: skip
+
+
+def longform_row(args: argparse.Namespace, recordings: Path, placed: list[Placed], audio_s: float, pause: float,
+                 max_piece: float) -> dict | None:  # fmt: skip
+    """One setting: each recording transcribed by its own ``transcribe`` process; None if one failed."""
+    from data_prep.manifest import read_manifest
+
+    recs = read_manifest(recordings)
+    tag = f"long_p{pause:g}_m{max_piece:g}"
+    extra = ["--pause", str(pause), "--max-piece", str(max_piece), "--vad", args.vad, "--batch-size", str(args.batch_size)]
+    wall, rss, decode_s, files = 0.0, 0.0, 0.0, {}
+    for r in recs:
+        cmd = transcribe_args(args.model, [args.out / r.audio], args.out / tag, extra)
+        run = run_measured(cmd)
+        if run.rc != 0:
+            print(f"longform: python {' '.join(cmd)} exited with {run.rc}:\n{run.stderr[-2000:]}", file=sys.stderr)
+            return None
+        wall, rss, decode_s = wall + run.wall, max(rss, run.peak_mb), decode_s + run.transcribe_s
+        files[r.id] = read_segments(args.out / tag / f"{r.id}.jsonl")
+    every = transcribe_args(args.model, [args.out / r.audio for r in recs], args.out / tag, extra)
+    print("$ python " + " ".join(every), file=sys.stderr)
+    res = score_joined(recordings, {k: " ".join(t for _, _, t in segs) for k, segs in files.items()}, args.out / tag,
+                       tag, args.model, decode_s)  # fmt: skip
+    spans = {k: [(s, e) for s, e, _ in segs] for k, segs in files.items()}
+    n = sum(len(v) for v in spans.values())
+    return {"system": f"long-form, pause {pause:g} s, pieces <= {max_piece:g} s", "wer": res.wer, "cer": res.cer,
+            "decode": decode_s, "wall": wall, "rtf": decode_s / audio_s, "rss": rss, "segments": n,
+            "mean_s": sum(e - s for v in spans.values() for s, e in v) / max(1, n),
+            "bounds": boundary_shares(placed, spans, args.tolerance)}  # fmt: skip
+
+
 def accuracy(args: argparse.Namespace) -> int:
     from data_prep.manifest import read_manifest
 
-    out = args.out
-    recordings, placed = build_recordings(args.manifest, out, args.minutes, args.seed)
+    recordings, placed = build_recordings(args.manifest, args.out, args.minutes, args.seed)
     recs = read_manifest(recordings)
     audio_s = sum(r.duration for r in recs)
     print(f"{len(recs)} recording(s) of {', '.join(f'{r.duration / 60:.1f}' for r in recs)} min from "
-          f"{len(placed)} clips of {args.manifest}; written to {out}", file=sys.stderr)  # fmt: skip
-    rows = []
-    texts, seconds = decode_clips(args.model, args.manifest, args.batch_size)
-    joined = {r.id: " ".join(texts[p.clip] for p in placed if p.recording == r.id) for r in recs}
-    res = score_joined(recordings, joined, out / "clips", "clip-by-clip", args.model, seconds)
-    rows.append({"system": "clip by clip", "wer": res.wer, "cer": res.cer, "wall": seconds, "rtf": seconds / audio_s,
-                 "rss": None, "segments": len(placed), "mean_s": None, "bounds": None})  # fmt: skip
+          f"{len(placed)} clips of {args.manifest}; written to {args.out}", file=sys.stderr)  # fmt: skip
+    rows = [clip_by_clip_row(args, recordings, placed, audio_s)]
     for max_piece in args.max_piece:
         for pause in args.pause:
-            tag = f"long_p{pause:g}_m{max_piece:g}"
-            extra = ["--pause", str(pause), "--max-piece", str(max_piece), "--vad", args.vad,
-                     "--batch-size", str(args.batch_size)]  # fmt: skip
-            wall, rss, files = 0.0, 0.0, {}
-            for r in recs:
-                cmd = transcribe_args(args.model, [out / r.audio], out / tag, extra)
-                w, m, rc = run_measured(cmd)
-                if rc != 0:
-                    print(f"longform: python {' '.join(cmd)} exited with {rc}", file=sys.stderr)
-                    return 1
-                wall, rss = wall + w, max(rss, m)
-                files[r.id] = read_segments(out / tag / f"{r.id}.jsonl")
-            print("$ python " + " ".join(transcribe_args(args.model, [out / r.audio for r in recs], out / tag, extra)),
-                  file=sys.stderr)  # fmt: skip
-            long_texts = {k: " ".join(t for _, _, t in segs) for k, segs in files.items()}
-            res = score_joined(recordings, long_texts, out / tag, tag, args.model, wall)
-            spans = {k: [(s, e) for s, e, _ in segs] for k, segs in files.items()}
-            n = sum(len(v) for v in spans.values())
-            mean = sum(e - s for v in spans.values() for s, e in v) / max(1, n)
-            rows.append({"system": f"long-form, pause {pause:g} s, pieces <= {max_piece:g} s", "wer": res.wer,
-                         "cer": res.cer, "wall": wall, "rtf": wall / audio_s, "rss": rss, "segments": n,
-                         "mean_s": mean, "bounds": boundary_shares(placed, spans, args.tolerance)})  # fmt: skip
+            row = longform_row(args, recordings, placed, audio_s, pause, max_piece)
+            if row is None:
+                return 1
+            rows.append(row)
     print(accuracy_table(rows, args.tolerance))
     return 0
 
@@ -267,14 +299,15 @@ def accuracy_table(rows: list[dict], tol: float) -> str:
     def opt(x: float | None, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
 
-    lines = [f"| system | WER % | CER % | wall s | RTF | peak RSS MB | segments | mean segment s | junctions "
-             f"within {tol:g} s | clip starts | clip ends |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| system | WER % | CER % | decode s | RTF | process wall s | peak RSS MB | segments | mean segment s "
+             f"| junctions within {tol:g} s | clip starts | clip ends |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         b = r["bounds"]
         bounds = "- | - | -" if b is None else f"{share(b[0])} | {share(b[1])} | {share(b[2])}"
-        lines.append(f"| {r['system']} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {r['wall']:.0f} | "
-                     f"{r['rtf']:.3f} | {opt(r['rss'], '.0f')} | {r['segments']} | {opt(r['mean_s'], '.1f')} | "
-                     f"{bounds} |")  # fmt: skip
+        lines.append(f"| {r['system']} | {100 * r['wer']:.2f} | {100 * r['cer']:.2f} | {r['decode']:.0f} | "
+                     f"{r['rtf']:.3f} | {opt(r['wall'], '.0f')} | {opt(r['rss'], '.0f')} | {r['segments']} | "
+                     f"{opt(r['mean_s'], '.1f')} | {bounds} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -307,10 +340,10 @@ def memory(args: argparse.Namespace) -> int:
             write_resampled(path, audio[: int(minutes * 60 * SR)])
             del audio
         cmd = transcribe_args(args.model, [path], args.out / "transcripts", ["--vad", args.vad])
-        wall, rss, rc = run_measured(cmd)
-        print("$ python " + " ".join(cmd) + f"  (exit {rc})", file=sys.stderr)
-        _, whole_rss, _ = run_measured(["-c", f"from data_prep.audio import load_audio; load_audio({str(path)!r})"])
-        rows.append((minutes, path, rss, wall, whole_rss))
+        run = run_measured(cmd)
+        print("$ python " + " ".join(cmd) + f"  (exit {run.rc})", file=sys.stderr)
+        whole = run_measured(["-c", f"from data_prep.audio import load_audio; load_audio({str(path)!r})"])
+        rows.append((minutes, path, run.peak_mb, run.wall, whole.peak_mb))
     print("| recording | transcribe: peak RSS MB | wall s | RTF | a process that only loads it whole: peak RSS MB |"
           "\n|---|---:|---:|---:|---:|")  # fmt: skip
     for minutes, path, rss, wall, whole in rows:
