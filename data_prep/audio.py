@@ -200,6 +200,60 @@ def load_window(
     return y[drop:] if keep < 0 else y[drop : drop + keep]
 
 
+def audio_duration(path: str | os.PathLike) -> float | None:
+    """Seconds of audio from the header alone (no decoding); None where soundfile cannot read it.
+
+    For an MP3 libsndfile may estimate the length; a caller that must be exact decodes.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: file not found")
+    try:
+        with sf.SoundFile(path) as f:
+            check_format(path, f.samplerate, f.channels)
+            return f.frames / f.samplerate
+    except AudioError:
+        raise
+    except _SOUNDFILE_ERRORS:
+        return None
+
+
+def stream_audio(path: str | os.PathLike, block_s: float = 30.0, sr: int = TARGET_SR) -> Iterator[np.ndarray]:
+    """The whole file as consecutive mono float32 blocks at ``sr`` (about ``block_s`` seconds each).
+
+    Memory stays flat in the file's length: soundfile decodes a block at a time and soxr
+    resamples the stream. The samples agree with :func:`load_audio`'s up to the resampler's
+    rounding (what a level meter or a VAD reads, not a bit-exact copy). A format only
+    librosa reads is decoded whole first. Raises :class:`AudioError` naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: file not found")
+    with clip_errors(path):
+        try:
+            f = sf.SoundFile(path)
+        except _SOUNDFILE_ERRORS:
+            y = load_audio(path, sr=sr)
+            step = max(1, int(block_s * sr))
+            for i in range(0, len(y), step):
+                yield y[i : i + step]
+            return
+        with f:
+            check_format(path, f.samplerate, f.channels)
+            stream = None if f.samplerate == sr else soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32")
+            frames = max(1, int(block_s * f.samplerate))
+            while True:
+                data = f.read(frames=frames, dtype="float32", always_2d=True)
+                last = len(data) < frames
+                y = np.ascontiguousarray(to_mono(data), dtype=np.float32)
+                if stream is not None:
+                    y = stream.resample_chunk(y, last=last)
+                if len(y):
+                    yield check_finite(path, y)
+                if last:
+                    return
+
+
 # -- Conditioning for data prep (decode -> mono -> 16 kHz -> DC -> trim -> level) --
 
 #: Frame length for energy measurements (trimming, pause detection).

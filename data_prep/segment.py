@@ -52,41 +52,50 @@ class Piece:
 
 def energy_speech(y: np.ndarray, sr: int) -> list[Region]:
     """Speech regions (seconds) from frame energies; gaps shorter than MIN_PAUSE_S are bridged."""
-    act = active_frames(frame_db(y, sr))
+    return regions_from_active(active_frames(frame_db(y, sr)), len(y) / sr)
+
+
+def regions_from_active(act: np.ndarray, duration: float, frame_s: float = FRAME_S) -> list[Region]:
+    """Speech regions (seconds) from per-frame activity; gaps shorter than MIN_PAUSE_S are bridged."""
     regions: list[Region] = []
     start = None
     for i, a in enumerate(np.append(act, False)):
         if a and start is None:
             start = i
         elif not a and start is not None:
-            s, e = start * FRAME_S, i * FRAME_S
+            s, e = start * frame_s, i * frame_s
             if regions and s - regions[-1][1] < MIN_PAUSE_S:
                 regions[-1] = (regions[-1][0], e)
             else:
                 regions.append((s, e))
             start = None
-    dur = len(y) / sr
-    return [(s, min(e, dur)) for s, e in regions]
+    return [(s, min(e, duration)) for s, e in regions]
 
 
 _SILERO = None
+#: Silero's settings, shared by the whole-clip and the streaming detector (data_prep/vad_stream.py).
+SILERO_SETTINGS = {"min_silence_duration_ms": int(MIN_PAUSE_S * 1000), "speech_pad_ms": 30}
+
+
+def silero_model():
+    """The Silero VAD model bundled in the ``silero-vad`` wheel, loaded once per process."""
+    global _SILERO
+    if _SILERO is None:
+        from silero_vad import load_silero_vad
+
+        _SILERO = load_silero_vad()
+    return _SILERO
 
 
 def silero_speech(y: np.ndarray, sr: int) -> list[Region]:
     """Speech regions (seconds) from the Silero VAD bundled in the ``silero-vad`` wheel (16 kHz)."""
-    global _SILERO
     import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
+    from silero_vad import get_speech_timestamps
 
     torch.set_num_threads(1)  # one worker per core already
-    if _SILERO is None:
-        _SILERO = load_silero_vad()
     stamps = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)),
-        _SILERO,
-        sampling_rate=sr,
-        min_silence_duration_ms=int(MIN_PAUSE_S * 1000),
-        speech_pad_ms=30,
+        torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), silero_model(), sampling_rate=sr,
+        **SILERO_SETTINGS,
     )
     return [(s["start"] / sr, s["end"] / sr) for s in stamps]
 

@@ -17,6 +17,7 @@ from pipeline.api import (
     score_hypotheses,
     train_model,
     transcribe,
+    transcribe_long,
 )
 
 __version__ = "0.1.0"
@@ -33,4 +34,5 @@ __all__ = [
     "score_hypotheses",
     "train_model",
     "transcribe",
+    "transcribe_long",
 ]

@@ -7,6 +7,7 @@
     result = pipeline.decode_manifest("data/sa/test.jsonl", "exp/sa/whisper_ft/best", "exp/sa/test/hyps.jsonl")
     scores = pipeline.score_hypotheses("data/sa/test.jsonl", "exp/sa/test/hyps.jsonl", system="ft", kind="finetuned")
     print(pipeline.transcribe(["clip.wav"], "exp/sa/whisper_ft/best"))
+    lecture = pipeline.transcribe_long("lecture.mp3", "exp/sa/whisper_ft/best")  # timed segments, any length
 
 Every function does what its command does (the same checks, the same files) and
 raises instead of printing: :class:`~data_prep.outputs.OutputRefused` and
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pipeline.config import RecipeConfig
+    from pipeline.decode.longform import LongformOptions, Progress
     from pipeline.decode.manifest import DecodeResult
     from pipeline.decode.recognizer import Recognizer, SearchOptions
+    from pipeline.decode.transcript import Transcript
     from pipeline.score.results import Results
 
 PathLike = str | os.PathLike
@@ -89,7 +92,9 @@ def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recogni
                options: SearchOptions | None = None) -> list[str]:  # fmt: skip
     """The transcripts of audio files (any format, rate, channels, length) or 16 kHz mono arrays.
 
-    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer.
+    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer. Each file is read
+    whole; for a long recording, :func:`transcribe_long` reads it in windows, cuts it at its pauses
+    and times its segments.
     """
     import numpy as np
 
@@ -99,6 +104,25 @@ def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recogni
     recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
     waves = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audio]
     return recognizer.transcribe(waves)
+
+
+def transcribe_long(path: PathLike, model: PathLike | Recognizer = "whisper-base",
+                    options: SearchOptions | None = None, longform: LongformOptions | None = None, *,
+                    progress: Progress | None = None) -> Transcript:  # fmt: skip
+    """The timed transcript of a recording of any length (command ``transcribe``): cut at its pauses,
+    decoded piece by piece, memory flat in its length; :class:`~pipeline.decode.transcript.Transcript`
+    has the segments (start, end, text) and the whole ``text``.
+
+    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer; ``longform``: how
+    the recording is cut (:class:`~pipeline.decode.longform.LongformOptions`); ``progress``: called with
+    (path, seconds done, duration). Raises :class:`~data_prep.audio.AudioError` for an unreadable file.
+    """
+    from pipeline.decode.longform import LongformOptions
+    from pipeline.decode.longform import transcribe_long as run
+    from pipeline.decode.recognizer import Recognizer
+
+    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    return run(path, recognizer, longform or LongformOptions(), progress)
 
 
 def decode_manifest(manifest: PathLike, model: PathLike, out: PathLike, options: SearchOptions | None = None, *,
@@ -168,4 +192,5 @@ __all__ = [
     "score_hypotheses",
     "train_model",
     "transcribe",
+    "transcribe_long",
 ]

@@ -143,3 +143,18 @@ def test_load_speed_reads_every_utterance_of_each_manifest(tmp_path, capsys):
     rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [r.split(" | ")[0] for r in rows] == [f"| {data / 'train.jsonl'}", f"| {data / 'dev.jsonl'}"]
     assert rows[0].endswith(("| 1.00 |", "| - |")) and all(len(r.split(" | ")[2].split(", ")) == 2 for r in rows)
+
+
+def test_longform_recordings_and_boundary_shares():
+    from benchmarks.longform import Placed, boundary_shares, split_in_recordings
+
+    runs = split_in_recordings([5.0] * 300, minutes=10, pause_mean=0.5)
+    assert len(runs) == 2 and runs[0].start == 0 and runs[-1].stop == 300 and runs[0].stop == runs[1].start
+    assert abs(len(runs[0]) - len(runs[1])) <= 1
+    assert split_in_recordings([5.0] * 10, minutes=10, pause_mean=0.5) == [range(0, 10)]
+    placed = [Placed("r", "a", 0.0, 2.0, 0.6), Placed("r", "b", 2.6, 5.0, 0.4), Placed("r", "c", 5.4, 7.0, 0.0)]
+    # segment edges: near a's start and end, inside b only, near c's start and end
+    segments = {"r": [(0.1, 1.9), (3.8, 4.0), (5.8, 6.9)]}
+    junctions, starts, ends = boundary_shares(placed, segments, tol=0.5)
+    assert junctions == 0.5  # a|b at 2.3 (1.9 is 0.4 away) found; b|c at 5.2 (5.8 is 0.6 away) not
+    assert starts == 2 / 3 and ends == 2 / 3  # b's start and end have no segment edge near them

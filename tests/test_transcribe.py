@@ -202,3 +202,24 @@ def test_transcribe_command(tiny, tmp_path, capsys):
     assert str(bad) in err and str(missing) in err
     expected = transcribe_arrays(tiny[1], tiny[2], [clips[0]], language="en", progress=False)[0]
     assert lines[0].split("\t")[1] == " ".join(expected.split())
+
+
+def test_long_recording_through_whisper_gives_timed_subtitles(tiny, tmp_path):
+    from test_longform import recording
+    from test_transcribe_formats import parse_srt
+
+    from pipeline.cli import main
+
+    path, _, _ = tiny
+    y, tones, _ = recording([("p", 0.5)] + [x for i in range(12) for x in (("s", 3.0 + i % 3), ("p", 0.8))])
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, y, SAMPLE_RATE)
+    out = tmp_path / "subs"
+    rc = main(["transcribe", "--model", str(path), "--language", "en", "--vad", "energy", "--format", "srt",
+               "--out-dir", str(out), "--no-progress", str(wav)])  # fmt: skip
+    assert rc == 0
+    cues = parse_srt((out / "talk.srt").read_text(encoding="utf-8"))
+    assert cues, "the tiny model writes something for some tones"
+    starts = [round(s, 2) for s, _, _ in tones]
+    assert all(any(abs(c.start - s) <= 0.03 for s in starts) for c in cues)
+    assert all(0 <= a.start < a.end <= b.start for a, b in zip(cues, cues[1:]))

@@ -14,6 +14,9 @@ module                 job
 ``manifest``           a manifest -> ``hyps.jsonl``, resumable (:func:`decode_manifest`)
 ``resumable``          per-utterance work over a manifest that survives a kill
 ``hyps``               :class:`Hypothesis` records and their I/O
+``longform``           recordings of any length: cut at pauses (VAD), decoded in batches,
+                       timed segments (:func:`transcribe_long`), memory flat in the length
+``transcript``         :class:`Transcript` / :class:`Segment` records; txt, jsonl, srt, vtt
 =====================  ==================================================================
 
 Importing this package is cheap (no torch): the names below load their module on first use.
@@ -32,14 +35,20 @@ _EXPORTS = {
     "SearchOptions": "pipeline.decode.recognizer",
     "load_recognizer": "pipeline.decode.recognizer",
     "decode_manifest": "pipeline.decode.manifest",
+    "LongformOptions": "pipeline.decode.longform",
+    "transcribe_long": "pipeline.decode.longform",
+    "Segment": "pipeline.decode.transcript",
+    "Transcript": "pipeline.decode.transcript",
 }
-__all__ = ["Hypothesis", "Recognizer", "SearchOptions", "decode_manifest", "load_recognizer", "read_hyps",
-           "write_hyps"]
+__all__ = ["Hypothesis", "LongformOptions", "Recognizer", "SearchOptions", "Segment", "Transcript",
+           "decode_manifest", "load_recognizer", "read_hyps", "transcribe_long", "write_hyps"]
 
 if TYPE_CHECKING:
     from pipeline.decode.hyps import Hypothesis, read_hyps, write_hyps
+    from pipeline.decode.longform import LongformOptions, transcribe_long
     from pipeline.decode.manifest import decode_manifest
     from pipeline.decode.recognizer import Recognizer, SearchOptions, load_recognizer
+    from pipeline.decode.transcript import Segment, Transcript
 
 
 def __getattr__(name: str):
