@@ -143,3 +143,27 @@ def test_export_dataset_round_trip_and_import_again(tmp_path):
     for split in ("train", "test"):
         assert [(u.id, u.text, u.speaker) for u in read_manifest(again / f"{split}.jsonl")] == [
             (u.id, u.text, u.speaker) for u in read_manifest(data / f"{split}.jsonl")]
+
+
+def test_hf_damaged_files_are_one_line_errors_naming_them(tmp_path):
+    hf_parquet(tmp_path / "a/train.parquet", [{"audio": {"bytes": _speech(), "path": "x.wav"}, "text": "रामः"}])
+    data = (tmp_path / "a/train.parquet").read_bytes()
+    (tmp_path / "a/train.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorpusError, match=r"train.parquet: not a readable parquet data file"):
+        import_corpus("hf", tmp_path / "a")
+    (tmp_path / "b/train").mkdir(parents=True)
+    (tmp_path / "b/dataset_dict.json").write_text('{"splits": ["train"]}')
+    (tmp_path / "b/train/state.json").write_text("{not json")
+    with pytest.raises(CorpusError, match=r"train/state.json: not a datasets save_to_disk file"):
+        import_corpus("hf", tmp_path / "b")
+
+
+def test_hf_rows_in_reference_mode_are_cached(tmp_path):
+    # audio inside a data file has no file a record could point into: its clip is cached as FLAC
+    src = cv_like(tmp_path / "corpus")
+    out = tmp_path / "out"
+    assert cli(["prepare", "--format", "hf", "--src", str(src), "--lang", "sa", "--out", str(out), "--jobs", "1",
+                "--vad", "energy", "--trim-vad", "none", "--no-progress", "--split-by", "corpus",
+                "--cache-format", "none"]) == 0
+    utts = read_manifest(out / "manifest.jsonl")
+    assert len(utts) == 3 and all(u.audio.endswith(".flac") and u.load_audio(out).size for u in utts)

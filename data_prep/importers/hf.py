@@ -29,6 +29,7 @@ Rows are named ``file:N`` with N counted from 1 like lines, the file's row N-1
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -80,16 +81,29 @@ def _split_of(relpath: str) -> str:
     return ""
 
 
+def _json_file(path: Path, key: str) -> list:
+    """The list ``key`` of a ``save_to_disk`` JSON file (refused, naming the file, when it is not one)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError) as e:
+        raise CorpusError(f"{path}: not a datasets save_to_disk file ({type(e).__name__}: {e})") from e
+    if not isinstance(value, list):
+        raise CorpusError(f"{path}: no {key!r} list (not a datasets save_to_disk file)")
+    return value
+
+
 def _state_files(folder: Path) -> list[Path]:
     """The Arrow files of one ``save_to_disk`` Dataset folder, in order."""
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    return [folder / f["filename"] for f in state.get("_data_files", [])]
+    files = _json_file(folder / "state.json", "_data_files")
+    if not all(isinstance(f, dict) and isinstance(f.get("filename"), str) for f in files):
+        raise CorpusError(f"{folder / 'state.json'}: a '_data_files' entry without a 'filename'")
+    return [folder / f["filename"] for f in files]
 
 
 def data_files(root: Path) -> list[tuple[Path, str]]:
     """Every data file of the dataset with the split (dataset name) it belongs to, in order."""
     if (root / "dataset_dict.json").is_file():
-        splits = json.loads((root / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        splits = _json_file(root / "dataset_dict.json", "splits")
         return [(f, split) for split in splits for f in _state_files(root / split)]
     if (root / "state.json").is_file():
         return [(f, "") for f in _state_files(root)]
@@ -220,15 +234,32 @@ def import_hf(root: str | Path, columns: HFColumns = HFColumns()) -> Iterator[Ro
     """Yield one row per dataset row of the chosen split(s)."""
     root = Path(root)
     for path, split in chosen_files(root, columns.split):
-        cols = file_columns(path, columns)
-        name = rel(str(path), str(root))
-        index = 0
-        for batch in open_batches(path, [c for c in dict.fromkeys([cols.audio, cols.text, cols.speaker]) if c]):
-            texts = batch.column(cols.text).to_pylist()
-            speakers = batch.column(cols.speaker).to_pylist() if cols.speaker else [None] * batch.num_rows
-            for text, speaker, audio in zip(texts, speakers, zip(*_audio_cells(batch.column(cols.audio)))):
-                yield _row(Source(name, index + 1), path, index, text, speaker, audio, cols, split)
-                index += 1
+        with _unreadable_file(path):
+            cols = file_columns(path, columns)
+            batches = open_batches(path, [c for c in dict.fromkeys([cols.audio, cols.text, cols.speaker]) if c])
+            yield from _file_rows(root, path, batches, cols, split)
+
+
+def _file_rows(root: Path, path: Path, batches: Iterator, cols: _FileColumns, split: str) -> Iterator[Row]:
+    name = rel(str(path), str(root))
+    index = 0
+    for batch in batches:
+        texts = batch.column(cols.text).to_pylist()
+        speakers = batch.column(cols.speaker).to_pylist() if cols.speaker else [None] * batch.num_rows
+        for text, speaker, audio in zip(texts, speakers, zip(*_audio_cells(batch.column(cols.audio)))):
+            yield _row(Source(name, index + 1), path, index, text, speaker, audio, cols, split)
+            index += 1
+
+
+@contextlib.contextmanager
+def _unreadable_file(path: Path) -> Iterator[None]:
+    """A data file pyarrow cannot read (damaged, cut short, not Parquet or Arrow) as a CorpusError naming it:
+    its rows cannot be counted, so the corpus cannot be imported with every row accounted for."""
+    pa = _arrow()
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        raise CorpusError(f"{path}: not a readable {path.suffix[1:]} data file ({type(e).__name__}: {e})") from e
 
 
 # -- reading one row's audio (in the workers that process the rows) --
