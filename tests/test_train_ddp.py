@@ -1,4 +1,5 @@
-"""Two CPU processes (torchrun + accelerate, gloo): different data, synchronised weights, one writer."""
+"""Two CPU processes (accelerate launch, gloo): different data, every clip once an epoch, synchronised weights,
+one writer."""
 
 from __future__ import annotations
 
@@ -68,13 +69,15 @@ def test_two_process_ddp(tmp_path):
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "driver.py").write_text(DRIVER)
-    # torchrun is what `accelerate launch --multi_gpu` runs underneath; on CPU (where `accelerate launch
-    # --cpu` would need mpirun for several processes) ACCELERATE_USE_CPU makes Accelerator pick gloo.
+    # the documented multi-GPU command, `accelerate launch --multi_gpu --num_processes 2 ...` (torchrun
+    # underneath); on CPU (where `accelerate launch --cpu` would need mpirun for several processes)
+    # ACCELERATE_USE_CPU makes Accelerator pick gloo.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "ACCELERATE_USE_CPU": "true"}  # fmt: skip
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
         str(tmp_path / "driver.py"), str(tmp_path / "cfg.json"), str(tmp_path / "result"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
