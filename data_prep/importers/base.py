@@ -4,7 +4,8 @@ An importer turns a corpus on disk into a stream of *input rows*: one
 :class:`RawRow` per utterance it found, or one :class:`~data_prep.manifest.Reject`
 per line it could not parse. The stream's order is the corpus's own order
 (files in a fixed order, lines top to bottom), which is the order of every
-output. Importers do not touch audio; they only parse text files.
+output. Importers do not decode audio; they parse text files (or a dataset's
+Arrow columns).
 """
 
 from __future__ import annotations
