@@ -16,7 +16,10 @@ setup: $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.11.0 torchaudio==2.11.0
 	$(BIN)/pip install -q -e '.[models,lm,ct2,dev]'
-	$(PY) -c "import pipeline, data_prep, torch, transformers; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__)"
+	# pyarrow (under datasets, and prepare --format hf) needs NumPy 2; pyctcdecode ([lm]) declares
+	# numpy<2, which pip then reports as a conflict, but runs on NumPy 2 (tests/test_lm_decode.py)
+	$(BIN)/pip install -q 'numpy>=2,<2.4'
+	$(PY) -c "import pipeline, data_prep, torch, transformers, datasets; print('setup ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)

@@ -18,6 +18,7 @@ not be, contain or lie inside the corpus; a folder prepared with other settings
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from data_prep.assemble import SplitOptions, assemble, check_prepared_with, settings_json
 from data_prep.forkmap import fork_map
-from data_prep.importers import Row, import_corpus
+from data_prep.importers import HFColumns, Row, import_corpus
 from data_prep.manifest import Reject, write_jsonl
 from data_prep.outputs import atomic_write_text, exclusive, guard_output
 from data_prep.process import (
@@ -105,10 +106,12 @@ def prepare(
     cache_format: str = "flac",
     progress: bool = True,
     force: bool = False,
+    columns: HFColumns | None = None,
 ) -> int:
     """Prepare one corpus (or one shard of it) into ``out``; returns the exit status.
 
     ``force``: write over a folder prepared with other settings (else refused, naming what differs).
+    ``columns``: the columns and split of a Hugging Face dataset (``fmt`` "hf") to import.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} must be in [0, {num_shards})")
@@ -131,8 +134,11 @@ def prepare(
     )
     sdir = shard_dir(out, shard_index, num_shards)
     with exclusive(out if num_shards == 1 else sdir, "prepare"):
-        rows = mark_duplicates(import_corpus(fmt, src))
-        settings = settings_json(cfg, opts, {"format": fmt, "input_rows": len(rows)})
+        rows = mark_duplicates(import_corpus(fmt, src, columns))
+        corpus = {"format": fmt, "input_rows": len(rows)}
+        if columns is not None:
+            corpus["columns"] = dataclasses.asdict(columns)
+        settings = settings_json(cfg, opts, corpus)
         if num_shards == 1:
             check_prepared_with(out, settings, force=force)  # before the work: refused at once
         indices = [i for i in range(len(rows)) if i % num_shards == shard_index]

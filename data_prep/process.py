@@ -45,6 +45,7 @@ import numpy as np
 
 from data_prep import audio as A
 from data_prep.importers.base import RawRow, Row, rel
+from data_prep.importers.hf import read_embedded
 from data_prep.manifest import Reject, Utterance
 from data_prep.refcache import ref_cache
 from data_prep.segment import plan_split, speech_regions
@@ -145,13 +146,25 @@ def audio_key(row: RawRow, cfg: ProcessConfig, real: str | None = None, st: os.s
     else:
         st = os.stat(row.audio) if st is None else st
         ident = [real or os.path.realpath(row.audio), st.st_size, st.st_mtime_ns]
+        if row.embedded is not None:  # one row of a data file
+            ident.append([row.embedded.column, row.embedded.index])
     params = [AUDIO_VERSION, A.TARGET_SR, cfg.target_db, cfg.trim_pad_s, cfg.trim_vad, MIN_SNR_DB, cfg.cache_format]
     blob = json.dumps([params, ident, row.offset, row.duration])
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
+def audio_name(row: RawRow) -> str:
+    """How messages name a row's audio: its file, or for audio stored in a data file the file and row
+    (counted from 1, as the row's source names it)."""
+    return row.audio if row.embedded is None else f"{row.audio}:{row.embedded.index + 1}"
+
+
 def _decode(row: RawRow, cfg: ProcessConfig) -> tuple[np.ndarray, int]:
     """A row's audio as (frames, channels) and its rate; :class:`~data_prep.audio.AudioError` whatever fails."""
+    if row.embedded is not None:
+        name = audio_name(row)
+        with A.clip_errors(name):
+            return A.read_audio_bytes(read_embedded(row.audio, row.embedded), name)
     if not row.is_pipe:
         return A.read_audio(row.audio, row.offset, row.duration)
     with A.clip_errors(row.audio):  # e.g. a pipe line shlex cannot split
@@ -348,7 +361,7 @@ def _analyse_samples(data: np.ndarray, sr: int, cfg: ProcessConfig) -> tuple[dic
 
 def _process_audio(row: RawRow, cfg: ProcessConfig) -> tuple[dict, Conditioning | None]:
     """(meta, conditioning) of a row's audio, decoded now; (reject meta, None) when it is unusable."""
-    return _analyse_decoded(_decode_audio(row, cfg), cfg, row.audio)
+    return _analyse_decoded(_decode_audio(row, cfg), cfg, audio_name(row))
 
 
 def _cache_entry(row: RawRow, cfg: ProcessConfig, real: str | None = None, st: os.stat_result | None = None
@@ -498,8 +511,9 @@ def _check(row: Row, cfg: ProcessConfig) -> Reject | _Checked:
             return reject(row, "missing_audio", f"{row.audio}: file not found")
         if st.st_size == 0:  # said plainly, not as two decoders' failures to find a format
             return reject(row, "zero_length", f"{row.audio}: the file is empty (0 bytes)")
-    # a pipe has no file a record could point into: in reference mode its clip is cached as FLAC
-    reference = cfg.cache_format == REFERENCE and not row.is_pipe
+    # a pipe (or audio inside a data file) has no audio file a record could point into: in reference
+    # mode its clip is cached as FLAC
+    reference = cfg.cache_format == REFERENCE and not row.is_pipe and row.embedded is None
     return _Checked(row, text, real, st, reference, key=audio_key(row, cfg, real, st) if reference else "")
 
 
@@ -544,7 +558,7 @@ def _lookup(c: _Checked, cfg: ProcessConfig) -> str:
 def _finish(c: _Checked, decoded: tuple[np.ndarray, int] | dict, cfg: ProcessConfig) -> None:
     """Analyse ``c``'s decoded clip, store what the cache keeps of it and set ``c.meta``
     (:func:`referenced_audio` and :func:`cached_audio` after their decode)."""
-    meta, cond = _analyse_decoded(decoded, cfg, c.row.audio)
+    meta, cond = _analyse_decoded(decoded, cfg, audio_name(c.row))
     if c.reference:
         c.meta = _store_reference(c.key, meta, cond, cfg)
     else:
@@ -617,7 +631,7 @@ def _records(c: _Checked, cfg: ProcessConfig) -> RowResult:
         speaker=row.speaker,
         language=cfg.language,
         source=row.source,
-        source_audio=row.audio if row.is_pipe else rel(row.audio, cfg.root),
+        source_audio=row.audio if row.is_pipe else rel(audio_name(row), cfg.root),
         split=row.split,
         flags=tuple(meta["flags"]),
         **(reference_fields(row, meta, c.real) if reference else {"audio": c.relpath}),

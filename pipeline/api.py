@@ -154,6 +154,14 @@ def export_system(out: PathLike, data: PathLike, *, from_rescore: PathLike | Non
     return export_decoder(model, out, data, **options)
 
 
+def export_dataset(data: PathLike, out: PathLike) -> Path:
+    """Write the prepared folder ``data``'s split manifests as a Hugging Face DatasetDict at ``out``
+    (command ``export-dataset``; ``datasets.load_from_disk(out)`` reads it). Returns ``out``."""
+    from data_prep.hf_export import export_dataset as write
+
+    return write(data, out)
+
+
 def score_hypotheses(manifest: PathLike, hyps: PathLike, out: PathLike | None = None, **options) -> Results:
     """WER/CER with bootstrap intervals of ``hyps`` against ``manifest`` (command ``score``); writes
     results.json, alignments.txt, per_speaker.tsv and errors.md into the folder ``out`` (default: the

@@ -105,3 +105,26 @@ def kaldi_zoo(root: Path) -> Path:
     (d / "text").write_bytes(text)
     (d / "utt2spk").write_text("".join(f"{k} {spk.get(k[0], 'spkX')}\n" for k in texts if k != "x_nospeaker"))
     return root
+
+
+def wav_bytes(y: np.ndarray, sr: int = SR, format: str = "WAV") -> bytes:
+    """An audio file's bytes (what a Hugging Face Audio column stores)."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format=format)
+    return buf.getvalue()
+
+
+def hf_parquet(path: Path, rows: list[dict], row_group_size: int = 2) -> Path:
+    """A Parquet data file as Hugging Face writes one: ``audio`` a struct of bytes and path, the
+    other keys of ``rows`` plain columns (small row groups, so that reads cross them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    columns = {k: [r.get(k) for r in rows] for k in rows[0]}
+    table = pa.table({k: pa.array(v, type=audio) if k == "audio" else pa.array(v) for k, v in columns.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path

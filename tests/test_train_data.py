@@ -7,11 +7,20 @@ import json
 import pytest
 import torch
 
+from pipeline.config import ConfigError
 from pipeline.models.encoder import encode_trimmed
 from pipeline.models.language import LabelEncoder
 from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus
 from pipeline.train.cache import EncoderStateCache, encoder_fingerprint
-from pipeline.train.data import IGNORE_INDEX, BatchPlan, FeatureDataset, Item, collate, load_examples
+from pipeline.train.data import (
+    IGNORE_INDEX,
+    BatchPlan,
+    FeatureDataset,
+    Item,
+    collate,
+    even_out,
+    load_examples,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +54,28 @@ def test_batch_plan_ranks_are_disjoint():
     ids = [{it.index for b in p.epoch_batches(0) for it in b} for p in ranks]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
     assert len(ranks[0].epoch_batches(0)) == len(ranks[1].epoch_batches(0))
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+@pytest.mark.parametrize("durs", [[2.0] * 31, [1.0 + 0.37 * (i % 11) for i in range(29)], [9.0] * 5],
+                         ids=["even", "mixed", "one-clip-batches"])
+def test_batch_plan_ranks_see_every_clip_once_per_epoch(world, durs):
+    plans = [BatchPlan(durs, batch_seconds=6.0, max_batch_size=8, seed=1, speed_factors=[0.9, 1.0], world_size=world,
+                       rank=r) for r in range(world)]  # fmt: skip
+    for epoch in (0, 1):
+        per_rank = [p.epoch_batches(epoch) for p in plans]
+        seen = sorted(it.index for batches in per_rank for b in batches for it in b)
+        assert seen == list(range(len(durs)))  # every clip, none twice, none dropped
+        assert len({len(batches) for batches in per_rank}) == 1  # the ranks step together
+        assert all(b for batches in per_rank for b in batches)
+
+
+def test_batch_plan_of_one_process_is_not_evened_out():
+    durs = [1.0 + 0.37 * (i % 11) for i in range(29)]
+    plan = BatchPlan(durs, batch_seconds=6.0, max_batch_size=8, seed=1)
+    assert plan.epoch_batches(0) == plan.all_batches(0) == even_out(plan.all_batches(0), 1)
+    with pytest.raises(ConfigError, match="fewer than the 3 processes"):
+        BatchPlan([1.0, 1.0], batch_seconds=6.0, max_batch_size=8, seed=1, world_size=3).all_batches(0)
 
 
 def test_labels_and_collate(setup):

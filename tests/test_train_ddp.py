@@ -1,4 +1,5 @@
-"""Two CPU processes (torchrun + accelerate, gloo): different data, synchronised weights, one writer."""
+"""Two CPU processes (accelerate launch, gloo): different data, every clip once an epoch, synchronised weights,
+one writer."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from pipeline.testing.tiny import save_tiny_whisper, write_tiny_corpus
+from pipeline.train.data import BatchPlan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,13 +69,15 @@ def test_two_process_ddp(tmp_path):
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "driver.py").write_text(DRIVER)
-    # torchrun is what `accelerate launch --multi_gpu` runs underneath; on CPU (where `accelerate launch
-    # --cpu` would need mpirun for several processes) ACCELERATE_USE_CPU makes Accelerator pick gloo.
+    # the documented multi-GPU command, `accelerate launch --multi_gpu --num_processes 2 ...` (torchrun
+    # underneath); on CPU (where `accelerate launch --cpu` would need mpirun for several processes)
+    # ACCELERATE_USE_CPU makes Accelerator pick gloo.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "ACCELERATE_USE_CPU": "true"}  # fmt: skip
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
         str(tmp_path / "driver.py"), str(tmp_path / "cfg.json"), str(tmp_path / "result"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -91,3 +97,35 @@ def test_two_process_ddp(tmp_path):
     assert steps == [1, 2, 3]
     assert (out / "best" / "model.safetensors").is_file()
     assert hashlib.sha256((out / "best" / "model.safetensors").read_bytes()).hexdigest()
+
+
+
+def _epochs_of_rank(rank: int, port: int, out: str) -> None:
+    """One of two forked processes: the processes the trainers run in (accelerate, gloo), the batch plan the
+    training loop builds for them, and every rank's clips of three epochs gathered on the main process."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), ACCELERATE_USE_CPU="true")  # what torchrun sets
+    AcceleratorState._reset_state(reset_partial_state=True)  # forked: not the parent's single process
+    acc = Accelerator(cpu=True)
+    durations = [2.0] * 31 + [1.0 + 0.37 * (i % 11) for i in range(20)]  # an odd number of batches
+    plan = BatchPlan(durations, batch_seconds=6.0, max_batch_size=8, seed=5, speed_factors=[0.9, 1.0, 1.1],
+                     world_size=acc.num_processes, rank=acc.process_index)
+    mine = [[[it.index for it in b] for b in plan.epoch_batches(epoch)] for epoch in (0, 1, 2)]
+    everyone = [None] * acc.num_processes
+    torch.distributed.all_gather_object(everyone, mine)
+    if acc.is_main_process:
+        Path(out).write_text(json.dumps({"world": acc.num_processes, "n": len(durations), "ranks": everyone}))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_share_each_epoch_with_no_clip_twice_or_dropped(tmp_path):
+    out = tmp_path / "result.json"
+    torch.multiprocessing.start_processes(_epochs_of_rank, args=(_free_port(), str(out)), nprocs=2,
+                                          start_method="fork")
+    res = json.loads(out.read_text())
+    assert res["world"] == 2
+    for epoch in range(3):
+        batches = [rank[epoch] for rank in res["ranks"]]
+        assert len(batches[0]) == len(batches[1]) > 0  # the ranks step together
+        seen = sorted(i for rank in batches for b in rank for i in b)
+        assert seen == list(range(res["n"]))  # every clip once per epoch, across the two processes

@@ -4,7 +4,8 @@ An importer turns a corpus on disk into a stream of *input rows*: one
 :class:`RawRow` per utterance it found, or one :class:`~data_prep.manifest.Reject`
 per line it could not parse. The stream's order is the corpus's own order
 (files in a fixed order, lines top to bottom), which is the order of every
-output. Importers do not touch audio; they only parse text files.
+output. Importers do not decode audio; they parse text files (or a dataset's
+Arrow columns).
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm")
 
 
 @dataclass(frozen=True)
+class EmbeddedAudio:
+    """Audio stored inside a data file (a Hugging Face dataset's Parquet or Arrow file): the bytes
+    in row ``index`` (from 0) of its column ``column``."""
+
+    column: str
+    index: int
+
+
+@dataclass(frozen=True)
 class RawRow:
     """One utterance as the corpus describes it, before any audio or text work.
 
     ``audio`` is an absolute path (resolved against the corpus root, not yet
     checked to lie inside it), or for a Kaldi pipe the command line ending in
     ``|`` (``is_pipe``). ``duration`` None means "to the end of the file".
-    ``split`` is the corpus's own split ("" if it has none).
+    ``split`` is the corpus's own split ("" if it has none). ``embedded``: the audio is not the
+    file ``audio`` itself but bytes stored in it (``audio`` is then the data file).
     """
 
     id: str
@@ -39,6 +50,7 @@ class RawRow:
     duration: float | None = None
     split: str = ""
     is_pipe: bool = False
+    embedded: EmbeddedAudio | None = None
 
 
 Row = RawRow | Reject

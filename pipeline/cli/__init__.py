@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pseudo-label": ("pipeline.cli.pseudo_label", "label unlabeled audio with a system's transcripts for self-training"),
     "lm": ("pipeline.cli.lm", "build the word n-gram LM for CTC decoding (train text) and tune its weights (dev)"),
     "export": ("pipeline.cli.export", "copy a trained system into one folder that transcribes anywhere"),
+    "export-dataset": ("pipeline.cli.export_dataset", "write prepared splits as a Hugging Face dataset (save_to_disk)"),
 }
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from data_prep.assemble import SplitOptions
-from data_prep.importers import IMPORTERS, CorpusError
+from data_prep.importers import IMPORTERS, CorpusError, HFColumns
 from data_prep.prepare import prepare
 from data_prep.process import (
     CACHE_CHOICES,
@@ -47,9 +47,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="16-bit audio cache: flac (default) or wav (~10x cheaper to write, 1.6-2.6x the disk); "
                    "none: write no audio, records point into the source files with offset/gain (fastest, "
                    "no disk, but every load decodes the source again and it must stay in place)")
+    p.add_argument("--audio-column", help="--format hf: the Audio column (default audio)")
+    p.add_argument("--text-column", help="--format hf: the transcript column (default: the first of "
+                   "sentence, transcription, text, transcript the dataset has)")
+    p.add_argument("--speaker-column", help="--format hf: the speaker column (default: the first of "
+                   "client_id, speaker_id, speaker the dataset has; none: no speakers)")
+    p.add_argument("--split", help="--format hf: import this split only, e.g. validated (default: train, "
+                   "validation/dev and test if the dataset has them, else everything)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="write over a folder prepared with other settings or from another corpus (else refused)")
+
+
+def _columns(args: argparse.Namespace) -> HFColumns | None:
+    """The Hugging Face dataset's columns and split (None unless --format hf or one of them is given)."""
+    given = (args.audio_column, args.text_column, args.speaker_column, args.split)
+    if args.format != "hf" and all(v is None for v in given):
+        return None
+    return HFColumns(audio=args.audio_column or "audio", text=args.text_column, speaker=args.speaker_column,
+                     split=args.split)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             allow_pipes=args.allow_pipes, allow_outside_root=args.allow_outside_root,
             min_duration=args.min_duration, max_duration=args.max_duration, vad=args.vad,
             trim_vad=args.trim_vad, cache_format=args.cache_format, progress=not args.no_progress,
-            force=args.force,
+            force=args.force, columns=_columns(args),
         )
     # OSError: e.g. an unreadable corpus file, an output that cannot be written; its message names the file
     except (CorpusError, RulesError, SplitError, ValueError, OutputError, OSError) as e:

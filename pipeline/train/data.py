@@ -6,7 +6,8 @@ speed factor every clip gets and how clips are grouped: clips are sorted by
 (jittered) duration so a batch pads little, cut into batches of at most
 ``batch_seconds`` padded audio, and the batch order is shuffled — all from
 ``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
-each rank takes every ``world_size``-th batch.
+each rank takes every ``world_size``-th batch, their number evened out first
+(:func:`even_out`) so that every clip is seen once per epoch, by one rank.
 
 Two datasets feed the trainer: :class:`FeatureDataset` (audio -> augmented
 log-mel) and :class:`StateDataset` (cached encoder states, see
@@ -154,20 +155,41 @@ class BatchPlan:
             batches.append(current)
         perm = rng.permutation(len(batches))
         batches = [batches[j] for j in perm]
-        usable = (len(batches) // self.world_size) * self.world_size
-        if usable == 0:
-            raise ConfigError(f"the train set makes {len(batches)} batches (train.batch_seconds {self.batch_seconds:g}, "
-                              f"train.max_batch_size {self.max_batch_size}), fewer than the {self.world_size} "
-                              "processes: lower them or train on fewer processes")  # fmt: skip
-        return batches[:usable]
+        if n < self.world_size:
+            raise ConfigError(f"the train set has {n} utterances, fewer than the {self.world_size} processes: "
+                              "train on fewer processes")
+        return even_out(batches, self.world_size)
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
-        """This rank's batches of ``epoch``."""
+        """This rank's batches of ``epoch``: every ``world_size``-th, from the ``rank``-th on."""
         return self.all_batches(epoch)[self.rank :: self.world_size]
 
     def steps_per_epoch(self, grad_accum: int) -> int:
         """Optimizer steps in an epoch (the first epoch's plan; later ones differ by a batch or two)."""
         return len(step_sizes(len(self.epoch_batches(0)), 0, grad_accum))
+
+
+def even_out(batches: list[list[Item]], world_size: int) -> list[list[Item]]:
+    """``batches`` made a multiple of ``world_size`` in number, every clip still in exactly one.
+
+    Under DDP every process takes the same number of batches (each optimizer step waits for all of
+    them), so a count that does not divide evenly is evened out: the batch with the most clips is
+    cut in two (both halves fit the batch budget) until it divides; with too few clips for that
+    (mostly one-clip batches), the two batches with the fewest clips are merged instead. With one
+    process nothing changes.
+    """
+    batches = list(batches)
+    n = sum(len(b) for b in batches)
+    while len(batches) % world_size:
+        more = -(-len(batches) // world_size) * world_size
+        if n >= more:  # enough clips for the next multiple: cut the largest batch (the first of equals)
+            i = max(range(len(batches)), key=lambda k: (len(batches[k]), -k))
+            half = len(batches[i]) // 2
+            batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+        else:
+            i, j = sorted(sorted(range(len(batches)), key=lambda k: (len(batches[k]), k))[:2])
+            batches[i] = batches[i] + batches.pop(j)
+    return batches
 
 
 def step_sizes(n_batches: int, pos: int, grad_accum: int) -> list[int]:
