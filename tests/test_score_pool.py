@@ -98,3 +98,21 @@ def test_cli_pool_prints_the_table_and_refuses_mixed_arguments(tmp_path):
     bad = subprocess.run([*base, "--pool", str(folds[0]), str(broken), "--out", str(tmp_path / "p")],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode == 2 and str(broken) in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_median_best_step_from_the_folds_training_logs(tmp_path):
+    folds = scored_folds(tmp_path)
+    logs = {  # fold1: best dev CER at step 20 (a tie at 40 keeps the earlier), fold2 at 40, fold3 no dev: last
+        0: [{"step": 10, "dev_cer": 0.3}, {"step": 20, "dev_cer": 0.1}, {"step": 40, "dev_cer": 0.1}],
+        1: [{"step": 20, "dev_cer": 0.5}, {"step": 40, "dev_cer": 0.2}, {"step": 60, "dev_cer": 0.4}],
+        2: [{"step": 30, "train_loss": 1.0}, {"step": 60, "train_loss": 0.5}],
+    }
+    for i, records in logs.items():
+        (folds[i].parent / "log.jsonl").write_text("".join(json.dumps(o) + "\n" for o in records), encoding="utf-8")
+    pooled = score_pool(folds, tmp_path / "pooled", n_resamples=50)
+    assert [f.best_step for f in pooled.folds] == [20, 40, 60] and pooled.median_best_step == 40
+    assert (tmp_path / "pooled" / "median_best_step").read_text(encoding="utf-8") == "40\n"
+    assert "fold1 20, fold2 40, fold3 60; median 40" in (tmp_path / "pooled" / "folds.md").read_text(encoding="utf-8")
+    (folds[2].parent / "log.jsonl").unlink()  # a fold without its log: no median, and the old one goes
+    assert score_pool(folds, tmp_path / "pooled", n_resamples=50).median_best_step is None
+    assert not (tmp_path / "pooled" / "median_best_step").exists()

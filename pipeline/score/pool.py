@@ -10,29 +10,40 @@ Written into ``--out``::
 
     results.json     the pooled results (the schema of score's, testset "pooled"), so ``report``
                      lists them beside single-split results
-    folds.md         per fold WER/CER with intervals, the pooled row, the worst speaker
+    folds.md         per fold WER/CER with intervals, the pooled row, the worst speaker, the steps
     folds.json       the same as data
     per_speaker.tsv  every test speaker of every fold
+    median_best_step the median (the lower one of two) of the folds' best steps, one number: the
+                     steps to train the final system on every speaker for (written when every fold's
+                     training log was found)
+
+A fold's best step is the one its training kept in ``best/``: the lowest dev CER (the earliest
+of equals) in its ``log.jsonl``, or its last step when it evaluated no dev set. The log is looked
+for in the results' folder and the one above it (``exp/<fold>/<system>/log.jsonl`` beside
+``exp/<fold>/<system>/test/results.json``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.manifest import ManifestError, read_jsonl
 from data_prep.outputs import atomic_write_text, guard_outputs
 from pipeline.score.bootstrap import bootstrap_ci
 from pipeline.score.metrics import sum_counts
 from pipeline.score.results import Results, ResultsError, SpeakerRow, read_results, write_results
 from pipeline.score.scorer import ScoreError, per_speaker_tsv
 
-POOL_FILES = ("results.json", "folds.md", "folds.json", "per_speaker.tsv")
+POOL_FILES = ("results.json", "folds.md", "folds.json", "per_speaker.tsv", "median_best_step")
 POOLED_TESTSET = "pooled"
 RESULTS_NAME = "results.json"
+LOG_NAME = "log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class FoldScore:
 
     name: str
     results: Results
+    best_step: int | None = None  # the step its training kept (None: no training log found)
 
     @property
     def speakers(self) -> list[str]:
@@ -58,6 +70,11 @@ class Pooled:
     def worst_speaker(self) -> SpeakerRow:
         return max(self.results.per_speaker, key=lambda s: (s.wer, s.cer))
 
+    @property
+    def median_best_step(self) -> int | None:
+        steps = [f.best_step for f in self.folds]
+        return None if any(s is None for s in steps) else int(statistics.median_low(steps))
+
 
 def results_file(path: str | os.PathLike) -> Path:
     """A results.json, or the folder ``score`` wrote it into."""
@@ -67,6 +84,24 @@ def results_file(path: str | os.PathLike) -> Path:
 
 def fold_name(results: Results, index: int) -> str:
     return Path(results.manifest).parent.name if results.manifest else f"fold{index + 1}"
+
+
+def best_step(results_path: Path) -> int | None:
+    """The step the fold's training kept (see the module docstring); None without a training log."""
+    folder = Path(results_path).resolve().parent
+    log = next((d / LOG_NAME for d in (folder, folder.parent) if (d / LOG_NAME).is_file()), None)
+    if log is None:
+        return None
+    try:
+        records = [o for _, o in read_jsonl(log) if isinstance(o, dict) and isinstance(o.get("step"), int)]
+    except ManifestError as e:
+        raise ScoreError(str(e)) from e
+    if not records:
+        return None
+    evaluated = [o for o in records if isinstance(o.get("dev_cer"), (int, float))]
+    if not evaluated:
+        return max(o["step"] for o in records)
+    return min(evaluated, key=lambda o: (o["dev_cer"], o["step"]))["step"]
 
 
 def read_folds(paths: Sequence[str | os.PathLike]) -> list[FoldScore]:
@@ -81,7 +116,7 @@ def read_folds(paths: Sequence[str | os.PathLike]) -> list[FoldScore]:
             raise ScoreError(str(e)) from e
         if not r.utts:
             raise ScoreError(f"{r.path}: no per-utterance counts to pool; score the fold again")
-        folds.append(FoldScore(fold_name(r, i), r))
+        folds.append(FoldScore(fold_name(r, i), r, best_step(results_file(p))))
     first = folds[0].results
     for f in folds[1:]:
         r = f.results
@@ -156,9 +191,12 @@ def pooled_markdown(p: Pooled) -> str:
         _row("**pooled**", f"{len(r.per_speaker)} speakers", r), "",
         f"Worst speaker: {worst.speaker or '-'} ({worst.n_utts} utts), WER {_pct(worst.wer)} %, CER {_pct(worst.cer)} %.",
         f"Pooled intervals: {r.bootstrap['n_resamples']} bootstrap resamples of the {r.n_utts} utterances of all "
-        f"folds (seed {r.bootstrap['seed']}); each fold's interval is its own score's.", "",
+        f"folds (seed {r.bootstrap['seed']}); each fold's interval is its own score's.",
     ]  # fmt: skip
-    return "\n".join(lines)
+    if p.median_best_step is not None:
+        steps = ", ".join(f"{f.name} {f.best_step}" for f in p.folds)
+        lines.append(f"Best steps (dev CER; the last step without dev): {steps}; median {p.median_best_step}.")
+    return "\n".join([*lines, ""])
 
 
 def pooled_json(p: Pooled) -> dict:
@@ -167,10 +205,13 @@ def pooled_json(p: Pooled) -> dict:
                 "cer_ci": r.cer_ci.to_json()}  # fmt: skip
 
     return {
-        "folds": [{"name": f.name, "results": f.results.path, "speakers": f.speakers, **rates(f.results)}
+        "folds": [{"name": f.name, "results": f.results.path, "speakers": f.speakers, "best_step": f.best_step,
+                   **rates(f.results)}
                   for f in p.folds],
         "pooled": rates(p.results),
         "worst_speaker": p.worst_speaker.to_json(),
+        "best_steps": {f.name: f.best_step for f in p.folds},
+        "median_best_step": p.median_best_step,
     }  # fmt: skip
 
 
@@ -186,4 +227,8 @@ def score_pool(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, s
     atomic_write_text(out / "folds.md", pooled_markdown(pooled))
     atomic_write_text(out / "folds.json", json.dumps(pooled_json(pooled), ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(out / "per_speaker.tsv", per_speaker_tsv(pooled.results.per_speaker))
+    if pooled.median_best_step is not None:
+        atomic_write_text(out / "median_best_step", f"{pooled.median_best_step}\n")
+    else:  # an earlier run's would pass for this one's
+        (out / "median_best_step").unlink(missing_ok=True)
     return pooled
