@@ -99,6 +99,10 @@ def read_prepared(data: Path) -> PreparedSource:
     utts = read_manifest(data / "manifest.jsonl")
     if not utts:
         raise FoldError(f"{data / 'manifest.jsonl'}: no utterances")
+    anonymous = [u for u in utts if not u.speaker]
+    if anonymous:  # each would be a speaker of its own: as many folds as utterances
+        raise FoldError(f"{data / 'manifest.jsonl'}: {len(anonymous)} utterances have no speaker id (e.g. "
+                        f"{anonymous[0].id!r}); leave-one-speaker-out folds need every speaker known")
     return PreparedSource(data, utts, _read_json(data / PREPARE_JSON, "prepare settings"),
                           _read_json(data / "accounting.json", "accounting"))
 

@@ -121,6 +121,15 @@ def test_no_dev_speakers_and_too_few_speakers():
         plan_folds(["a", "b"], dev_speakers=1)
 
 
+def test_utterances_without_a_speaker_are_refused(tmp_path):
+    data = prepared_folder(tmp_path)
+    utts = read_manifest(data / "manifest.jsonl")
+    write_jsonl(data / "manifest.jsonl", [*utts, utts[0].replace(id="anon-1", speaker="")])
+    with pytest.raises(FoldError, match="1 utterances have no speaker id .*'anon-1'"):
+        write_folds(data, tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+
+
 def test_output_inside_the_input_or_not_ours_is_refused(tmp_path):
     data = prepared_folder(tmp_path)
     with pytest.raises(OutputRefused):
