@@ -116,3 +116,13 @@ def test_median_best_step_from_the_folds_training_logs(tmp_path):
     (folds[2].parent / "log.jsonl").unlink()  # a fold without its log: no median, and the old one goes
     assert score_pool(folds, tmp_path / "pooled", n_resamples=50).median_best_step is None
     assert not (tmp_path / "pooled" / "median_best_step").exists()
+
+
+def test_report_lists_the_pooled_results_beside_single_split_ones(tmp_path):
+    from pipeline.report.collect import collect
+    from pipeline.report.render import markdown_table
+
+    folds = scored_folds(tmp_path)
+    score_pool(folds, tmp_path / "exp_main" / "whisper_ft_folds" / "pooled", system="whisper_ft_folds", n_resamples=50)
+    table = markdown_table([x.results for x in collect([tmp_path / "exp_main"])])
+    assert "| whisper_ft_folds | finetuned | pooled | en | 7 | 0 | 20.0 [" in table
