@@ -107,5 +107,5 @@ run_stage 12 "export_all.$SYSTEM" "$PY" -m pipeline export --model "$EXP/${SYSTE
   --data "$FOLD_DATA/all" --results "$POOLED/results.json" \
   --recipe "recipes/punjabi_digits/run.sh (CONFIG=$CONFIG, leave-one-speaker-out folds)" \
   --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." \
-  --limitation "Trained on all three speakers; its results are the leave-one-speaker-out estimate of the same recipe (each fold trained without its test speaker), pooled over the folds." \
+  --limitation "Trained on all three speakers for $(cat "$POOLED/median_best_step") steps; its results are the leave-one-speaker-out estimate of the same recipe pooled over the folds, each fold's system trained on $((2 - DEV_SPEAKERS)) speaker(s) with $DEV_SPEAKERS dev speaker(s) and tested on the third." \
   --out "$EXP/final_all"
