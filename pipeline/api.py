@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from data_prep.folds import Fold
     from pipeline.config import RecipeConfig
     from pipeline.decode.longform import LongformOptions, Progress
     from pipeline.decode.manifest import DecodeResult
@@ -48,6 +49,15 @@ def prepare_corpus(src: PathLike, out: PathLike, fmt: str, lang: str, **options)
     from data_prep.prepare import prepare
 
     return prepare(src, out, fmt, lang, **options)
+
+
+def make_folds(data: PathLike, out: PathLike, *, dev_speakers: int = 1) -> list[Fold]:
+    """Leave-one-speaker-out folds of the prepared folder ``data`` in ``out`` (command ``folds``): fold k
+    tests speaker k, its ``dev_speakers`` next speakers are dev, the rest train; ``out/all`` trains on
+    everyone. Returns the folds (:mod:`data_prep.folds`)."""
+    from data_prep.folds import write_folds
+
+    return write_folds(data, out, dev_speakers=dev_speakers)
 
 
 def load_config(path: PathLike, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -194,6 +204,7 @@ __all__ = [
     "export_system",
     "load_config",
     "load_recognizer",
+    "make_folds",
     "make_pseudo_labels",
     "make_report",
     "prepare_corpus",

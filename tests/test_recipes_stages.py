@@ -106,9 +106,9 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
 
 
-def _recipe_calls(tmp_path: Path, recipe: str) -> list[list[str]]:
+def _recipe_calls(tmp_path: Path, recipe: str, env: dict | None = None) -> list[list[str]]:
     """The ``python -m pipeline`` calls of a recipe's run.sh, run in a copy with a fake interpreter that
-    records them instead of running them."""
+    records them instead of running them (``env``: more environment for run.sh)."""
     import os
     import shutil
     import stat
@@ -122,7 +122,7 @@ def _recipe_calls(tmp_path: Path, recipe: str) -> list[list[str]]:
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     r = subprocess.run(["bash", str(tmp_path / f"recipes/{recipe}/run.sh")], capture_output=True, text=True,
-                       env={**os.environ, "PY": str(fake)})  # fmt: skip
+                       env={**os.environ, "PY": str(fake), **(env or {})})  # fmt: skip
     assert r.returncode == 0, r.stderr
     return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
 
@@ -133,7 +133,7 @@ def _arg(call: list[str], flag: str) -> str:
 
 def test_the_demo_and_punjabi_recipes_end_by_exporting_the_system_they_scored(tmp_path):
     for recipe, exp, data in (("demo", "exp/demo", "data/demo"), ("punjabi_digits", "exp/pa_digits", "data/pa_digits")):
-        calls = _recipe_calls(tmp_path / recipe, recipe)
+        calls = _recipe_calls(tmp_path / recipe, recipe, {"FOLDS": "0"})  # the Punjabi folds: the test below
         export = calls[-1]
         assert export[:3] == ["-m", "pipeline", "export"], recipe
         decodes = [c for c in calls if c[:3] == ["-m", "pipeline", "decode"]]
@@ -143,3 +143,55 @@ def test_the_demo_and_punjabi_recipes_end_by_exporting_the_system_they_scored(tm
         assert _arg(export, "--results") == f"{exp}/whisper_ft/test/results.json"
         assert _arg(export, "--data") == data and _arg(export, "--out") == f"{exp}/final"
         assert f"recipes/{recipe}/run.sh" in _arg(export, "--recipe")
+
+
+def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_speaker(tmp_path):
+    # what stages 7 and 9 would have written: three folds, and the median of their best steps
+    for k in (1, 2, 3):
+        (tmp_path / f"data/pa_digits_folds/fold{k}").mkdir(parents=True)
+    (tmp_path / "data/pa_digits_folds/all").mkdir()
+    pooled = tmp_path / "exp/pa_digits/whisper_ft_folds/pooled"
+    pooled.mkdir(parents=True)
+    (pooled / "median_best_step").write_text("75\n")
+    calls = _recipe_calls(tmp_path, "punjabi_digits")  # FOLDS=1 is the default
+    cmds = [c[2] for c in calls]
+    assert cmds[:7] == ["prepare", "decode", "score", "train", "decode", "score", "report"]  # stages 1-5 as before
+    folds = next(c for c in calls if c[2] == "folds")
+    assert _arg(folds, "--data") == "data/pa_digits" and _arg(folds, "--out") == "data/pa_digits_folds"
+    assert _arg(folds, "--dev-speakers") == "1"
+    fold_trains = [c for c in calls if c[2] == "train" and any(a.startswith("data.manifests_dir=") for a in c)]
+    assert len(fold_trains) == 4  # three folds and the system of every speaker
+    for k, train in enumerate(fold_trains[:3], 1):
+        exp, data = f"exp/pa_digits_folds/fold{k}/whisper_ft", f"data/pa_digits_folds/fold{k}"
+        assert f"output_dir={exp}" in train and f"data.manifests_dir={data}" in train and "train.eval_every=25" in train
+        i = calls.index(train)
+        decode, score = calls[i + 1], calls[i + 2]
+        assert _arg(decode, "--model") == f"{exp}/best" and _arg(decode, "--manifest") == f"{data}/test.jsonl"
+        assert _arg(score, "--hyps") == _arg(decode, "--out") == f"{exp}/test/hyps.jsonl"
+        assert _arg(score, "--manifest") == f"{data}/test.jsonl" and _arg(score, "--system") == "whisper_ft"
+    pool = next(c for c in calls if "--pool" in c)
+    i = pool.index("--pool")
+    assert pool[i + 1 : i + 4] == [f"exp/pa_digits_folds/fold{k}/whisper_ft/test" for k in (1, 2, 3)]
+    assert _arg(pool, "--out") == "exp/pa_digits/whisper_ft_folds/pooled"
+    final = fold_trains[3]
+    assert calls.index(pool) < calls.index(final)
+    assert "data.manifests_dir=data/pa_digits_folds/all" in final and "train.max_steps=75" in final
+    assert "output_dir=exp/pa_digits/whisper_ft_all" in final
+    report, export = calls[-3], calls[-1]
+    assert report[2] == "report" and calls.index(final) < len(calls) - 3  # stage 11: the report with the pooled row
+    assert export[2] == "export" and _arg(export, "--model") == "exp/pa_digits/whisper_ft_all/best"
+    assert _arg(export, "--data") == "data/pa_digits_folds/all" and _arg(export, "--out") == "exp/pa_digits/final_all"
+    assert _arg(export, "--results") == "exp/pa_digits/whisper_ft_folds/pooled/results.json"
+
+
+def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
+    import os
+    import shutil
+
+    root = STAGES.parents[2]
+    for rel in ("recipes/punjabi_digits/run.sh", "recipes/lib/stages.sh"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, tmp_path / rel)
+    r = subprocess.run(["bash", str(tmp_path / "recipes/punjabi_digits/run.sh"), "--stage", "8"], capture_output=True,
+                       text=True, env={**os.environ, "PY": "false"})  # fmt: skip
+    assert r.returncode != 0 and "no folds in data/pa_digits_folds: run stage 7 first" in r.stderr

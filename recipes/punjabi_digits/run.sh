@@ -8,6 +8,17 @@
 #   5 report    exp/pa_digits/report/report.{html,md}
 #   6 export    the fine-tuned system as one folder that transcribes anywhere, with its model card:
 #               exp/pa_digits/final
+# Leave-one-speaker-out (FOLDS=1, the default; FOLDS=0 stops after stage 6): one held-out speaker
+# says little about the next unheard voice, so every speaker is tested once.
+#   7 folds     data/pa_digits_folds/fold<k>: test = speaker k, dev = the next speaker (DEV_SPEAKERS),
+#               train = the rest; data/pa_digits_folds/all: every speaker as train
+#   8 fold<k>   train on fold k (dev evaluated every FOLD_EVAL_EVERY steps, best/ = lowest dev CER),
+#               decode + score its test speaker: exp/pa_digits_folds/fold<k>/$SYSTEM
+#   9 pool      the folds pooled: per fold and pooled WER/CER with intervals, the worst speaker and
+#               the median of the folds' best steps: exp/pa_digits/${SYSTEM}_folds/pooled
+#  10 train_all train on every speaker for the folds' median best step: exp/pa_digits/${SYSTEM}_all
+#  11 report    stage 5's report again, now with the pooled row
+#  12 export_all the all-speaker system with the pooled results on its card: exp/pa_digits/final_all
 # Usage: recipes/punjabi_digits/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +32,12 @@ TEST_SPEAKER=${TEST_SPEAKER:-PN00F04}
 SYSTEM=${SYSTEM:-whisper_ft}
 DATA=data/pa_digits
 EXP=exp/pa_digits
+FOLDS=${FOLDS:-1}
+DEV_SPEAKERS=${DEV_SPEAKERS:-1}
+FOLD_EVAL_EVERY=${FOLD_EVAL_EVERY:-25}
+FOLD_DATA=data/pa_digits_folds
+FOLD_EXP=exp/pa_digits_folds  # outside $EXP: the folds' systems share one name, which `report $EXP` refuses
+POOLED=$EXP/${SYSTEM}_folds/pooled
 
 decode_and_score() {  # system kind model [extra decode arguments]
   # No --language: a fine-tuned model decodes with the token it was trained with (model.language)
@@ -46,3 +63,49 @@ run_stage 5 report report
 run_stage 6 "export.$SYSTEM" "$PY" -m pipeline export --model "$EXP/$SYSTEM/best" --batch-size 16 --data "$DATA" \
   --results "$EXP/$SYSTEM/test/results.json" --recipe "recipes/punjabi_digits/run.sh (CONFIG=$CONFIG)" \
   --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." --out "$EXP/final"
+[ "$FOLDS" = 1 ] || exit 0
+
+fold_count() {  # the folds stage 7 wrote (one per speaker)
+  local n
+  n=$(find "$FOLD_DATA" -mindepth 1 -maxdepth 1 -type d -name 'fold*' 2>/dev/null | wc -l)
+  if [ "$n" -eq 0 ]; then echo "no folds in $FOLD_DATA: run stage 7 first" >&2; return 1; fi
+  echo "$n"
+}
+
+train_decode_score_fold() {  # k
+  local data="$FOLD_DATA/fold$1" exp="$FOLD_EXP/fold$1/$SYSTEM"
+  "$PY" -m pipeline train --config "$CONFIG" "output_dir=$exp" "data.manifests_dir=$data" \
+    "train.eval_every=$FOLD_EVAL_EVERY" "${FORCE_ARGS[@]}"
+  "$PY" -m pipeline decode --model "$exp/best" --manifest "$data/test.jsonl" --out "$exp/test/hyps.jsonl" --batch-size 16
+  "$PY" -m pipeline score --manifest "$data/test.jsonl" --hyps "$exp/test/hyps.jsonl" --system "$SYSTEM" \
+    --kind finetuned
+}
+
+pool_folds() {
+  local k n folds=()
+  n=$(fold_count)
+  for k in $(seq 1 "$n"); do folds+=("$FOLD_EXP/fold$k/$SYSTEM/test"); done
+  "$PY" -m pipeline score --pool "${folds[@]}" --out "$POOLED" --system "${SYSTEM}_folds"
+}
+
+train_all() {  # every speaker, for the median of the folds' best steps; no dev to pick by: the last step is kept
+  "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/${SYSTEM}_all" "data.manifests_dir=$FOLD_DATA/all" \
+    "train.max_steps=$(cat "$POOLED/median_best_step")" train.eval_every=0 "${FORCE_ARGS[@]}"
+}
+
+run_stage 7 folds "$PY" -m pipeline folds --data "$DATA" --out "$FOLD_DATA" --dev-speakers "$DEV_SPEAKERS"
+if [ "$STAGE" -le 8 ] && [ "$STOP_STAGE" -ge 8 ]; then
+  N_FOLDS=$(fold_count)
+  for k in $(seq 1 "$N_FOLDS"); do
+    run_stage 8 "fold$k.$SYSTEM" train_decode_score_fold "$k"
+  done
+fi
+run_stage 9 "pool.$SYSTEM" pool_folds
+run_stage 10 "train_all.$SYSTEM" train_all
+run_stage 11 report_folds report
+run_stage 12 "export_all.$SYSTEM" "$PY" -m pipeline export --model "$EXP/${SYSTEM}_all/best" --batch-size 16 \
+  --data "$FOLD_DATA/all" --results "$POOLED/results.json" \
+  --recipe "recipes/punjabi_digits/run.sh (CONFIG=$CONFIG, leave-one-speaker-out folds)" \
+  --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." \
+  --limitation "Trained on all three speakers for $(cat "$POOLED/median_best_step") steps; its results are the leave-one-speaker-out estimate of the same recipe pooled over the folds, each fold's system trained on $((2 - DEV_SPEAKERS)) speaker(s) with $DEV_SPEAKERS dev speaker(s) and tested on the third." \
+  --out "$EXP/final_all"

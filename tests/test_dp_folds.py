@@ -1,0 +1,155 @@
+"""Leave-one-speaker-out folds (data_prep/folds.py, ``python -m pipeline folds``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from data_prep.folds import ALL_DIR, FOLDS_JSON, FoldError, plan_folds, write_folds
+from data_prep.manifest import Source, Utterance, read_manifest, write_jsonl
+from data_prep.outputs import OutputRefused
+from data_prep.validate import Accounting
+from tests.tree_fixtures import tree_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEAKERS = ("spkC", "spkA", "spkD", "spkB")  # not sorted: the folds sort them
+
+
+def prepared_folder(root: Path, speakers=SPEAKERS, per_speaker: int = 3) -> Path:
+    """A hand-made prepared folder: manifest.jsonl (split set as prepare would), prepare.json, accounting."""
+    data = root / "pa"
+    data.mkdir(parents=True)
+    utts = []
+    for k, spk in enumerate(speakers):
+        for i in range(per_speaker):
+            utts.append(Utterance(
+                id=f"{spk}-{i}", audio=f"cache/{k}{i}.flac", duration=1.0 + i, text=f"ikk do {spk[-1].lower()}",
+                speaker=spk, language="pa", source=Source("data/all/text", 1 + len(utts)),
+                split="test" if k == 0 else "train"))  # fmt: skip
+    write_jsonl(data / "manifest.jsonl", utts)
+    for split in ("train", "dev", "test"):
+        write_jsonl(data / f"{split}.jsonl", [u for u in utts if u.split == split])
+    settings = {"process": {"rules": "pa-Latn", "language": "pa", "root": "/corpora/punjabi_digits"}}
+    (data / "prepare.json").write_text(json.dumps(settings) + "\n", encoding="utf-8")
+    acc = Accounting()
+    for u in utts:
+        acc.add([u])
+    (data / "accounting.json").write_text(json.dumps(acc.to_json()) + "\n", encoding="utf-8")
+    (data / "rejects.jsonl").write_text("", encoding="utf-8")
+    return data
+
+
+def fold_manifests(out: Path, name: str) -> dict[str, list[Utterance]]:
+    return {split: read_manifest(out / name / f"{split}.jsonl") for split in ("train", "dev", "test")}
+
+
+def test_every_utterance_is_tested_once_and_folds_are_speaker_disjoint(tmp_path):
+    data = prepared_folder(tmp_path)
+    out = tmp_path / "pa_folds"
+    folds = write_folds(data, out)
+    assert [f.name for f in folds] == ["fold1", "fold2", "fold3", "fold4"]
+    all_ids = [u.id for u in read_manifest(data / "manifest.jsonl")]
+    tested_ids: Counter[str] = Counter()
+    tested_speakers: Counter[str] = Counter()
+    for fold in folds:
+        m = fold_manifests(out, fold.name)
+        speakers = {split: {u.speaker for u in utts} for split, utts in m.items()}
+        assert all(speakers.values()), f"{fold.name}: an empty split {speakers}"
+        assert not speakers["train"] & speakers["dev"]
+        assert not speakers["train"] & speakers["test"]
+        assert not speakers["dev"] & speakers["test"]
+        assert len(speakers["test"]) == 1 and len(speakers["dev"]) == 1
+        # every utterance of the corpus is in the fold, in exactly one split
+        assert sorted(u.id for utts in m.values() for u in utts) == sorted(all_ids)
+        tested_ids.update(u.id for u in m["test"])
+        tested_speakers.update(speakers["test"])
+    assert tested_ids == Counter(all_ids)  # each utterance in exactly one fold's test set
+    assert tested_speakers == Counter(SPEAKERS)  # each speaker tested in exactly one fold
+    # fold k tests the k-th speaker (sorted); its dev speaker is the next one, wrapping round
+    assert [(f.test, f.dev) for f in folds] == [
+        (("spkA",), ("spkB",)), (("spkB",), ("spkC",)), (("spkC",), ("spkD",)), (("spkD",), ("spkA",))]
+    everyone = fold_manifests(out, ALL_DIR)
+    assert sorted(u.id for u in everyone["train"]) == sorted(all_ids) and not everyone["dev"] and not everyone["test"]
+
+
+def test_fold_folders_are_prepared_folders(tmp_path):
+    data = prepared_folder(tmp_path)
+    out = tmp_path / "pa_folds"
+    write_folds(data, out)
+    fold = out / "fold1"
+    for name in ("prepare.json", "vocab.json", "oov.json", "splits.json", "stats.json", "accounting.json",
+                 "rejects.jsonl", "manifest.jsonl"):
+        assert (fold / name).is_file(), name
+    settings = json.loads((fold / "prepare.json").read_text(encoding="utf-8"))
+    assert settings["process"]["rules"] == "pa-Latn"  # what score normalizes with
+    assert settings["fold"]["test"] == ["spkA"]
+    # the audio paths lead to the source folder's cache, from wherever the fold folder is
+    test = read_manifest(fold / "test.jsonl")
+    assert test[0].audio_path(fold).resolve() == (data / "cache/10.flac").resolve()
+    # vocab from the fold's train text only: spkA ("a") is test, spkB ("b") dev
+    vocab = json.loads((fold / "vocab.json").read_text(encoding="utf-8"))
+    assert "c" in vocab and "d" in vocab and "a" not in vocab and "b" not in vocab
+    assert json.loads((fold / "splits.json").read_text(encoding="utf-8"))["overlap"]["train/test"][
+        "shared_speakers"] == []
+    plan = json.loads((out / FOLDS_JSON).read_text(encoding="utf-8"))
+    assert plan["speakers"] == sorted(SPEAKERS) and len(plan["folds"]) == 4
+
+
+def test_folds_are_deterministic_and_leave_the_input_alone(tmp_path):
+    data = prepared_folder(tmp_path)
+    before = tree_digest(data)
+    write_folds(data, tmp_path / "a")
+    write_folds(data, tmp_path / "b")
+    assert tree_digest(data) == before
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    write_folds(data, tmp_path / "a")  # a rerun replaces the folder it wrote
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+def test_no_dev_speakers_and_too_few_speakers():
+    folds = plan_folds(["b", "a", "c", "a"], dev_speakers=0)
+    assert [(f.test, f.dev, f.train) for f in folds] == [
+        (("a",), (), ("b", "c")), (("b",), (), ("a", "c")), (("c",), (), ("a", "b"))]
+    assert [f.train for f in plan_folds(["a", "b", "c"], dev_speakers=1)] == [("c",), ("a",), ("b",)]
+    with pytest.raises(FoldError, match="need at least 3"):
+        plan_folds(["a", "b"], dev_speakers=1)
+
+
+def test_utterances_without_a_speaker_are_refused(tmp_path):
+    data = prepared_folder(tmp_path)
+    utts = read_manifest(data / "manifest.jsonl")
+    write_jsonl(data / "manifest.jsonl", [*utts, utts[0].replace(id="anon-1", speaker="")])
+    with pytest.raises(FoldError, match="1 utterances have no speaker id .*'anon-1'"):
+        write_folds(data, tmp_path / "f")
+    assert not (tmp_path / "f").exists()
+
+
+def test_output_inside_the_input_or_not_ours_is_refused(tmp_path):
+    data = prepared_folder(tmp_path)
+    with pytest.raises(OutputRefused):
+        write_folds(data, data / "folds")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep", encoding="utf-8")
+    with pytest.raises(OutputRefused):
+        write_folds(data, foreign)
+    assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep"
+
+
+def test_cli_writes_folds_and_refuses_too_few_speakers(tmp_path):
+    data = prepared_folder(tmp_path, speakers=("s1", "s2"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pipeline", "folds", "--data", str(data), "--out", str(tmp_path / "f")]
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "2 speakers" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+    ok = subprocess.run([*cmd, "--dev-speakers", "0"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "f/fold1: test s1  dev -  train s2" in ok.stdout
+    assert {u.speaker for u in read_manifest(tmp_path / "f" / "fold2" / "test.jsonl")} == {"s2"}
