@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beams", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per 30 s piece")
+    parser.add_argument("--speed", default="best", choices=["fast", "balanced", "best"],
+                        help="a system directory's rung: best = its own search as exported (default); balanced = "
+                             "its decoder's beam search, its character LM fused in where it has one; fast = greedy, "
+                             "through its CTranslate2 decoder (export --with-ct2) where CTranslate2 is installed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     out = parser.add_argument_group("output")
@@ -82,13 +86,17 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
 
 
 def load_model(args: argparse.Namespace) -> Recognizer:
-    """The system ``--model`` names, with the search the options ask for.
+    """The system ``--model`` names, with the search the options ask for (a system directory: at the rung
+    ``--speed`` picks, said on stderr).
 
     Raises ModelNotAvailable, ValueError or OSError for a model that cannot be loaded or bad options.
     """
-    from pipeline.system.recognizer import load_any
+    from pipeline.system.recognizer import load_with_rung
 
-    return load_any(args.model, search_options(args))
+    recognizer, rung = load_with_rung(args.model, search_options(args), speed=args.speed)
+    if rung is not None:
+        print(f"transcribe: {'warning: ' if rung.fallback else ''}{rung.describe()}", file=sys.stderr)
+    return recognizer
 
 
 # ----------------------------------------------------------------------------- outputs
