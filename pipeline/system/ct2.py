@@ -345,10 +345,15 @@ def _generate_greedy(model, features: list[np.ndarray], samples: list[int], prom
     for members in groups.values():
         batch = ctranslate2.StorageView.from_array(np.stack([features[i] for i in members]))
         longest = max(budgets[i] for i in members)
+        # CTranslate2's Whisper generates at most half of max_length new tokens (as Whisper's own sample_len)
         results = model.generate(batch, [list(prompt)] * len(members), beam_size=1,
-                                 max_length=longest + len(prompt))  # fmt: skip
+                                 max_length=2 * longest + 1)  # fmt: skip
         for i, result in zip(members, results):
             ids = list(result.sequences_ids[0])
-            ended = len(ids) < budgets[i]  # it stopped by itself: repeats are what it heard
-            out[i] = ids if ended else truncate_loop(ids[: budgets[i]])[0]
+            ended = len(ids) < longest  # the end token, not the length cap, stopped it
+            while ids and ids[0] in prompt:  # a prompt token generated again is no content (as _content drops it)
+                ids.pop(0)
+            if len(ids) >= budgets[i]:  # ran on past its own piece's budget (for a longer piece of its batch)
+                ids, ended = ids[: budgets[i]], False
+            out[i] = ids if ended else truncate_loop(ids)[0]  # stopped by itself: repeats are what it heard
     return out
