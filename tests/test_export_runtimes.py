@@ -17,6 +17,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tree_fixtures import tree_digest  # noqa: E402
+
 from data_prep.outputs import OWNER_FILE  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.decode.hyps import read_hyps  # noqa: E402
@@ -385,3 +387,28 @@ def test_a_rung_that_cannot_be_had_is_a_one_line_error(trained, tmp_path, capsys
                  "--out", str(tmp_path / "out")]) == 2  # fmt: skip
     assert "CTranslate2 converts a Whisper decoder only" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_speed_ladder_prints_every_rung_with_its_ratio_to_the_transformers_pipeline(trained, capsys, monkeypatch):
+    import benchmarks.speed_ladder as ladder
+
+    before = tree_digest(trained / "exp/final_ct2")
+    args = ["--system", str(trained / "exp/final_ct2"), "--manifest", str(trained / "data/dev.jsonl"),
+            "--limit", "2", "--threads", "1"]  # fmt: skip
+    real = ladder.needs
+    monkeypatch.setattr(ladder, "needs", lambda m: real("not_a_module_x") if m == "faster_whisper" else real(m))
+    assert ladder.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 clips, ") and lines[0].endswith(" s of audio, 1 CPU thread(s)")
+    assert lines[2] == "| | rung | WER % | CER % | s | RTF | x (a) |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[4:]}
+    assert list(rows) == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
+    assert rows["(a)"][0] == "transformers pipeline, greedy, float32" and rows["(a)"][-1] == "1.00 |"
+    assert rows["(c)"][0] == "ours, CTranslate2 int8 greedy (--speed fast)" and rows["(c)"][-1] != "- |"
+    assert rows["(d)"][1].startswith("skipped: not_a_module_x is not installed")  # a runtime not installed
+    assert rows["(e)"][0] == "ours, beam 2 (no character LM) (--speed balanced)"
+    assert rows["(f)"][0] == "the full system (--speed best): beam 2"
+    # the system has a float32 ct2/: row (c) ran an int8 conversion made outside it
+    assert tree_digest(trained / "exp/final_ct2") == before
+    wer_b, wer_f = float(rows["(b)"][1]), float(rows["(f)"][1])
+    assert 0 <= wer_b <= 100 and 0 <= wer_f <= 100
