@@ -2,6 +2,7 @@
 
     python -m pipeline transcribe --model whisper-base --language sa clips/*.mp3
     python -m pipeline transcribe --model exp/sa/whisper_ft/best --format srt --out-dir subs/ lecture.mp3
+    python -m pipeline transcribe --model exp/sa/final --speed fast clips/*.mp3   # a system directory's rung
 
 Any format soundfile or librosa can decode, any rate, any channels (mixed to
 mono, resampled to 16 kHz by :mod:`data_prep.audio`), any length: a recording
@@ -16,6 +17,10 @@ file there, named after it (``talk.mp3`` -> ``talk.srt``), written atomically an
 never over an input. A file that cannot be read is reported on stderr by name and
 the others are still transcribed (exit status 1 at the end); a file without speech
 gets an empty transcript and a warning.
+
+``--speed`` picks a rung of a system directory (:mod:`pipeline.system.speed`): ``best``, its own
+search (default); ``balanced``, its decoder's beam search with its character LM fused in; ``fast``,
+greedy through its CTranslate2 decoder (``export --with-ct2``). The rung is said on stderr.
 """
 
 from __future__ import annotations
