@@ -17,8 +17,9 @@ Rows, on the same clips in one run, ``--threads`` CPU threads everywhere, scored
 - (f) **the full system** (``--speed best``): its own search, as exported.
 
 Seconds are wall time for all clips with the model loaded; the real-time factor (RTF) is seconds per
-second of audio; "x (a)" is the row's RTF over row (a)'s (below 1: faster). A row whose runtime is not
-installed (or cannot run this system) is printed as skipped, with the reason. Printed as a Markdown table.
+second of audio; "x (a)" is the row's RTF over row (a)'s, 3 significant digits (below 1: faster). A row
+whose runtime is not installed (or cannot run this system) is printed as skipped, with the reason.
+Printed as a Markdown table.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def table(rows: list[Measured], n: int, audio_seconds: float, threads: int) -> s
         if r.skipped:
             lines.append(f"| {r.key} | {r.name} | skipped: {r.skipped} | | | | |")
             continue
-        ratio = f"{r.seconds / reference:.2f}" if reference else "-"
+        ratio = f"{r.seconds / reference:.3g}" if reference else "-"
         lines.append(f"| {r.key} | {r.name} | {100 * r.wer:.1f} | {100 * r.cer:.1f} | {r.seconds:.1f} | "
                      f"{r.seconds / audio_seconds:.3f} | {ratio} |")  # fmt: skip
     return "\n".join(lines)
