@@ -13,6 +13,7 @@
     python -m benchmarks.fusion_early_stopping   the fused search with and without early stopping
     python -m benchmarks.help_startup            ``decode --help`` start-up without torch
     python -m benchmarks.runtimes                a system in transformers, CTranslate2 and faster-whisper
+    python -m benchmarks.speed_ladder            a system's --speed rungs beside transformers and faster-whisper
     python -m benchmarks.longform                long recordings: long-form against clip by clip; peak RSS
 
 The product (``pipeline``, ``data_prep``) never imports this package.

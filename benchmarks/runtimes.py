@@ -72,7 +72,11 @@ def timed(decode: Callable[[list[Clip]], list[str]], clips: list[Clip]) -> tuple
 def ours(system: Path, threads: int) -> Callable[[list[Clip]], list[str]]:
     from pipeline.system.recognizer import load_any
 
-    recognizer = load_any(system)
+    return batched(load_any(system))
+
+
+def batched(recognizer) -> Callable[[list[Clip]], list[str]]:
+    """A recognizer run over clips as ``decode`` runs it over a manifest: sorted by duration, in its batches."""
     size = recognizer.batch_size or 8
 
     def decode(clips: list[Clip]) -> list[str]:
@@ -125,6 +129,17 @@ def faster_whisper(ct2: Path, threads: int, **options) -> Callable[[list[Clip]],
     return decode
 
 
+def error_rates(utts: list, clips: list[Clip], texts: list[str], lang: str, system: str,
+                testset: str) -> tuple[float, float]:  # fmt: skip
+    """(WER, CER) of ``texts`` as ``score`` scores them (the manifest language's normalization)."""
+    from pipeline.decode.hyps import Hypothesis
+    from pipeline.score.scorer import score_utterances
+
+    hyps = {c.id: Hypothesis(c.id, t) for c, t in zip(clips, texts)}
+    r = score_utterances(utts, hyps, lang, system=system, kind="finetuned", testset=testset, n_resamples=10).results
+    return r.wer, r.cer
+
+
 def table(rows: list[Row], n: int, audio_seconds: float) -> str:
     lines = [f"{n} clips, {audio_seconds:.0f} s of audio", "",
              "| runtime | WER % | CER % | s | real-time factor |", "|---|---:|---:|---:|---:|"]  # fmt: skip
@@ -147,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from pipeline.decode.hyps import Hypothesis
-    from pipeline.score.scorer import manifest_language, score_utterances
+    from pipeline.score.scorer import manifest_language
     from pipeline.system.ct2 import read_export
     from pipeline.system.spec import read_spec
 
@@ -182,11 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         if key in skip:
             continue
         texts, seconds = timed(load(), clips)
-        hyps = {c.id: Hypothesis(c.id, t) for c, t in zip(clips, texts)}
-        r = score_utterances(utts, hyps, lang, system=key, kind="finetuned", testset=args.manifest.stem,
-                             n_resamples=10).results  # fmt: skip
-        rows.append(Row(name, r.wer, r.cer, seconds))
-        print(f"{name}: WER {100 * r.wer:.1f} CER {100 * r.cer:.1f} in {seconds:.1f} s", file=sys.stderr)
+        wer, cer = error_rates(utts, clips, texts, lang, key, args.manifest.stem)
+        rows.append(Row(name, wer, cer, seconds))
+        print(f"{name}: WER {100 * wer:.1f} CER {100 * cer:.1f} in {seconds:.1f} s", file=sys.stderr)
     print(table(rows, len(clips), sum(len(c.audio) for c in clips) / 16000))
     return 0
 

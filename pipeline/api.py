@@ -88,50 +88,62 @@ def average_models(models: Sequence[PathLike], out: PathLike) -> Path:
 
 
 def load_recognizer(model: PathLike, options: SearchOptions | None = None, *,
-                    fallback_language: str | None = None) -> Recognizer:  # fmt: skip
+                    fallback_language: str | None = None, speed: str = "best") -> Recognizer:  # fmt: skip
     """Any system the toolkit loads or trains (Whisper name/folder/hub id, CTC checkpoint, a system
     directory that ``export`` wrote) as a :class:`~pipeline.decode.recognizer.Recognizer`; see
-    :class:`~pipeline.decode.recognizer.SearchOptions` (a system directory takes only ``device``)."""
+    :class:`~pipeline.decode.recognizer.SearchOptions` (a system directory takes only ``device``).
+    ``speed``: a system directory's rung, fast | balanced | best (its own search; see
+    :mod:`pipeline.system.speed`); a model that is not a system directory takes only best."""
     from pipeline.decode.recognizer import SearchOptions
     from pipeline.system.recognizer import load_any
 
-    return load_any(model, options or SearchOptions(), fallback_language=fallback_language)
+    return load_any(model, options or SearchOptions(), fallback_language=fallback_language, speed=speed)
+
+
+def _recognizer(model: PathLike | Recognizer, options: SearchOptions | None, speed: str) -> Recognizer:
+    from pipeline.decode.recognizer import Recognizer
+
+    if not isinstance(model, Recognizer):
+        return load_recognizer(model, options, speed=speed)
+    if speed != "best":
+        raise ValueError(f"speed={speed!r} picks the rung of a system directory to load; the model is loaded "
+                         "already (load_recognizer(..., speed=...) loads a rung)")  # fmt: skip
+    return model
 
 
 def transcribe(audio: Sequence[PathLike | np.ndarray], model: PathLike | Recognizer = "whisper-base",
-               options: SearchOptions | None = None) -> list[str]:  # fmt: skip
+               options: SearchOptions | None = None, *, speed: str = "best") -> list[str]:  # fmt: skip
     """The transcripts of audio files (any format, rate, channels, length) or 16 kHz mono arrays.
 
-    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer. Each file is read
-    whole; for a long recording, :func:`transcribe_long` reads it in windows, cuts it at its pauses
-    and times its segments.
+    ``model``: a name or folder (loaded with ``options``; a system directory at the rung ``speed``, as
+    :func:`load_recognizer`), or a loaded recognizer. Each file is read whole; for a long recording,
+    :func:`transcribe_long` reads it in windows, cuts it at its pauses and times its segments.
     """
     import numpy as np
 
     from data_prep.audio import load_audio
-    from pipeline.decode.recognizer import Recognizer
 
-    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    recognizer = _recognizer(model, options, speed)
     waves = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audio]
     return recognizer.transcribe(waves)
 
 
 def transcribe_long(path: PathLike, model: PathLike | Recognizer = "whisper-base",
                     options: SearchOptions | None = None, longform: LongformOptions | None = None, *,
-                    progress: Progress | None = None) -> Transcript:  # fmt: skip
+                    progress: Progress | None = None, speed: str = "best") -> Transcript:  # fmt: skip
     """The timed transcript of a recording of any length (command ``transcribe``): cut at its pauses,
     decoded piece by piece, memory flat in its length; :class:`~pipeline.decode.transcript.Transcript`
     has the segments (start, end, text) and the whole ``text``.
 
-    ``model``: a name or folder (loaded with ``options``), or a loaded recognizer; ``longform``: how
+    ``model``: a name or folder (loaded with ``options``; a system directory at the rung ``speed``), or a
+    loaded recognizer; ``longform``: how
     the recording is cut (:class:`~pipeline.decode.longform.LongformOptions`); ``progress``: called with
     (path, seconds done, duration). Raises :class:`~data_prep.audio.AudioError` for an unreadable file.
     """
     from pipeline.decode.longform import LongformOptions
     from pipeline.decode.longform import transcribe_long as run
-    from pipeline.decode.recognizer import Recognizer
 
-    recognizer = model if isinstance(model, Recognizer) else load_recognizer(model, options)
+    recognizer = _recognizer(model, options, speed)
     return run(path, recognizer, longform or LongformOptions(), progress)
 
 
@@ -147,18 +159,24 @@ def decode_manifest(manifest: PathLike, model: PathLike, out: PathLike, options:
 
 
 def export_system(out: PathLike, data: PathLike, *, from_rescore: PathLike | None = None,
-                  model: PathLike | None = None, **options) -> Path:  # fmt: skip
+                  model: PathLike | None = None, with_ct2: str | None = None, **options) -> Path:  # fmt: skip
     """Copy a trained system into the system directory ``out`` (command ``export``): the system a
     ``rescore --tune`` run tuned (``from_rescore``: its folder), or one ``model`` decoded plainly.
 
     ``data``: the prepared data folder it was trained on. ``options``: ``name``, ``card``
     (:class:`~pipeline.system.export.CardOptions`: recipe, license, results, limits) and, with
-    ``model``, ``lm``, ``beams``, ``batch_size``. Returns ``out``; load it with :func:`load_recognizer`.
+    ``model``, ``lm``, ``beams``, ``batch_size``. ``with_ct2``: also write its decoder as a CTranslate2
+    model of that quantization (int8, float16, float32) inside, what ``speed="fast"`` runs. Returns
+    ``out``; load it with :func:`load_recognizer`.
     """
     from pipeline.system.export import export_decoder, export_rescored
 
     if (from_rescore is None) == (model is None):
         raise ValueError("give one of from_rescore and model")
+    if with_ct2 is not None:
+        from pipeline.system.ct2 import ct2_writer
+
+        options["ct2"] = ct2_writer(with_ct2)
     if from_rescore is not None:
         return export_rescored(from_rescore, out, data, **options)
     return export_decoder(model, out, data, **options)

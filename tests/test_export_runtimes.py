@@ -17,6 +17,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from tree_fixtures import tree_digest  # noqa: E402
+
 from data_prep.outputs import OWNER_FILE  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.decode.hyps import read_hyps  # noqa: E402
@@ -166,6 +168,9 @@ def trained(tmp_path_factory):
     for q in ("float32", "int8"):
         assert main(["export", "--format", "ct2", "--quantization", q, "--model", str(root / "exp/final"),
                      "--data", str(data), "--out", str(root / f"exp/ct2_{q}")]) == 0  # fmt: skip
+    # searching 2 wide, with its decoder as a CTranslate2 model inside: every speed rung differs from another
+    assert main(["export", "--model", str(best), "--data", str(data), "--beams", "2", "--with-ct2", "float32",
+                 "--out", str(root / "exp/final_ct2")]) == 0  # fmt: skip
     torch.set_num_threads(threads)
     return root
 
@@ -295,3 +300,115 @@ def test_runtimes_benchmark_prints_a_row_per_runtime(trained, capsys):
     rows = [line.split(" | ")[0].lstrip("| ") for line in table[4:]]
     assert rows[:3] == ["ours (greedy)", "CTranslate2 int8, greedy, 30-s padded features",
                         "CTranslate2 int8, greedy, real-length features"]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- speed rungs
+
+
+def _dev_clips(trained: Path) -> tuple[list[str], list[np.ndarray]]:
+    files = sorted(str(f) for f in (trained / "data/audio").glob("dev*.wav"))
+    return files, [sf.read(f, dtype="float32")[0] for f in files]
+
+
+def _transcribed(capsys, args: list[str]) -> tuple[list[str], str]:
+    capsys.readouterr()
+    assert main(["transcribe", "--no-progress", *args]) == 0
+    captured = capsys.readouterr()
+    return [line.split("\t")[1] for line in captured.out.splitlines()], captured.err
+
+
+def test_speed_rungs_run_greedy_through_ctranslate2_beam_and_the_systems_own_search(trained, capsys):
+    import pipeline
+    from pipeline.decode.recognizer import SearchOptions, load_recognizer
+
+    system = trained / "exp/final_ct2"
+    spec = json.loads((system / "system.json").read_text())
+    assert spec["ct2"] == "ct2" and spec["search"]["beams"] == 2 and (system / "ct2/model.bin").is_file()
+    files, waves = _dev_clips(trained)
+    decoder = system / "decoder"
+    greedy = load_recognizer(decoder, SearchOptions(), fallback_language="pa").transcribe(waves)
+    beam = load_recognizer(decoder, SearchOptions(beams=2), fallback_language="pa").transcribe(waves)
+    assert greedy != beam and all(greedy)  # the rungs can be told apart
+
+    fast, err = _transcribed(capsys, ["--model", str(system), "--speed", "fast", *files])
+    assert fast == greedy and "transcribe: speed fast: greedy, CTranslate2 float32 (ct2/)" in err
+    best, err = _transcribed(capsys, ["--model", str(system), *files])
+    assert best == beam and "speed best: the system's own search: beam 2" in err
+    balanced, err = _transcribed(capsys, ["--model", str(system), "--speed", "balanced", *files])
+    assert balanced == beam and "speed balanced: beam 2 of decoder/" in err  # no character LM: beam only
+    assert pipeline.transcribe(waves, system, speed="fast") == greedy
+    assert pipeline.load_recognizer(system, speed="fast").kind == "ct2"
+
+
+def test_fast_without_a_ctranslate2_decoder_falls_back_to_our_greedy_and_says_so(trained, capsys, caplog):
+    import pipeline
+    from pipeline.decode.recognizer import SearchOptions, load_recognizer
+
+    system = trained / "exp/final"  # exported without --with-ct2
+    files, waves = _dev_clips(trained)
+    greedy = load_recognizer(system / "decoder", SearchOptions(), fallback_language="pa").transcribe(waves)
+    fast, err = _transcribed(capsys, ["--model", str(system), "--speed", "fast", *files])
+    assert fast == greedy
+    assert f"transcribe: warning: speed fast: greedy of decoder/ (this toolkit's) ({system} has no CTranslate2 " \
+           "decoder: `export --with-ct2 int8` writes one)" in err  # fmt: skip
+    assert pipeline.transcribe(waves, system, speed="fast") == greedy
+    assert "has no CTranslate2 decoder" in caplog.text  # the API warns too
+
+
+def test_a_rung_that_cannot_be_had_is_a_one_line_error(trained, tmp_path, capsys):
+    from ctc_fixtures import tiny_whisper_encoder, vocab
+
+    import pipeline
+    from pipeline.models.ctc import WhisperEncoderCTC
+    from pipeline.models.ctc_checkpoint import save_ctc_model
+
+    files, waves = _dev_clips(trained)
+    enc, fe = tiny_whisper_encoder()
+    ctc = save_ctc_model(WhisperEncoderCTC(enc, vocab()), tmp_path / "ctc", fe)
+    data = str(trained / "data")
+    assert main(["export", "--model", str(ctc), "--data", data, "--out", str(tmp_path / "ctc_system")]) == 0
+    cases = [
+        (["--model", str(tmp_path / "ctc_system"), "--speed", "balanced"], "decodes with a CTC model"),
+        (["--model", str(trained / "exp/whisper_ft/best"), "--speed", "fast"], "needs a system directory"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["transcribe", "--no-progress", *args, files[0]]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    fast, err = _transcribed(capsys, ["--model", str(tmp_path / "ctc_system"), "--speed", "fast", files[0]])
+    assert "speed fast: CTC greedy, no LM" in err
+    with pytest.raises(ValueError, match="needs a system directory"):
+        pipeline.load_recognizer(trained / "exp/whisper_ft/best", speed="balanced")
+    with pytest.raises(ValueError, match="one of fast, balanced, best"):
+        pipeline.load_recognizer(trained / "exp/final", speed="fastest")
+    # a CTC checkpoint has no CTranslate2 form: export refuses --with-ct2, and writes nothing
+    assert main(["export", "--model", str(ctc), "--data", data, "--with-ct2", "int8",
+                 "--out", str(tmp_path / "out")]) == 2  # fmt: skip
+    assert "CTranslate2 converts a Whisper decoder only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_speed_ladder_prints_every_rung_with_its_ratio_to_the_transformers_pipeline(trained, capsys, monkeypatch):
+    import benchmarks.speed_ladder as ladder
+
+    before = tree_digest(trained / "exp/final_ct2")
+    args = ["--system", str(trained / "exp/final_ct2"), "--manifest", str(trained / "data/dev.jsonl"),
+            "--limit", "2", "--threads", "1"]  # fmt: skip
+    real = ladder.needs
+    monkeypatch.setattr(ladder, "needs", lambda m: real("not_a_module_x") if m == "faster_whisper" else real(m))
+    assert ladder.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 clips, ") and lines[0].endswith(" s of audio, 1 CPU thread(s)")
+    assert lines[2] == "| | rung | WER % | CER % | s | RTF | x (a) |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[4:]}
+    assert list(rows) == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
+    assert rows["(a)"][0] == "transformers pipeline, greedy, float32" and rows["(a)"][-1] == "1 |"
+    assert rows["(c)"][0] == "ours, CTranslate2 int8 greedy (--speed fast)" and rows["(c)"][-1] != "- |"
+    assert rows["(d)"][1].startswith("skipped: not_a_module_x is not installed")  # a runtime not installed
+    assert rows["(e)"][0] == "ours, beam 2 (no character LM) (--speed balanced)"
+    assert rows["(f)"][0] == "the full system (--speed best): beam 2"
+    # the system has a float32 ct2/: row (c) ran an int8 conversion made outside it
+    assert tree_digest(trained / "exp/final_ct2") == before
+    wer_b, wer_f = float(rows["(b)"][1]), float(rows["(f)"][1])
+    assert 0 <= wer_b <= 100 and 0 <= wer_f <= 100

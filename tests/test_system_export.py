@@ -247,3 +247,51 @@ def test_the_base_model_is_followed_through_soups_and_self_training(tmp_path):
     assert base_model(st) == "openai/whisper-base"
     (soup / "asr_adapt.json").write_text(json.dumps({"language": "sa"}))  # a local start that records none
     assert base_model(st) is None
+
+
+def test_a_rescored_systems_speed_rungs_are_its_decoders_fused_beam_and_greedy(rescored, caplog):
+    import soundfile as sf
+
+    from pipeline.decode.fusion import Fusion
+    from pipeline.decode.recognizer import SearchOptions, load_recognizer
+    from pipeline.system.recognizer import load_any, load_with_rung
+    from pipeline.system.spec import read_spec
+
+    system = rescored / "exp/final"
+    spec = read_spec(system)
+    test = [json.loads(line) for line in (rescored / "data/test.jsonl").read_text().splitlines()]
+    waves = [sf.read(rescored / "data" / u["audio"], dtype="float32")[0] for u in test]
+    f, decoder = spec.search.fusion, system / "decoder"
+    fusion = Fusion(system / "lm/char.arpa", f.weight, f.bonus, f.top_k, f.length_penalty, f.max_rate)
+    fused = SearchOptions(language=spec.search.language_token, beams=3, fusion=fusion)
+    balanced, rung = load_with_rung(system, speed="balanced")
+    assert balanced.kind == "whisper+char-lm" and rung.describe() == "speed balanced: beam 3 + character-LM fusion " \
+        "of decoder/" and not rung.fallback  # fmt: skip
+    assert balanced.transcribe(waves) == load_recognizer(decoder, fused, fallback_language="sa").transcribe(waves)
+    greedy = SearchOptions(language=spec.search.language_token)
+    fast = load_any(system, speed="fast")  # no ct2/: our greedy, with a warning
+    assert fast.transcribe(waves) == load_recognizer(decoder, greedy, fallback_language="sa").transcribe(waves)
+    assert "has no CTranslate2 decoder" in caplog.text
+    best, rung = load_with_rung(system)
+    assert best.kind == "rescored" and rung.describe() == "speed best: the system's own search: 1 decoder(s)' " \
+        "beam-3 3-best with character-LM fusion + 4 CTC proposals, rescored"  # fmt: skip
+
+
+def test_a_rescored_system_exported_with_its_ctranslate2_decoder_runs_fast_through_it(rescored, tmp_path, capsys):
+    import soundfile as sf
+
+    from pipeline.decode.recognizer import SearchOptions, load_recognizer
+    from pipeline.system.recognizer import load_with_rung
+
+    out = tmp_path / "final_ct2"
+    assert main(["export", "--from-rescore", str(rescored / "exp/sys/dev"), "--data", str(rescored / "data"),
+                 "--with-ct2", "float32", "--out", str(out)]) == 0  # fmt: skip
+    spec = json.loads((out / "system.json").read_text())
+    assert spec["ct2"] == "ct2" and "`ct2/`" in (out / "README.md").read_text()
+    assert json.loads((out / "ct2/ct2_export.json").read_text())["source"] == "decoder"  # no path of the build
+    test = [json.loads(line) for line in (rescored / "data/test.jsonl").read_text().splitlines()]
+    waves = [sf.read(rescored / "data" / u["audio"], dtype="float32")[0] for u in test]
+    fast, rung = load_with_rung(out, speed="fast")
+    greedy = SearchOptions(language=spec["search"]["language_token"])
+    assert rung.describe() == "speed fast: greedy, CTranslate2 float32 (ct2/)"
+    assert fast.transcribe(waves) == load_recognizer(out / "decoder", greedy, fallback_language="sa").transcribe(waves)

@@ -9,6 +9,8 @@
         --results exp/demo/whisper_ft/test/results.json --out exp/demo/final
     # then, on any machine
     python -m pipeline transcribe --model exp/sa/final clip.mp3
+    # with its decoder as a CTranslate2 model inside (ct2/), for `transcribe --speed fast`
+    python -m pipeline export --model exp/demo/whisper_ft/best --with-ct2 int8 --data data/demo --out exp/demo/final
     # the decoder as a CTranslate2 model, for faster-whisper (WhisperModel("exp/demo/ct2"))
     python -m pipeline export --format ct2 --quantization int8 --model exp/demo/final --data data/demo \\
         --results exp/demo/whisper_ft/test/results.json --out exp/demo/ct2
@@ -47,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                    help="with --format ct2: the weights' type (default int8; CTranslate2 converts on load where a "
                         "device lacks it)")
+    p.add_argument("--with-ct2", choices=QUANTIZATIONS, default=None, metavar="QUANTIZATION",
+                   help="also write the system's (first) Whisper decoder as a CTranslate2 model into it (ct2/), "
+                        "what `transcribe --speed fast` runs: int8, float16 or float32 (needs ctranslate2)")
     p.add_argument("--results", nargs="+", type=Path, default=[],
                    help="the system's results.json files (score's output), for the model card")
     p.add_argument("--recipe", default="", help="the command that trained the system, for the model card")
@@ -72,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"export: error: {refused}", file=sys.stderr)
         return 2
     try:
+        ct2 = None
+        if args.with_ct2 is not None:
+            from pipeline.system.ct2 import ct2_writer
+
+            ct2 = ct2_writer(args.with_ct2)
         if args.format == "ct2":
             from pipeline.system.ct2 import export_ct2
 
@@ -80,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote the CTranslate2 model {out} (faster-whisper: WhisperModel({str(out)!r}))", file=sys.stderr)
             return 0
         if args.from_rescore is not None:
-            out = export_rescored(args.from_rescore, args.out, args.data, name=args.name, card=card)
+            out = export_rescored(args.from_rescore, args.out, args.data, name=args.name, card=card, ct2=ct2)
         else:
             out = export_decoder(args.model, args.out, args.data, lm=args.lm, beams=args.beams,
-                                 batch_size=args.batch_size, name=args.name, card=card)  # fmt: skip
+                                 batch_size=args.batch_size, name=args.name, card=card, ct2=ct2)  # fmt: skip
     except ExportError as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
@@ -102,6 +112,8 @@ def _refused(args: argparse.Namespace) -> str | None:
                     "toolkit")  # fmt: skip
         if args.lm is not None or args.beams != 1:
             return "--format ct2 converts the decoder only: --lm and --beams belong to a system directory"
+        if args.with_ct2 is not None:
+            return "--with-ct2 adds a CTranslate2 decoder to a system directory; --format ct2 writes only one"
     elif args.quantization is not None:
         return "--quantization goes with --format ct2"
     return None

@@ -2,6 +2,7 @@
 
     python -m pipeline transcribe --model whisper-base --language sa clips/*.mp3
     python -m pipeline transcribe --model exp/sa/whisper_ft/best --format srt --out-dir subs/ lecture.mp3
+    python -m pipeline transcribe --model exp/sa/final --speed fast clips/*.mp3   # a system directory's rung
 
 Any format soundfile or librosa can decode, any rate, any channels (mixed to
 mono, resampled to 16 kHz by :mod:`data_prep.audio`), any length: a recording
@@ -16,6 +17,10 @@ file there, named after it (``talk.mp3`` -> ``talk.srt``), written atomically an
 never over an input. A file that cannot be read is reported on stderr by name and
 the others are still transcribed (exit status 1 at the end); a file without speech
 gets an empty transcript and a warning.
+
+``--speed`` picks a rung of a system directory (:mod:`pipeline.system.speed`): ``best``, its own
+search (default); ``balanced``, its decoder's beam search with its character LM fused in; ``fast``,
+greedy through its CTranslate2 decoder (``export --with-ct2``). The rung is said on stderr.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beams", type=int, default=1, help="beam size (1 = greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per 30 s piece")
+    parser.add_argument("--speed", default="best", choices=["fast", "balanced", "best"],
+                        help="a system directory's rung: best = its own search as exported (default); balanced = "
+                             "its decoder's beam search, its character LM fused in where it has one; fast = greedy, "
+                             "through its CTranslate2 decoder (export --with-ct2) where CTranslate2 is installed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     out = parser.add_argument_group("output")
@@ -82,13 +91,17 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
 
 
 def load_model(args: argparse.Namespace) -> Recognizer:
-    """The system ``--model`` names, with the search the options ask for.
+    """The system ``--model`` names, with the search the options ask for (a system directory: at the rung
+    ``--speed`` picks, said on stderr).
 
     Raises ModelNotAvailable, ValueError or OSError for a model that cannot be loaded or bad options.
     """
-    from pipeline.system.recognizer import load_any
+    from pipeline.system.recognizer import load_with_rung
 
-    return load_any(args.model, search_options(args))
+    recognizer, rung = load_with_rung(args.model, search_options(args), speed=args.speed)
+    if rung is not None:
+        print(f"transcribe: {'warning: ' if rung.fallback else ''}{rung.describe()}", file=sys.stderr)
+    return recognizer
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -134,6 +134,8 @@ def _inside(spec: SystemSpec) -> list[str]:
         rows.append((f"`{spec.weights}`", "the chosen rescoring weights"))
     if spec.text_rules:
         rows.append((f"`{spec.text_rules}`", "the text normalization rules of the training data"))
+    if spec.ct2:
+        rows.append((f"`{spec.ct2}/`", "the decoder as a CTranslate2 model (`transcribe --speed fast`)"))
     return ["| part | what |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
 
 

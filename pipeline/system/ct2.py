@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.outputs import atomic_write_text, check_replaceable, exclusive, guard_output, replace_dir
-from pipeline.system.export import DECODER_DIR, CardOptions, ExportError, Prepared, system_name
-from pipeline.system.spec import SystemSpecError, is_system_dir, read_spec
+from pipeline.system.export import DECODER_DIR, CardOptions, CT2Writer, ExportError, Prepared, system_name
+from pipeline.system.spec import SystemSpec, SystemSpecError, is_system_dir, read_spec
 
 #: ``--quantization`` of ``export --format ct2`` (CTranslate2 converts again on load where a device lacks one).
 QUANTIZATIONS = ("int8", "float16", "float32")
@@ -211,14 +211,37 @@ def _system_name(model: str | os.PathLike, source: Path) -> str:
     return read_spec(model).name if is_system_dir(model) else system_name(source)
 
 
-def _write(source: Path, tmp: Path, language: str, quantization: str) -> CT2Export:
+def ct2_writer(quantization: str) -> CT2Writer:
+    """What ``export --with-ct2 QUANTIZATION`` adds to a system directory: its first decoder as a CTranslate2
+    model (``ct2/``, prompted with the system's language token), for ``transcribe --speed fast``."""
+    import importlib.util
+
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"--with-ct2 {quantization}: one of {', '.join(QUANTIZATIONS)}")
+    if importlib.util.find_spec("ctranslate2") is None:
+        raise ExportError("--with-ct2 needs CTranslate2, which is not installed (pip install '.[ct2]')")
+
+    def write(decoder: Path, dst: Path, spec: SystemSpec) -> None:
+        if (decoder / "ctc_config.json").is_file():
+            raise ExportError(f"--with-ct2: {spec.decoders[0]} is a CTC checkpoint; CTranslate2 converts a Whisper "
+                              "decoder only")  # fmt: skip
+        _write(decoder, dst, spec.language, quantization, forced=spec.search.language_token,
+               label=spec.decoders[0])  # fmt: skip
+
+    return write
+
+
+def _write(source: Path, tmp: Path, language: str, quantization: str, *, forced: str | None = None,
+           label: str | None = None) -> CT2Export:  # fmt: skip
+    """Convert ``source`` into ``tmp``. ``forced``: the language token to prompt with (default: the trained
+    one, else ``language``); ``label``: how the record names the source (default: its absolute path)."""
     from pipeline.models.encoder import ADAPT_FILE
     from pipeline.models.language import LanguageError, language_token
     from pipeline.models.whisper import load_whisper
 
     model, processor = load_whisper(source)
     adapt = dict(model.asr_adapt)
-    token = language_token(adapt.get("language_token") or adapt.get("language") or language)
+    token = language_token(forced or adapt.get("language_token") or adapt.get("language") or language)
     try:
         model, vocabulary, suppressed, padding = runtime_ready(model, processor.tokenizer, token,
                                                                bool(adapt.get("restricted_vocab")))  # fmt: skip
@@ -231,7 +254,7 @@ def _write(source: Path, tmp: Path, language: str, quantization: str) -> CT2Expo
         shutil.copyfile(source / ADAPT_FILE, tmp / ADAPT_FILE)
     gen = model.generation_config
     ids = [gen.decoder_start_token_id, gen.lang_to_id[token], gen.task_to_id["transcribe"], gen.no_timestamps_token_id]
-    record = CT2Export(source=str(source.resolve()), quantization=quantization,
+    record = CT2Export(source=label or str(source.resolve()), quantization=quantization,
                        prompt=processor.tokenizer.convert_ids_to_tokens(ids), prompt_ids=[int(i) for i in ids],
                        language_token=token, encoder_input=adapt.get("encoder_input", "padded"),
                        suppressed_in_model=suppressed, padded_vocabulary=padding)  # fmt: skip
@@ -267,3 +290,70 @@ def ct2_greedy(model, features: np.ndarray, prompt_ids: list[int], max_length: i
     batch = ctranslate2.StorageView.from_array(features[None])
     result = model.generate(batch, [list(prompt_ids)], beam_size=1, max_length=max_length)
     return list(result[0].sequences_ids[0])
+
+
+#: Whisper's decoder positions: the prompt and the generated tokens of one piece together.
+WHISPER_POSITIONS = 448
+
+
+def ct2_batch_decoder(folder: str | os.PathLike, device: str = "cpu", threads: int = 0):
+    """A :data:`~pipeline.decode.recognizer.BatchDecoder` of the CTranslate2 folder ``folder`` (``export``'s):
+    greedy, as this toolkit's greedy search decodes (pieces of at most 30 s, each piece's token budget, a
+    run-away loop cut), on the features the model was trained on (:func:`ct2_features`). Pieces whose
+    features have one shape (every piece of a model trained on 30-s windows) share a ``generate`` call."""
+    import ctranslate2
+    import tokenizers
+    from transformers import WhisperFeatureExtractor
+
+    from pipeline.decode.whisper import split_long
+
+    folder = Path(folder)
+    record = read_export(folder)
+    kind, _, index = device.partition(":")
+    model = ctranslate2.models.Whisper(str(folder), device=kind, device_index=int(index or 0), intra_threads=threads)
+    features_of = WhisperFeatureExtractor.from_pretrained(folder)
+    tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    trimmed = record.encoder_input == "trimmed"
+
+    def decode(waves) -> list[tuple[str, int]]:
+        pieces = [(k, p) for k, wave in enumerate(waves) for p in split_long(np.asarray(wave, dtype=np.float32))]
+        features = [ct2_features(features_of, p if len(p) else np.zeros(160, np.float32), trimmed) for _, p in pieces]
+        ids = _generate_greedy(model, features, [len(p) for _, p in pieces], record.prompt_ids)
+        texts: list[list[str]] = [[] for _ in waves]
+        counts = [0] * len(waves)
+        for (k, _), piece_ids in zip(pieces, ids):
+            texts[k].append(tokenizer.decode(piece_ids, skip_special_tokens=True).strip())
+            counts[k] += len(piece_ids)
+        return [(" ".join(t for t in texts[k] if t), counts[k]) for k in range(len(waves))]
+
+    return decode
+
+
+def _generate_greedy(model, features: list[np.ndarray], samples: list[int], prompt: list[int]) -> list[list[int]]:
+    """Each piece's content tokens: greedy within its token budget, a run-away loop cut (as
+    :func:`pipeline.decode.whisper.clean_tokens` does); pieces of one feature shape in one call."""
+    import ctranslate2
+
+    from pipeline.decode.whisper import token_budget, truncate_loop
+    from pipeline.models.encoder import SAMPLE_RATE
+
+    budgets = [token_budget(n / SAMPLE_RATE, WHISPER_POSITIONS - len(prompt)) for n in samples]
+    out: list[list[int]] = [[] for _ in features]
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(features):
+        groups.setdefault(f.shape, []).append(i)
+    for members in groups.values():
+        batch = ctranslate2.StorageView.from_array(np.stack([features[i] for i in members]))
+        longest = max(budgets[i] for i in members)
+        # CTranslate2's Whisper generates at most half of max_length new tokens (as Whisper's own sample_len)
+        results = model.generate(batch, [list(prompt)] * len(members), beam_size=1,
+                                 max_length=2 * longest + 1)  # fmt: skip
+        for i, result in zip(members, results):
+            ids = list(result.sequences_ids[0])
+            ended = len(ids) < longest  # the end token, not the length cap, stopped it
+            while ids and ids[0] in prompt:  # a prompt token generated again is no content (as _content drops it)
+                ids.pop(0)
+            if len(ids) >= budgets[i]:  # ran on past its own piece's budget (for a longer piece of its batch)
+                ids, ended = ids[: budgets[i]], False
+            out[i] = ids if ended else truncate_loop(ids)[0]  # stopped by itself: repeats are what it heard
+    return out

@@ -15,7 +15,8 @@ Both copy the text rules the data was prepared with (``text_rules.yaml``, every
 copied Whisper decoder's generation config prompts with the language the system
 decodes in (:func:`prompt_decoder_language`), so that ``transformers.pipeline`` on the
 folder alone decodes as the system does, a model exported before it carried one included.
-``--format ct2`` writes a decoder as a CTranslate2 model instead (:mod:`pipeline.system.ct2`). The
+``--format ct2`` writes a decoder as a CTranslate2 model instead (:mod:`pipeline.system.ct2`);
+``--with-ct2 Q`` adds one inside the system (``ct2/``, what ``transcribe --speed fast`` runs). The
 folder is built beside ``out`` and swapped in whole (:func:`data_prep.outputs.replace_dir`:
 only over a folder the toolkit made); ``out`` may not be, contain or lie inside an input.
 """
@@ -26,8 +27,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -56,12 +57,19 @@ CHAR_ARPA = "char.arpa"
 WEIGHTS_FILE = "weights.json"
 RULES_FILE = "text_rules.yaml"
 CARD_FILE = "README.md"
+CT2_DIR = "ct2"  # the first decoder as a CTranslate2 model (``--with-ct2``)
 #: Formats ``export`` writes (``--format``).
 FORMATS = ("system", "ct2")
 
 
 class ExportError(ValueError):
     """An export that cannot be made from its inputs; the message (one line) names the file."""
+
+
+#: Writes the CTranslate2 form of a system's Whisper decoder: (its folder, the folder to write, the system,
+#: whose language token it prompts with). :func:`pipeline.system.ct2.ct2_writer` makes one (``--with-ct2``);
+#: ExportError for a decoder that has no CTranslate2 form.
+CT2Writer = Callable[[Path, Path, SystemSpec], None]
 
 
 @dataclass(frozen=True)
@@ -207,8 +215,10 @@ def decoder_dir(k: int) -> str:
 
 
 def export_rescored(run: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
-                    name: str | None = None, card: CardOptions = CardOptions()) -> Path:  # fmt: skip
-    """Export the system a ``rescore --tune`` run tuned (``run``: its folder or its rescore.json) to ``out``."""
+                    name: str | None = None, card: CardOptions = CardOptions(),
+                    ct2: CT2Writer | None = None) -> Path:  # fmt: skip
+    """Export the system a ``rescore --tune`` run tuned (``run``: its folder or its rescore.json) to ``out``
+    (``ct2``: also write its first decoder's CTranslate2 form into ``ct2/``)."""
     from pipeline.rescore.record import RECORD_NAME, RecordError, read_record
 
     run = Path(run)
@@ -257,13 +267,15 @@ def export_rescored(run: str | os.PathLike, out: str | os.PathLike, data: str | 
                           provenance=_provenance(card, sources, f.rate_from if f else None,
                                                  f.rate_margin if f else None))  # fmt: skip
 
-    return _export(out, inputs, build, prepared, card)
+    return _export(out, inputs, build, prepared, card, ct2)
 
 
 def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
                    lm: str | os.PathLike | None = None, beams: int = 1, batch_size: int = 8,
-                   name: str | None = None, card: CardOptions = CardOptions()) -> Path:  # fmt: skip
-    """Export one model, decoded plainly (greedy or ``beams`` wide; a CTC checkpoint with ``lm``: LM beam search)."""
+                   name: str | None = None, card: CardOptions = CardOptions(),
+                   ct2: CT2Writer | None = None) -> Path:  # fmt: skip
+    """Export one model, decoded plainly (greedy or ``beams`` wide; a CTC checkpoint with ``lm``: LM beam search;
+    ``ct2``: also write a Whisper model's CTranslate2 form into ``ct2/``)."""
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
     if lm is not None and not is_ctc_checkpoint(model):
@@ -283,7 +295,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
                           search=search, lm=LM_DIR if lm is not None else None, text_rules=RULES_FILE,
                           provenance=_provenance(card, sources))  # fmt: skip
 
-    return _export(out, [model, lm, data, *card.results], build, prepared, card)
+    return _export(out, [model, lm, data, *card.results], build, prepared, card, ct2)
 
 
 def system_name(model: str | os.PathLike) -> str:
@@ -292,7 +304,8 @@ def system_name(model: str | os.PathLike) -> str:
     return path.parent.name if path.name == "best" else path.name
 
 
-def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared, card: CardOptions) -> Path:
+def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared, card: CardOptions,
+            ct2: CT2Writer | None = None) -> Path:  # fmt: skip
     from pipeline.score.results import ResultsError, read_results
     from pipeline.system.card import model_card
 
@@ -309,6 +322,9 @@ def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared,
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         spec = build(tmp)
+        if ct2 is not None:
+            ct2(tmp / spec.decoders[0], tmp / CT2_DIR, spec)
+            spec = replace(spec, ct2=CT2_DIR)
         write_rules(prepared, tmp / RULES_FILE)
         write_spec(tmp, spec)
         read_spec(tmp)  # what a loader checks: every part in place

@@ -12,11 +12,13 @@ sorted by duration as ``rescore`` sorts them (the beam search's token budget is 
 batch's longest clip's): ``decode`` of the manifest the system was scored on, which
 hands it those batches, gives the run's transcripts exactly.
 Audio longer than 30 s is cut at quiet points and the pieces' choices joined.
+``speed`` picks a faster rung of a system instead (:mod:`pipeline.system.speed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,9 @@ import numpy as np
 
 from pipeline.decode.recognizer import Recognizer, SearchOptions
 from pipeline.system.spec import SystemSpec, is_system_dir, read_spec
+from pipeline.system.speed import DEFAULT_SPEED, Rung, check_speed, load_rung, own_search
+
+log = logging.getLogger(__name__)
 
 #: SearchOptions fields a system directory fixes itself, and the options that set them.
 _FIXED_BY_SYSTEM = {"language": "--language", "detect_language": "--no-language", "task": "--task",
@@ -34,18 +39,39 @@ _FIXED_BY_SYSTEM = {"language": "--language", "detect_language": "--no-language"
 
 
 def load_any(model: str | os.PathLike, options: SearchOptions = SearchOptions(), *,
-             fallback_language: str | None = None) -> Recognizer:  # fmt: skip
-    """The recognizer of ``model``: a system directory (see :mod:`pipeline.system`), else any model
-    :func:`pipeline.decode.recognizer.load_recognizer` loads (with ``options`` and ``fallback_language``).
+             fallback_language: str | None = None, speed: str = DEFAULT_SPEED) -> Recognizer:  # fmt: skip
+    """The recognizer of ``model``: a system directory (see :mod:`pipeline.system`) at the rung ``speed``
+    (:mod:`pipeline.system.speed`), else any model :func:`pipeline.decode.recognizer.load_recognizer`
+    loads (with ``options`` and ``fallback_language``).
 
     Raises ValueError for options a system cannot use (it searches as its ``system.json`` says;
-    only ``device`` applies) and :class:`~pipeline.system.spec.SystemSpecError` for an unreadable one.
+    only ``device`` applies), for a rung it cannot provide, for ``speed`` other than best with a model
+    that is not a system directory; :class:`~pipeline.system.spec.SystemSpecError` for an unreadable
+    system. A rung that runs a slower form than its own (``fast`` without CTranslate2) logs a warning.
     """
+    recognizer, rung = load_with_rung(model, options, fallback_language=fallback_language, speed=speed)
+    if rung is not None and rung.fallback:
+        log.warning("%s: %s", model, rung.describe())
+    return recognizer
+
+
+def load_with_rung(model: str | os.PathLike, options: SearchOptions = SearchOptions(), *,
+                   fallback_language: str | None = None,
+                   speed: str = DEFAULT_SPEED) -> tuple[Recognizer, Rung | None]:  # fmt: skip
+    """:func:`load_any`, and what its rung runs (None: ``model`` is not a system directory)."""
+    check_speed(speed)
     if is_system_dir(model):
-        return load_system(model, options)
+        spec = read_spec(model)
+        check_options(model, spec, options)
+        if speed == DEFAULT_SPEED:
+            return load_system(model, options), Rung(speed, own_search(Path(model), spec))
+        return load_rung(Path(model), spec, speed, options.device)
+    if speed != DEFAULT_SPEED:
+        raise ValueError(f"--speed {speed} needs a system directory (`export` writes one); {model} is a model: "
+                         "choose its search with --beams")  # fmt: skip
     from pipeline.decode.recognizer import load_recognizer
 
-    return load_recognizer(model, options, fallback_language=fallback_language)
+    return load_recognizer(model, options, fallback_language=fallback_language), None
 
 
 def load_system(folder: str | os.PathLike, options: SearchOptions = SearchOptions()) -> Recognizer:

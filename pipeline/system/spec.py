@@ -73,11 +73,14 @@ class SystemSpec:
     char_lm: str | None = None  # character LM (ARPA file)
     weights: str | None = None  # the chosen rescoring weights ("rescored")
     text_rules: str | None = None  # the text normalization rules the data was prepared with (YAML)
+    ct2: str | None = None  # the first decoder as a CTranslate2 model (``export --with-ct2``): ``--speed fast``
     provenance: Provenance = field(default_factory=Provenance)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if d["ct2"] is None:  # absent unless written: a toolkit that predates the field still reads the file
+            del d["ct2"]
         return {"schema_version": d.pop("schema_version"), **d}
 
     @classmethod
@@ -98,7 +101,8 @@ class SystemSpec:
 
     def parts(self) -> list[str]:
         """Every file or folder the system loads, relative to its directory."""
-        return [p for p in (*self.decoders, self.ctc, self.lm, self.char_lm, self.weights, self.text_rules) if p]
+        parts = (*self.decoders, self.ctc, self.lm, self.char_lm, self.weights, self.text_rules, self.ct2)
+        return [p for p in parts if p]
 
 
 def is_system_dir(path: str | os.PathLike) -> bool:
