@@ -160,20 +160,24 @@ def clip_generator(seed: int, utt_id: str):
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+def derived_text_rules(folder: str | os.PathLike) -> str | None:
+    """The text-rules name a degraded set in ``folder`` carries over from its source (None: none recorded)."""
+    try:
+        rules = json.loads((Path(folder) / DEGRADE_JSON).read_text(encoding="utf-8"))["text_rules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rules if isinstance(rules, str) and rules else None
+
+
 def text_rules_of(manifest: str | os.PathLike) -> str | None:
-    """The text-rules name the manifest was normalized with: from ``prepare.json`` (or a degraded set's
-    ``degrade.json``) next to it; None when neither records one."""
+    """The text-rules name the manifest was normalized with: from ``prepare.json`` next to it (or, for a
+    degraded set, its ``degrade.json``); None when neither records one."""
     folder = Path(manifest).parent
-    for name, key in ((PREPARE_JSON, ("process", "rules")), (DEGRADE_JSON, ("text_rules",))):
-        try:
-            value = json.loads((folder / name).read_text(encoding="utf-8"))
-            for k in key:
-                value = value[k]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(value, str) and value:
-            return value
-    return None
+    try:
+        rules = json.loads((folder / PREPARE_JSON).read_text(encoding="utf-8"))["process"]["rules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return derived_text_rules(folder)
+    return rules if isinstance(rules, str) and rules else None
 
 
 class BabblePool:

@@ -99,8 +99,10 @@ def test_babble_is_made_of_other_speakers_only(data):
 
 
 def test_the_telephone_channel_leaves_no_energy_above_4_khz(data, tmp_path):
+    (data / "prepare.json").write_text(json.dumps({"process": {"rules": "sa-Latn"}}))
     out = tmp_path / "shift" / "test_telephone"
     degrade(data / "test.jsonl", out, Condition("telephone"), seed=0)
+    assert json.loads((out / "degrade.json").read_text())["text_rules"] == "sa-Latn"  # what score normalizes with
     import torch
 
     for utt, y in written(out):

@@ -6,7 +6,8 @@ import random
 
 from data_prep.manifest import Utterance
 from pipeline.decode.hyps import Hypothesis
-from pipeline.report.verdict import transfer_verdict
+from pipeline.report.verdict import paired, transfer_verdict
+from pipeline.score.bootstrap import difference_ci
 from pipeline.score.results import Results
 from pipeline.score.scorer import score_utterances
 
@@ -99,3 +100,25 @@ def test_no_common_utterances_cannot_be_compared():
           make_results(make_utts(10, 0, "b"), "zs", "zeroshot", 0.9)]
     (zs,) = [i for i in by_section(transfer_verdict(rs, n_resamples=50), "zeroshot") if "zero-shot)" in i.headline]
     assert zs.status == "na" and "no utterances in common" in zs.headline
+
+
+def test_a_set_derived_from_the_test_set_is_compared_on_the_same_utterances():
+    # test_babble holds the test utterances (one rejected) heard in babble: the gap is paired over the 59
+    # it kept, and per condition (one item each).
+    utts = make_utts(60)
+    rs = [make_results(utts, "ft", "finetuned", 0.10, "test", 2),
+          make_results(utts[1:], "ft", "finetuned", 0.25, "test_babble", 3),
+          make_results(utts, "ft", "finetuned", 0.13, "test_telephone", 2)]  # the clean errors, and a few more
+    babble, telephone = by_section(transfer_verdict(rs, n_resamples=300), "domain_shift")
+    assert babble.status == "warn" and "on test_babble: significantly worse" in babble.headline
+    assert babble.data["paired_utts"] == 59 and "Paired over the 59 utterances" in babble.detail
+    paired_gap = babble.data["wer"]["gap"]
+    r, _ = paired(rs[1], rs[0], "wer", 300, 0)
+    assert paired_gap["point"] == r.delta.point and paired_gap["low"] == r.delta.low
+    assert babble.data["wer"]["in_domain"] == r.rate_b  # the clean rate on the same 59 utterances
+    independent = difference_ci([u.word_errors for u in rs[0].utts], [u.ref_words for u in rs[0].utts],
+                                [u.word_errors for u in rs[2].utts], [u.ref_words for u in rs[2].utts],
+                                n_resamples=300)
+    tel = telephone.data["wer"]["gap"]
+    assert tel["high"] - tel["low"] < independent.high - independent.low  # pairing removes the sampling noise
+    assert telephone.data["shifted"] == "test_telephone" and telephone.data["paired_utts"] == 60

@@ -12,7 +12,9 @@ unanswerable when the needed systems are absent:
    training log). Flagged when p(fine-tuned better) < :data:`SIGNIFICANCE`.
 3. Domain shift: a system scored on two test sets; the gap between its rate on
    the in-domain set (the one named ``test``, else the first by name) and each
-   other set, with an interval from independent resampling of the two sets.
+   other set, with an interval: paired over the same utterances when the other
+   set was derived from the in-domain one (``degrade``: telephone, noise,
+   babble, reverb), else from independent resampling of the two sets.
 
 The primary metric (``wer`` or ``cer``) decides flags; the other is reported too.
 """
@@ -23,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.score.bootstrap import PairedResult, difference_ci, paired_bootstrap
+from pipeline.score.bootstrap import Interval, PairedResult, difference_ci, paired_bootstrap
 from pipeline.score.results import Results
 
 #: p(better) a system must reach to count as significantly better.
@@ -180,29 +182,52 @@ def in_domain_testset(testsets: Sequence[str]) -> str:
     return IN_DOMAIN_NAME if IN_DOMAIN_NAME in testsets else sorted(testsets)[0]
 
 
+def derived_from(base: Results, other: Results) -> bool:
+    """Whether ``other``'s utterances are ``base``'s (a set ``degrade`` made of them keeps their ids)."""
+    ids = {u.id for u in base.utts}
+    return bool(other.utts) and all(u.id in ids for u in other.utts)
+
+
+def shift_gap(base: Results, other: Results, metric: str, n_resamples: int, seed: int
+              ) -> tuple[Interval, float, float, int | None]:
+    """(gap rate(other) - rate(base) with its 95% interval, the two rates, utterances paired or None).
+
+    A set derived from ``base``'s utterances is compared on the same utterances (paired bootstrap over the
+    ones it kept: the interval holds the condition's effect, not which utterances were drawn); another test
+    set is resampled independently of ``base``.
+    """
+    if derived_from(base, other):
+        res, _ = paired(other, base, metric, n_resamples, seed)
+        return res.delta, res.rate_b, res.rate_a, res.n_utts
+    err, ref = _unit(metric)
+    ci = difference_ci([getattr(u, err) for u in base.utts], [getattr(u, ref) for u in base.utts],
+                       [getattr(u, err) for u in other.utts], [getattr(u, ref) for u in other.utts],
+                       n_resamples=n_resamples, seed=seed)
+    return ci, getattr(base, metric), getattr(other, metric), None
+
+
 def _shift_item(base: Results, other: Results, metric: str, n_resamples: int, seed: int) -> VerdictItem:
     if not base.utts or not other.utts:
         return VerdictItem("domain_shift", "na", f"{base.system}: per-utterance counts missing from "
                            f"{base.path or base.testset} or {other.path or other.testset}; rescore to get the gap")
     parts, data = [], {"system": base.system, "kind": base.kind, "lang": base.lang,
                        "in_domain": base.testset, "shifted": other.testset}
-    status = "info"
+    status, n_paired = "info", None
     for m in (metric, *[x for x in METRICS if x != metric]):
-        err, ref = _unit(m)
-        ci = difference_ci([getattr(u, err) for u in base.utts], [getattr(u, ref) for u in base.utts],
-                           [getattr(u, err) for u in other.utts], [getattr(u, ref) for u in other.utts],
-                           n_resamples=n_resamples, seed=seed)
-        ra, rb = getattr(base, m), getattr(other, m)
+        ci, ra, rb, n_paired = shift_gap(base, other, m, n_resamples, seed)
         ratio = f", x{rb / ra:.2f}" if ra > 0 else ""
         parts.append(f"{m.upper()} {pct(ra)} on {base.testset} vs {pct(rb)} on {other.testset}: gap "
                      f"{_pts(ci.point)} points, 95% CI [{_pts(ci.low)}, {_pts(ci.high)}]{ratio}")
         data[m] = {"in_domain": ra, "shifted": rb, "gap": ci.to_json()}
         if m == metric and ci.low > 0:
             status = "warn"
+    data["paired_utts"] = n_paired
     verdict = ("significantly worse under the shift" if status == "warn"
                else "no significant degradation under the shift")
-    return VerdictItem("domain_shift", status, f"{base.system} ({base.kind}): {verdict}", "; ".join(parts) + ".",
-                       data)
+    how = (f" Paired over the {n_paired} utterances {other.testset} shares with {base.testset}."
+           if n_paired is not None else "")
+    return VerdictItem("domain_shift", status, f"{base.system} ({base.kind}) on {other.testset}: {verdict}",
+                       "; ".join(parts) + "." + how, data)
 
 
 def transfer_verdict(
