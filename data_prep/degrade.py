@@ -22,6 +22,7 @@ The inputs are only read.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -283,11 +284,11 @@ def _write_clip(x, y, rir, cond: Condition, path: Path, utt_id: str) -> ClipStat
     written = torch.from_numpy(pcm.astype(np.float32) / 32767.0)
     stats = ClipStats(utt_id, attenuation_db=-20 * math.log10(gain))
     if cond.additive:
-        return ClipStats(**{**stats.__dict__, "snr_db": dsp.snr_db(x * gain, written)})
+        return dataclasses.replace(stats, snr_db=dsp.snr_db(x * gain, written))
     if cond.kind == "reverb":
-        return ClipStats(**{**stats.__dict__, "rt60_s": dsp.rt60_of(rir)})
+        return dataclasses.replace(stats, rt60_s=dsp.rt60_of(rir))
     share = dsp.band_energy_fraction(written, 4000.0)
-    return ClipStats(**{**stats.__dict__, "above_4k_db": 10 * math.log10(share) if share > 0 else -math.inf})
+    return dataclasses.replace(stats, above_4k_db=10 * math.log10(max(share, 1e-30)))  # JSON has no -inf
 
 
 def _guard(out: Path, manifest: str | os.PathLike, noise_manifest: str | os.PathLike | None,
