@@ -182,3 +182,13 @@ def test_the_command_writes_the_set_and_refuses_bad_settings_with_exit_2(data, t
     assert main([*cmd, "--condition", "babble", "--out", str(tmp_path / "s" / "b")]) == 2
     err = capsys.readouterr().err
     assert "--noise-manifest" in err and err.count("\n") == 1
+
+
+def test_the_python_api_does_what_the_command_does(data, tmp_path):
+    import pipeline
+
+    record = pipeline.degrade_test_set(data / "test.jsonl", tmp_path / "s" / "test_noise", "noise", snr_db=5,
+                                       color="brown", seed=3)  # fmt: skip
+    assert record["condition"] == {"kind": "noise", "snr_db": 5, "color": "brown"} and record["seed"] == 3
+    assert record["label"] == "noise_brown_5db" and record["counts"]["written"] == 4
+    assert json.loads((tmp_path / "s" / "test_noise" / "degrade.json").read_text()) == record
