@@ -282,7 +282,7 @@ def _write_clip(x, y, rir, cond: Condition, path: Path, utt_id: str) -> ClipStat
     pcm = to_pcm16((y * gain).numpy())
     write_flac(path, pcm)
     written = torch.from_numpy(pcm.astype(np.float32) / 32767.0)
-    stats = ClipStats(utt_id, attenuation_db=-20 * math.log10(gain))
+    stats = ClipStats(utt_id, attenuation_db=max(0.0, -20 * math.log10(gain)))  # never -0.0
     if cond.additive:
         return dataclasses.replace(stats, snr_db=dsp.snr_db(x * gain, written))
     if cond.kind == "reverb":

@@ -245,6 +245,40 @@ def transfer_verdict(
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
     budgets = budgets or {}
+    shifted = _scored_on_several_sets(results)
+    items = _transfer_items(results, shifted_sets(shifted), metric, n_resamples, seed, budgets)
+    if not shifted:
+        items.append(VerdictItem("domain_shift", "na", "No system was scored on two test sets: the "
+                                 "domain-shift gap cannot be measured"))
+    for sets in shifted.values():
+        base = sets[in_domain_testset(list(sets))]
+        items += [_shift_item(base, r, metric, n_resamples, seed)
+                  for name, r in sorted(sets.items()) if name != base.testset]
+    return items
+
+
+def _scored_on_several_sets(results: Sequence[Results]) -> dict[tuple[str, str], dict[str, Results]]:
+    """(lang, system) -> {test set: results} for every system scored on two test sets or more (dev aside)."""
+    by_system: dict[tuple[str, str], dict[str, Results]] = defaultdict(dict)
+    for r in results:
+        if r.testset != DEV_NAME:  # dev tunes the system (same domain, other speakers): not a shifted test set
+            by_system[(r.lang, r.system)][r.testset] = r
+    return {k: v for k, v in sorted(by_system.items()) if len(v) >= 2}
+
+
+def shifted_sets(several: dict[tuple[str, str], dict[str, Results]]) -> set[tuple[str, str]]:
+    """(lang, test set) of the sets that are a shift from some system's in-domain set."""
+    out = set()
+    for (lang, _), sets in several.items():
+        base = in_domain_testset(list(sets))
+        out |= {(lang, name) for name in sets if name != base}
+    return out
+
+
+def _transfer_items(results: Sequence[Results], shifted: set[tuple[str, str]], metric: str, n_resamples: int,
+                    seed: int, budgets: dict[tuple[str, str], float]) -> list[VerdictItem]:
+    """The gain and negative-transfer sentences, per language and test set. A missing zero-shot or scratch
+    system is stated on in-domain sets only: on a shifted set the domain-shift section speaks."""
     items: list[VerdictItem] = []
     by_set: dict[tuple[str, str], list[Results]] = defaultdict(list)
     for r in results:
@@ -254,31 +288,20 @@ def transfer_verdict(
         for r in sorted(rs, key=lambda r: r.system):
             kinds[r.kind].append(r)
         where = f"{testset} ({lang})"
+        state_missing = (lang, testset) not in shifted
         fts = kinds["finetuned"]
         if not fts:
-            items.append(VerdictItem("zeroshot", "na", f"No fine-tuned system on {where}: the transfer gain "
-                                     "and negative transfer cannot be measured there"))
+            if state_missing:
+                items.append(VerdictItem("zeroshot", "na", f"No fine-tuned system on {where}: the transfer gain "
+                                         "and negative transfer cannot be measured there"))
             continue
-        if not kinds["zeroshot"]:
+        if not kinds["zeroshot"] and state_missing:
             items.append(VerdictItem("zeroshot", "na", f"No zero-shot system on {where}: the gain over the "
                                      "pretrained model cannot be measured"))
-        if not kinds["scratch"]:
+        if not kinds["scratch"] and state_missing:
             items.append(VerdictItem("scratch", "na", f"No from-scratch system (kind=scratch) on {where}: "
                                      "negative transfer cannot be checked"))
         for ft in fts:
             items += [_gain_item(ft, zs, metric, n_resamples, seed) for zs in kinds["zeroshot"]]
             items += [_scratch_item(ft, sc, metric, n_resamples, seed, budgets) for sc in kinds["scratch"]]
-
-    by_system: dict[tuple[str, str], dict[str, Results]] = defaultdict(dict)
-    for r in results:
-        if r.testset != DEV_NAME:  # dev tunes the system (same domain, other speakers): not a shifted test set
-            by_system[(r.lang, r.system)][r.testset] = r
-    shifted = {k: v for k, v in sorted(by_system.items()) if len(v) >= 2}
-    if not shifted:
-        items.append(VerdictItem("domain_shift", "na", "No system was scored on two test sets: the "
-                                 "domain-shift gap cannot be measured"))
-    for sets in shifted.values():
-        base = sets[in_domain_testset(list(sets))]
-        items += [_shift_item(base, r, metric, n_resamples, seed)
-                  for name, r in sorted(sets.items()) if name != base.testset]
     return items
