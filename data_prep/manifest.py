@@ -90,6 +90,7 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "missing_speaker",  # Kaldi: utt2spk exists but has no line for the utterance
         "symlink_loop",  # folder corpus: a symlink to a folder it lies in (not followed)
         "label_too_long",  # more labels than encoder frames (CTC)
+        "no_noise_source",  # degrade: no other speaker's audio to build babble from
     }
 )
 

@@ -8,6 +8,7 @@ transformers load when a function needs them.
 from pipeline.api import (
     average_models,
     decode_manifest,
+    degrade_test_set,
     export_dataset,
     export_system,
     load_config,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "average_models",
     "decode_manifest",
+    "degrade_test_set",
     "export_dataset",
     "export_system",
     "load_config",

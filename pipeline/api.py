@@ -60,6 +60,16 @@ def make_folds(data: PathLike, out: PathLike, *, dev_speakers: int = 1) -> list[
     return write_folds(data, out, dev_speakers=dev_speakers)
 
 
+def degrade_test_set(manifest: PathLike, out: PathLike, condition: str, **options) -> dict:
+    """A shifted copy of a prepared split in ``out`` (command ``degrade``): ``condition`` is telephone, noise,
+    babble or reverb; ``options``: ``snr_db``, ``color``, ``talkers``, ``rt60_s`` (the condition's settings),
+    ``seed``, ``noise_manifest`` (babble), ``force``. Returns what degrade.json records."""
+    from data_prep.degrade import Condition, degrade
+
+    shape = {k: options.pop(k) for k in ("snr_db", "color", "talkers", "rt60_s") if k in options}
+    return degrade(manifest, out, Condition(condition, **shape), **options).to_json()
+
+
 def load_config(path: PathLike, overrides: Sequence[str] = ()) -> RecipeConfig:
     """A recipe config from YAML with ``key=value`` overrides, checked (ConfigError naming file and key)."""
     from pipeline.config import load_config as load
@@ -219,6 +229,7 @@ def make_pseudo_labels(labeled: PathLike, unlabeled: Sequence[PathLike], hyps: S
 __all__ = [
     "average_models",
     "decode_manifest",
+    "degrade_test_set",
     "export_system",
     "load_config",
     "load_recognizer",

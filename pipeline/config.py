@@ -112,6 +112,9 @@ class ModelConfig:
 
     type: str = "whisper"  # whisper | ctc
     name: str = "whisper-base"  # registry name or a transformers directory
+    # pretrained: start from name's weights; scratch: name's architecture with fresh random weights (seeded
+    # by train.seed), the from-scratch system a transfer report checks negative transfer against
+    init: str = "pretrained"
     language: str = ""  # language token code (<|xx|>); defaults to data.lang minus its script ("pa-Latn" -> "pa")
     new_language_init_from: str = ""  # existing language whose token initialises a new one
     # whisper | bpe: a byte-level BPE learnt from the train text (pipeline.train.new_vocab)
@@ -399,6 +402,12 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad(f"model.type must be whisper or ctc, got {cfg.model.type!r}")
     if cfg.model.vocabulary not in ("whisper", "bpe"):
         bad(f"model.vocabulary must be whisper or bpe, got {cfg.model.vocabulary!r}")
+    if cfg.model.init not in ("pretrained", "scratch"):
+        bad(f"model.init must be pretrained or scratch, got {cfg.model.init!r}")
+    if cfg.model.init == "scratch" and cfg.model.type != "whisper":
+        bad("model.init scratch starts a Whisper from random weights: it needs model.type whisper")
+    if cfg.model.init == "scratch" and cfg.train.regime == "lora":
+        bad("model.init scratch with train.regime lora would train adapters on frozen random weights")
     if cfg.model.vocabulary == "bpe" and cfg.model.type != "whisper":
         bad("model.vocabulary bpe is a decoder vocabulary: it needs model.type whisper")
     if cfg.model.vocabulary_size and cfg.model.vocabulary != "bpe":

@@ -65,8 +65,8 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_orphan"] == "missing_audio"
     reasons = {r.reason for r in rejects}
     # label_too_long belongs to training (labels vs encoder frames), symlink_loop to folder corpora
-    # (test_dp_importers.py), the others to pseudo-labelling
-    assert reasons == REJECT_REASONS - {"label_too_long", "symlink_loop"} - PSEUDO_LABEL_REJECT_REASONS
+    # (test_dp_importers.py), no_noise_source to degrade (test_dp_degrade.py), the others to pseudo-labelling
+    assert reasons == REJECT_REASONS - {"label_too_long", "symlink_loop", "no_noise_source"} - PSEUDO_LABEL_REJECT_REASONS
     for r in rejects:
         assert r.source.file and r.source.line > 0
 

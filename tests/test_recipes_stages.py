@@ -106,7 +106,7 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
 
 
-def _recipe_calls(tmp_path: Path, recipe: str, env: dict | None = None) -> list[list[str]]:
+def _recipe_calls(tmp_path: Path, recipe: str, **env: str) -> list[list[str]]:
     """The ``python -m pipeline`` calls of a recipe's run.sh, run in a copy with a fake interpreter that
     records them instead of running them (``env``: more environment for run.sh)."""
     import os
@@ -122,7 +122,7 @@ def _recipe_calls(tmp_path: Path, recipe: str, env: dict | None = None) -> list[
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     r = subprocess.run(["bash", str(tmp_path / f"recipes/{recipe}/run.sh")], capture_output=True, text=True,
-                       env={**os.environ, "PY": str(fake), **(env or {})})  # fmt: skip
+                       env={**os.environ, "PY": str(fake), **env})  # fmt: skip
     assert r.returncode == 0, r.stderr
     return [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
 
@@ -131,13 +131,16 @@ def _arg(call: list[str], flag: str) -> str:
     return call[call.index(flag) + 1]
 
 
-def test_the_demo_and_punjabi_recipes_end_by_exporting_the_system_they_scored(tmp_path):
+def _calls_of(calls: list[list[str]], command: str) -> list[list[str]]:
+    return [c for c in calls if c[:3] == ["-m", "pipeline", command]]
+
+
+def test_the_demo_and_punjabi_recipes_export_the_system_they_scored(tmp_path):
     for recipe, exp, data in (("demo", "exp/demo", "data/demo"), ("punjabi_digits", "exp/pa_digits", "data/pa_digits")):
-        calls = _recipe_calls(tmp_path / recipe, recipe, {"FOLDS": "0"})  # the Punjabi folds: the test below
-        export = calls[-1]
-        assert export[:3] == ["-m", "pipeline", "export"], recipe
-        decodes = [c for c in calls if c[:3] == ["-m", "pipeline", "decode"]]
-        scored = decodes[-1]  # the fine-tuned system's test decode
+        calls = _recipe_calls(tmp_path / recipe, recipe, FOLDS="0")  # the Punjabi folds: the test below
+        (export,) = _calls_of(calls, "export")
+        decodes = [c for c in _calls_of(calls, "decode") if _arg(c, "--manifest") == f"{data}/test.jsonl"]
+        scored = [c for c in decodes if _arg(c, "--model") == f"{exp}/whisper_ft/best"][-1]  # fine-tuned, test
         assert _arg(export, "--model") == _arg(scored, "--model") == f"{exp}/whisper_ft/best"
         assert _arg(export, "--batch-size") == _arg(scored, "--batch-size")  # the same batches, the same texts
         assert _arg(export, "--results") == f"{exp}/whisper_ft/test/results.json"
@@ -195,3 +198,41 @@ def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
     r = subprocess.run(["bash", str(tmp_path / "recipes/punjabi_digits/run.sh"), "--stage", "8"], capture_output=True,
                        text=True, env={**os.environ, "PY": "false"})  # fmt: skip
     assert r.returncode != 0 and "no folds in data/pa_digits_folds: run stage 7 first" in r.stderr
+
+
+def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_its_test_set(tmp_path):
+    calls = _recipe_calls(tmp_path, "demo")
+    telephone, babble = _calls_of(calls, "degrade")
+    for call in (telephone, babble):
+        assert _arg(call, "--manifest") == "data/demo/test.jsonl" and "--seed" in call
+    assert _arg(telephone, "--condition") == "telephone" and "--noise-manifest" not in telephone
+    assert _arg(babble, "--condition") == "babble" and _arg(babble, "--snr") == "10"
+    assert _arg(babble, "--noise-manifest") == "data/demo/train.jsonl"  # the training voices, not the test voice
+    sets = {_arg(c, "--out") for c in (telephone, babble)}
+    assert sets == {"data/demo_shifted/test_telephone", "data/demo_shifted/test_babble10"}
+    for out in sorted(sets):
+        name = out.rsplit("/", 1)[1]
+        manifest, hyps = f"{out}/{name}.jsonl", f"exp/demo/whisper_ft/{name}/hyps.jsonl"
+        (decode,) = [c for c in _calls_of(calls, "decode") if _arg(c, "--manifest") == manifest]
+        (score,) = [c for c in _calls_of(calls, "score") if _arg(c, "--manifest") == manifest]
+        assert _arg(decode, "--model") == "exp/demo/whisper_ft/best" and _arg(decode, "--out") == hyps
+        assert _arg(score, "--hyps") == hyps and _arg(score, "--kind") == "finetuned"
+        assert _arg(score, "--system") == "whisper_ft"  # the same system: a domain-shift gap, not another system
+        assert calls.index(decode) > calls.index(babble)
+    report = calls[-1]
+    assert report[:4] == ["-m", "pipeline", "report", "exp/demo"]
+    assert all(calls.index(c) < len(calls) - 1 for c in _calls_of(calls, "score"))  # the report sees every score
+
+
+def test_the_demo_trains_a_scratch_system_with_the_finetunings_config_and_budget(tmp_path):
+    calls = _recipe_calls(tmp_path / "with", "demo")
+    finetune, scratch = _calls_of(calls, "train")
+    assert _arg(scratch, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
+    extra = [a for a in scratch[3:] if a not in finetune[3:]]
+    assert extra == ["model.init=scratch", "output_dir=exp/demo/whisper_scratch"]  # nothing else differs
+    (decode,) = [c for c in _calls_of(calls, "decode") if _arg(c, "--model") == "exp/demo/whisper_scratch/best"]
+    (score,) = [c for c in _calls_of(calls, "score") if _arg(c, "--system") == "whisper_scratch"]
+    assert _arg(decode, "--manifest") == _arg(score, "--manifest") == "data/demo/test.jsonl"
+    assert _arg(score, "--kind") == "scratch" and calls.index(score) < len(calls) - 1
+    without = _recipe_calls(tmp_path / "without", "demo", SCRATCH="0")
+    assert len(_calls_of(without, "train")) == 1 and without[-1][:3] == ["-m", "pipeline", "report"]

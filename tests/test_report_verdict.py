@@ -6,7 +6,8 @@ import random
 
 from data_prep.manifest import Utterance
 from pipeline.decode.hyps import Hypothesis
-from pipeline.report.verdict import transfer_verdict
+from pipeline.report.verdict import paired, transfer_verdict
+from pipeline.score.bootstrap import difference_ci
 from pipeline.score.results import Results
 from pipeline.score.scorer import score_utterances
 
@@ -99,3 +100,74 @@ def test_no_common_utterances_cannot_be_compared():
           make_results(make_utts(10, 0, "b"), "zs", "zeroshot", 0.9)]
     (zs,) = [i for i in by_section(transfer_verdict(rs, n_resamples=50), "zeroshot") if "zero-shot)" in i.headline]
     assert zs.status == "na" and "no utterances in common" in zs.headline
+
+
+def test_a_set_derived_from_the_test_set_is_compared_on_the_same_utterances():
+    # test_babble holds the test utterances (one rejected) heard in babble: the gap is paired over the 59
+    # it kept, and per condition (one item each).
+    utts = make_utts(60)
+    rs = [make_results(utts, "ft", "finetuned", 0.10, "test", 2),
+          make_results(utts[1:], "ft", "finetuned", 0.25, "test_babble", 3),
+          make_results(utts, "ft", "finetuned", 0.13, "test_telephone", 2)]  # the clean errors, and a few more
+    babble, telephone = by_section(transfer_verdict(rs, n_resamples=300), "domain_shift")
+    assert babble.status == "warn" and "on test_babble: significantly worse" in babble.headline
+    assert babble.data["paired_utts"] == 59 and "Paired over the 59 utterances" in babble.detail
+    paired_gap = babble.data["wer"]["gap"]
+    r, _ = paired(rs[1], rs[0], "wer", 300, 0)
+    assert paired_gap["point"] == r.delta.point and paired_gap["low"] == r.delta.low
+    assert babble.data["wer"]["in_domain"] == r.rate_b  # the clean rate on the same 59 utterances
+    independent = difference_ci([u.word_errors for u in rs[0].utts], [u.ref_words for u in rs[0].utts],
+                                [u.word_errors for u in rs[2].utts], [u.ref_words for u in rs[2].utts],
+                                n_resamples=300)
+    tel = telephone.data["wer"]["gap"]
+    assert tel["high"] - tel["low"] < independent.high - independent.low  # pairing removes the sampling noise
+    assert telephone.data["shifted"] == "test_telephone" and telephone.data["paired_utts"] == 60
+
+
+def test_the_report_decides_both_verdicts_from_a_degraded_set_and_a_scratch_system(tmp_path):
+    """degrade -> score -> report, with hand-written transcripts for three systems' outputs: the fine-tuned
+    system on the clean test set and on its babble copy, and a from-scratch system on the clean set."""
+    import numpy as np
+    import soundfile as sf
+
+    from data_prep.degrade import Condition, degrade
+    from data_prep.manifest import Source, write_jsonl
+    from pipeline.decode.hyps import write_hyps
+    from pipeline.report.collect import collect
+    from pipeline.report.render import render_markdown
+    from pipeline.score.scorer import score
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    utts = []
+    for i, u in enumerate(make_utts(40) + make_utts(8, 1, "n")):
+        sf.write(data / "audio" / f"{u.id}.wav", (0.1 * rng.standard_normal(4000)).astype(np.float32), 16000)
+        utts.append(u.replace(audio=f"audio/{u.id}.wav", duration=0.25, speaker="t" if u.id[0] == "u" else "o",
+                              source=Source("x.tsv", i + 1)))  # fmt: skip
+    write_jsonl(data / "test.jsonl", [u for u in utts if u.speaker == "t"])
+    write_jsonl(data / "train.jsonl", [u for u in utts if u.speaker == "o"])
+    degrade(data / "test.jsonl", tmp_path / "shifted" / "test_babble10", Condition("babble", snr_db=10),
+            noise_manifest=data / "train.jsonl")  # fmt: skip
+
+    def scored(system: str, kind: str, manifest, p_err: float, seed: int) -> None:
+        rnd = random.Random(seed)
+        hyps = tmp_path / "exp" / system / manifest.stem / "hyps.jsonl"
+        write_hyps(hyps, [Hypothesis(u.id, " ".join("गलत" if rnd.random() < p_err else w for w in u.text.split()))
+                          for u in utts if u.speaker == "t"])  # fmt: skip
+        score(manifest, hyps, system=system, kind=kind, n_resamples=200)
+
+    scored("ft", "finetuned", data / "test.jsonl", 0.1, 1)
+    scored("ft", "finetuned", tmp_path / "shifted" / "test_babble10" / "test_babble10.jsonl", 0.4, 1)
+    scored("scratch", "scratch", data / "test.jsonl", 0.8, 2)
+    results = [x.results for x in collect([tmp_path / "exp"])]
+    items = transfer_verdict(results, n_resamples=200)
+    (shift,) = by_section(items, "domain_shift")
+    assert shift.status == "warn" and shift.data["shifted"] == "test_babble10" and shift.data["paired_utts"] == 40
+    assert "ft (finetuned) on test_babble10: significantly worse under the shift" in shift.text
+    (neg,) = by_section(items, "scratch")  # none on test_babble10: the domain-shift section speaks for it
+    assert [i.headline for i in by_section(items, "zeroshot")] == [
+        "No zero-shot system on test (sa): the gain over the pretrained model cannot be measured"]
+    assert neg.status == "ok" and neg.data["negative_transfer"] is False and "transfer helps" in neg.text
+    md = render_markdown("t", results, items, [], [], "wer")
+    assert "test_babble10: significantly worse" in md.split("### Domain shift")[1]

@@ -157,3 +157,14 @@ def test_normalizer_name_comes_from_prepare_json(tmp_path):
     r = score(manifest, hyps, n_resamples=10)
     assert r.lang == "pa-Latn" and r.wer == 0.0
     assert score(manifest, hyps, lang="pa", n_resamples=10).lang == "pa"  # --lang overrides
+
+
+def test_a_degraded_set_is_scored_with_the_rules_of_the_set_it_came_from(tmp_path):
+    manifest = tmp_path / "test_telephone" / "test_telephone.jsonl"
+    write_jsonl(manifest, [utt("a", "ikk do tinn", lang="pa")])
+    hyps = tmp_path / "exp" / "pa" / "ft" / "test_telephone" / "hyps.jsonl"
+    write_hyps(hyps, [Hypothesis("a", "Ikk do, tinn")])
+    assert score(manifest, hyps, n_resamples=10).lang == "pa"
+    (manifest.parent / "degrade.json").write_text(json.dumps({"text_rules": "pa-Latn", "seed": 0}))
+    r = score(manifest, hyps, n_resamples=10)
+    assert r.lang == "pa-Latn" and r.testset == "test_telephone" and r.system == "ft"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def load_whisper(name_or_path: str | os.PathLike, device: str = "cpu", dtype: to
     except OSError:
         processor = _rebuild_processor(path, model.config)
     return model, processor
+
+
+def random_init(model, seed: int):
+    """A model of ``model``'s architecture (its config, generation config and ``asr_adapt``) with fresh weights
+    from transformers' own initialization, drawn from ``seed`` alone; in eval mode on ``model``'s device.
+
+    Nothing learned is carried over. What is fixed by the architecture stays: the encoder's sinusoidal
+    position table is not learned, and transformers sets it to the same sinusoids.
+    """
+    param = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random state alone
+        torch.manual_seed(seed)
+        fresh = type(model)(copy.deepcopy(model.config))
+    fresh.generation_config = copy.deepcopy(model.generation_config)
+    fresh.asr_adapt = dict(getattr(model, "asr_adapt", None) or {})
+    return fresh.to(device=param.device, dtype=param.dtype).eval()
 
 
 def _rebuild_processor(path, config):

@@ -12,7 +12,9 @@ unanswerable when the needed systems are absent:
    training log). Flagged when p(fine-tuned better) < :data:`SIGNIFICANCE`.
 3. Domain shift: a system scored on two test sets; the gap between its rate on
    the in-domain set (the one named ``test``, else the first by name) and each
-   other set, with an interval from independent resampling of the two sets.
+   other set, with an interval: paired over the same utterances when the other
+   set was derived from the in-domain one (``degrade``: telephone, noise,
+   babble, reverb), else from independent resampling of the two sets.
 
 The primary metric (``wer`` or ``cer``) decides flags; the other is reported too.
 """
@@ -23,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.score.bootstrap import PairedResult, difference_ci, paired_bootstrap
+from pipeline.score.bootstrap import Interval, PairedResult, difference_ci, paired_bootstrap
 from pipeline.score.results import Results
 
 #: p(better) a system must reach to count as significantly better.
@@ -180,29 +182,52 @@ def in_domain_testset(testsets: Sequence[str]) -> str:
     return IN_DOMAIN_NAME if IN_DOMAIN_NAME in testsets else sorted(testsets)[0]
 
 
+def derived_from(base: Results, other: Results) -> bool:
+    """Whether ``other``'s utterances are ``base``'s (a set ``degrade`` made of them keeps their ids)."""
+    ids = {u.id for u in base.utts}
+    return bool(other.utts) and all(u.id in ids for u in other.utts)
+
+
+def shift_gap(base: Results, other: Results, metric: str, n_resamples: int, seed: int
+              ) -> tuple[Interval, float, float, int | None]:
+    """(gap rate(other) - rate(base) with its 95% interval, the two rates, utterances paired or None).
+
+    A set derived from ``base``'s utterances is compared on the same utterances (paired bootstrap over the
+    ones it kept: the interval holds the condition's effect, not which utterances were drawn); another test
+    set is resampled independently of ``base``.
+    """
+    if derived_from(base, other):
+        res, _ = paired(other, base, metric, n_resamples, seed)
+        return res.delta, res.rate_b, res.rate_a, res.n_utts
+    err, ref = _unit(metric)
+    ci = difference_ci([getattr(u, err) for u in base.utts], [getattr(u, ref) for u in base.utts],
+                       [getattr(u, err) for u in other.utts], [getattr(u, ref) for u in other.utts],
+                       n_resamples=n_resamples, seed=seed)
+    return ci, getattr(base, metric), getattr(other, metric), None
+
+
 def _shift_item(base: Results, other: Results, metric: str, n_resamples: int, seed: int) -> VerdictItem:
     if not base.utts or not other.utts:
         return VerdictItem("domain_shift", "na", f"{base.system}: per-utterance counts missing from "
                            f"{base.path or base.testset} or {other.path or other.testset}; rescore to get the gap")
     parts, data = [], {"system": base.system, "kind": base.kind, "lang": base.lang,
                        "in_domain": base.testset, "shifted": other.testset}
-    status = "info"
+    status, n_paired = "info", None
     for m in (metric, *[x for x in METRICS if x != metric]):
-        err, ref = _unit(m)
-        ci = difference_ci([getattr(u, err) for u in base.utts], [getattr(u, ref) for u in base.utts],
-                           [getattr(u, err) for u in other.utts], [getattr(u, ref) for u in other.utts],
-                           n_resamples=n_resamples, seed=seed)
-        ra, rb = getattr(base, m), getattr(other, m)
+        ci, ra, rb, n_paired = shift_gap(base, other, m, n_resamples, seed)
         ratio = f", x{rb / ra:.2f}" if ra > 0 else ""
         parts.append(f"{m.upper()} {pct(ra)} on {base.testset} vs {pct(rb)} on {other.testset}: gap "
                      f"{_pts(ci.point)} points, 95% CI [{_pts(ci.low)}, {_pts(ci.high)}]{ratio}")
         data[m] = {"in_domain": ra, "shifted": rb, "gap": ci.to_json()}
         if m == metric and ci.low > 0:
             status = "warn"
+    data["paired_utts"] = n_paired
     verdict = ("significantly worse under the shift" if status == "warn"
                else "no significant degradation under the shift")
-    return VerdictItem("domain_shift", status, f"{base.system} ({base.kind}): {verdict}", "; ".join(parts) + ".",
-                       data)
+    how = (f" Paired over the {n_paired} utterances {other.testset} shares with {base.testset}."
+           if n_paired is not None else "")
+    return VerdictItem("domain_shift", status, f"{base.system} ({base.kind}) on {other.testset}: {verdict}",
+                       "; ".join(parts) + "." + how, data)
 
 
 def transfer_verdict(
@@ -220,6 +245,40 @@ def transfer_verdict(
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
     budgets = budgets or {}
+    shifted = _scored_on_several_sets(results)
+    items = _transfer_items(results, shifted_sets(shifted), metric, n_resamples, seed, budgets)
+    if not shifted:
+        items.append(VerdictItem("domain_shift", "na", "No system was scored on two test sets: the "
+                                 "domain-shift gap cannot be measured"))
+    for sets in shifted.values():
+        base = sets[in_domain_testset(list(sets))]
+        items += [_shift_item(base, r, metric, n_resamples, seed)
+                  for name, r in sorted(sets.items()) if name != base.testset]
+    return items
+
+
+def _scored_on_several_sets(results: Sequence[Results]) -> dict[tuple[str, str], dict[str, Results]]:
+    """(lang, system) -> {test set: results} for every system scored on two test sets or more (dev aside)."""
+    by_system: dict[tuple[str, str], dict[str, Results]] = defaultdict(dict)
+    for r in results:
+        if r.testset != DEV_NAME:  # dev tunes the system (same domain, other speakers): not a shifted test set
+            by_system[(r.lang, r.system)][r.testset] = r
+    return {k: v for k, v in sorted(by_system.items()) if len(v) >= 2}
+
+
+def shifted_sets(several: dict[tuple[str, str], dict[str, Results]]) -> set[tuple[str, str]]:
+    """(lang, test set) of the sets that are a shift from some system's in-domain set."""
+    out = set()
+    for (lang, _), sets in several.items():
+        base = in_domain_testset(list(sets))
+        out |= {(lang, name) for name in sets if name != base}
+    return out
+
+
+def _transfer_items(results: Sequence[Results], shifted: set[tuple[str, str]], metric: str, n_resamples: int,
+                    seed: int, budgets: dict[tuple[str, str], float]) -> list[VerdictItem]:
+    """The gain and negative-transfer sentences, per language and test set. A missing zero-shot or scratch
+    system is stated on in-domain sets only: on a shifted set the domain-shift section speaks."""
     items: list[VerdictItem] = []
     by_set: dict[tuple[str, str], list[Results]] = defaultdict(list)
     for r in results:
@@ -229,31 +288,20 @@ def transfer_verdict(
         for r in sorted(rs, key=lambda r: r.system):
             kinds[r.kind].append(r)
         where = f"{testset} ({lang})"
+        state_missing = (lang, testset) not in shifted
         fts = kinds["finetuned"]
         if not fts:
-            items.append(VerdictItem("zeroshot", "na", f"No fine-tuned system on {where}: the transfer gain "
-                                     "and negative transfer cannot be measured there"))
+            if state_missing:
+                items.append(VerdictItem("zeroshot", "na", f"No fine-tuned system on {where}: the transfer gain "
+                                         "and negative transfer cannot be measured there"))
             continue
-        if not kinds["zeroshot"]:
+        if not kinds["zeroshot"] and state_missing:
             items.append(VerdictItem("zeroshot", "na", f"No zero-shot system on {where}: the gain over the "
                                      "pretrained model cannot be measured"))
-        if not kinds["scratch"]:
+        if not kinds["scratch"] and state_missing:
             items.append(VerdictItem("scratch", "na", f"No from-scratch system (kind=scratch) on {where}: "
                                      "negative transfer cannot be checked"))
         for ft in fts:
             items += [_gain_item(ft, zs, metric, n_resamples, seed) for zs in kinds["zeroshot"]]
             items += [_scratch_item(ft, sc, metric, n_resamples, seed, budgets) for sc in kinds["scratch"]]
-
-    by_system: dict[tuple[str, str], dict[str, Results]] = defaultdict(dict)
-    for r in results:
-        if r.testset != DEV_NAME:  # dev tunes the system (same domain, other speakers): not a shifted test set
-            by_system[(r.lang, r.system)][r.testset] = r
-    shifted = {k: v for k, v in sorted(by_system.items()) if len(v) >= 2}
-    if not shifted:
-        items.append(VerdictItem("domain_shift", "na", "No system was scored on two test sets: the "
-                                 "domain-shift gap cannot be measured"))
-    for sets in shifted.values():
-        base = sets[in_domain_testset(list(sets))]
-        items += [_shift_item(base, r, metric, n_resamples, seed)
-                  for name, r in sorted(sets.items()) if name != base.testset]
     return items

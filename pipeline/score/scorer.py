@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.degrade import DEGRADE_JSON, derived_text_rules
 from data_prep.manifest import ManifestError, Utterance, read_jsonl, read_manifest
 from data_prep.outputs import atomic_write_text, guard_outputs
 from pipeline.decode.hyps import Hypothesis
@@ -68,7 +69,8 @@ def manifest_language(utts: list[Utterance], manifest_path: str | os.PathLike) -
 
     ``prepare`` records its text-rules name (e.g. ``pa-Latn`` for romanized
     Punjabi, while utterances say ``pa``) in ``prepare.json`` next to the
-    manifests; that name wins. Otherwise the manifest's single language.
+    manifests, and a set ``degrade`` derived from them carries it over in
+    ``degrade.json``; that name wins. Otherwise the manifest's single language.
     """
     langs = sorted({u.language for u in utts})
     settings = Path(manifest_path).parent / PREPARE_SETTINGS
@@ -79,6 +81,9 @@ def manifest_language(utts: list[Utterance], manifest_path: str | os.PathLike) -
             raise ScoreError(f"{settings}: cannot read the text-rules name ({e}); pass --lang") from e
         if isinstance(rules, str) and rules:
             return rules
+    derived = derived_text_rules(Path(manifest_path).parent)
+    if derived:
+        return derived
     if len(langs) != 1 or not langs[0]:
         raise ScoreError(f"{manifest_path}: cannot tell the language from the manifest (languages {langs}); pass --lang")
     return langs[0]
@@ -217,7 +222,8 @@ def score(
         if not p.is_file():
             raise ScoreError(f"{p}: file not found")
     out = Path(out) if out is not None else hyps.parent
-    guard_outputs([out / name for name in SCORE_FILES], [manifest, hyps, manifest.parent / PREPARE_SETTINGS])
+    guard_outputs([out / name for name in SCORE_FILES], [manifest, hyps, manifest.parent / PREPARE_SETTINGS,
+                                                        manifest.parent / DEGRADE_JSON])
     try:
         utts = read_manifest(manifest)
     except ManifestError as e:

@@ -104,6 +104,10 @@ class Trainer(TrainingLoop):
         """The base model and processor on this run's language token and decoder vocabulary."""
         cfg = self.cfg
         model, self.processor = load_base(cfg.model.name)
+        if cfg.model.init == "scratch":
+            from pipeline.models.whisper import random_init
+
+            model = random_init(model, cfg.train.seed)
         setup_language(model, self.processor, self.language, cfg.model.new_language_init_from)
         self.vocab_info = self._new_vocabulary(model) if cfg.model.vocabulary == "bpe" else None
         self.labels = LabelEncoder(self.processor, model, self.language)
@@ -254,6 +258,7 @@ class Trainer(TrainingLoop):
             "regime": cfg.train.regime,
             "encoder_trainable_top_layers": cfg.train.encoder_trainable_top_layers,
             "base_model": cfg.model.name,
+            "init": cfg.model.init,
             "step": self.progress.step,
             "dev_cer": None if dev is None else dev.cer,
             "dev_wer": None if dev is None else dev.wer,
