@@ -6,7 +6,9 @@ speed factor every clip gets and how clips are grouped: clips are sorted by
 (jittered) duration so a batch pads little, cut into batches of at most
 ``batch_seconds`` padded audio, and the batch order is shuffled — all from
 ``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
-each rank takes every ``world_size``-th batch.
+each rank takes every ``world_size``-th batch. With ``padded_share`` > 0 that
+share of the batches (drawn from ``(seed, epoch)`` too) feeds the encoder the
+30-s padded window instead of the clips' real lengths.
 
 Two datasets feed the trainer: :class:`FeatureDataset` (audio -> augmented
 log-mel) and :class:`StateDataset` (cached encoder states, see
@@ -96,6 +98,7 @@ class Item:
     index: int
     factor: float
     epoch: int
+    padded: bool = False  # the encoder sees the 30-s padded window, as Whisper runtimes feed it
 
 
 class BatchPlan:
@@ -112,9 +115,12 @@ class BatchPlan:
         world_size: int = 1,
         rank: int = 0,
         jitter: float = 0.1,
+        padded_share: float = 0.0,
     ):
         if not durations:
             raise ValueError("no training utterances")
+        if not 0.0 <= padded_share <= 1.0:
+            raise ValueError(f"padded_share must be in [0, 1], got {padded_share}")
         self.durations = np.asarray(durations, dtype=np.float64)
         self.batch_seconds = batch_seconds
         self.max_batch_size = max_batch_size
@@ -123,6 +129,7 @@ class BatchPlan:
         self.world_size = world_size
         self.rank = rank
         self.jitter = jitter
+        self.padded_share = padded_share
 
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch, 7919])
@@ -159,7 +166,20 @@ class BatchPlan:
             raise ConfigError(f"the train set makes {len(batches)} batches (train.batch_seconds {self.batch_seconds:g}, "
                               f"train.max_batch_size {self.max_batch_size}), fewer than the {self.world_size} "
                               "processes: lower them or train on fewer processes")  # fmt: skip
-        return batches[:usable]
+        return self._mark_padded(batches[:usable], epoch)
+
+    def _mark_padded(self, batches: list[list[Item]], epoch: int) -> list[list[Item]]:
+        """``round(padded_share * len(batches))`` of the batches, drawn from (seed, epoch), made padded.
+
+        A generator of its own: the batches themselves are those of a plan without padded ones.
+        """
+        n = int(round(self.padded_share * len(batches)))
+        if n == 0:
+            return batches
+        chosen = np.random.default_rng([self.seed, epoch, 104729]).permutation(len(batches))[:n]
+        for j in chosen:
+            batches[j] = [Item(it.index, it.factor, it.epoch, padded=True) for it in batches[j]]
+        return batches
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         """This rank's batches of ``epoch``."""
@@ -195,7 +215,7 @@ class FeatureDataset(torch.utils.data.Dataset):
     """Audio -> (speed perturbation, noise) -> Whisper log-mel -> SpecAugment.
 
     Features are computed on the standard 30 s window (as at decode time) and,
-    when ``trimmed``, cut to the clip's real length.
+    when ``trimmed`` and the item is not a padded one, cut to the clip's real length.
     """
 
     def __init__(
@@ -229,7 +249,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         wave = self.wave(item, np_rng if self.augment else None)
         feats = self.fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
         n = mel_length(len(wave), feats.shape[-1])
-        x = torch.from_numpy(np.ascontiguousarray(feats[:, :n] if self.trimmed else feats))
+        trimmed = self.trimmed and not item.padded
+        x = torch.from_numpy(np.ascontiguousarray(feats[:, :n] if trimmed else feats))
         a = self.augment
         if a is not None and (a.time_masks or a.freq_masks):
             x = spec_augment(
@@ -244,7 +265,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         ex = self.examples[item.index]
         return {
             "features": x,
-            "length": n if self.trimmed else x.shape[-1],
+            "length": n if trimmed else x.shape[-1],
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
             "ctc_labels": ex.ctc_labels,
@@ -253,11 +274,17 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 class StateDataset(torch.utils.data.Dataset):
-    """Cached encoder states (S, d) of each clip at its speed factor, with time masking."""
+    """Cached encoder states (S, d) of each clip at its speed factor, with time masking.
 
-    def __init__(self, examples: Sequence[Example], cache, augment: AugmentConfig | None, seed: int):
+    ``cache`` holds the trimmed states; ``padded_cache`` those of the 30-s padded window, which
+    padded items read (S = the encoder's 1500 positions).
+    """
+
+    def __init__(self, examples: Sequence[Example], cache, augment: AugmentConfig | None, seed: int,
+                 padded_cache=None):  # fmt: skip
         self.examples = examples
         self.cache = cache
+        self.padded_cache = padded_cache
         self.augment = augment
         self.seed = seed
 
@@ -266,7 +293,9 @@ class StateDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: Item) -> dict:
         ex = self.examples[item.index]
-        x = self.cache.get(ex.utt.id, item.factor)
+        if item.padded and self.padded_cache is None:
+            raise ValueError("a padded batch but no cache of padded encoder states (train.padded_share)")
+        x = (self.padded_cache if item.padded else self.cache).get(ex.utt.id, item.factor)
         a = self.augment
         if a is not None and a.time_masks:
             _, gen = _item_rng(self.seed, item)

@@ -8,7 +8,8 @@ given the config):
 2. **examples**: label sequences of the train clips (+ their character labels for joint
    CTC, ``train.ctc_weight``), and with ``restrict_vocab`` the tokens the softmax keeps;
 3. **cache**: with ``regime: cached-encoder``, the frozen lower encoder's states of every
-   train clip (:mod:`pipeline.train.cache`);
+   train clip (:mod:`pipeline.train.cache`), and with ``train.padded_share`` > 0 those of its
+   30-s padded window too;
 4. **module**: the trainable weights of the regime, dropout, the loss module
    (:class:`~pipeline.train.regimes.Seq2SeqTrainModule`: decoder cross-entropy, plus a
    joint CTC head), and the train dataset (cached states or log-mel features).
@@ -85,18 +86,20 @@ class Trainer(TrainingLoop):
         self._load_examples(model)
         model.to(self.device)
         self.split = split_layer(model, t)
-        cache = None
+        caches = None
         if t.regime == "cached-encoder":
-            cache = self._train_state_cache(model.model.encoder, self.split, self.processor.feature_extractor,
-                                            self.train_ex, cfg.model.name)  # fmt: skip
+            caches = [self._train_state_cache(model.model.encoder, self.split, self.processor.feature_extractor,
+                                              self.train_ex, cfg.model.name, trimmed=trimmed)
+                      for trimmed in ((True, False) if t.padded_share > 0 else (True,))]  # fmt: skip
         module = self._train_module(model)
         skipped = sum(self.train_skipped.values())
+        padded = f", {t.padded_share:g} of the batches on the 30-s padded window" if t.padded_share > 0 else ""
         return TrainingParts(
-            module=module, param_groups=self._param_groups(module), train_set=self._train_set(cache),
+            module=module, param_groups=self._param_groups(module), train_set=self._train_set(caches),
             collate=functools.partial(collate, pad_id=self.labels.eot),
             durations=[ex.utt.duration for ex in self.train_ex],
             description=f"regime {t.regime}, split layer {self.split}: {len(self.train_ex)} train clips "
-                        f"({skipped} skipped)",
+                        f"({skipped} skipped){padded}",
             curve_title=f"{t.regime} ({self.language})",
         )  # fmt: skip
 
@@ -211,10 +214,12 @@ class Trainer(TrainingLoop):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
-    def _train_set(self, cache: EncoderStateCache | None) -> torch.utils.data.Dataset:
+    def _train_set(self, caches: list[EncoderStateCache] | None) -> torch.utils.data.Dataset:
+        """Cached states (``caches``: the trimmed one, then the padded one if any) or log-mel features."""
         cfg, t = self.cfg, self.cfg.train
-        if cache is not None:
-            return StateDataset(self.train_ex, cache, cfg.augment, t.seed)
+        if caches is not None:
+            padded = caches[1] if len(caches) > 1 else None
+            return StateDataset(self.train_ex, caches[0], cfg.augment, t.seed, padded_cache=padded)
         return FeatureDataset(self.train_ex, self.processor.feature_extractor, cfg.augment, t.seed, t.trimmed_encoder)
 
     # ------------------------------------------------------------------------------ specializations
@@ -249,6 +254,7 @@ class Trainer(TrainingLoop):
         cfg = self.cfg
         return {
             "encoder_input": "trimmed" if cfg.train.trimmed_encoder else "padded",
+            "padded_share": cfg.train.padded_share,
             "language": self.language,
             "language_token": language_token(self.language),
             "regime": cfg.train.regime,

@@ -1,0 +1,96 @@
+"""train.padded_share: a share of the batches feeds the encoder the 30-s padded window every Whisper
+runtime feeds, from a cache of its own; the others stay trimmed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import config_from_dict
+from pipeline.models.language import LabelEncoder
+from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
+from pipeline.train.cache import build_train_state_cache
+from pipeline.train.data import BatchPlan, load_examples
+from pipeline.train.trainer import Trainer
+
+WINDOW_FRAMES = 1500  # encoder positions of the 30-s window (3000 mel frames, stride-2 convolution)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    torch.set_num_threads(1)
+    return write_tiny_corpus(tmp_path_factory.mktemp("padded"), n_train=8, n_dev=2)
+
+
+def test_plan_makes_the_share_of_batches_padded_and_leaves_the_rest_as_they_were():
+    durs = [1.0 + 0.37 * (i % 11) for i in range(40)]
+    kw = dict(batch_seconds=8.0, max_batch_size=6, seed=3, speed_factors=[0.9, 1.0, 1.1])
+    plain = BatchPlan(durs, **kw).all_batches(0)
+    assert not any(it.padded for b in plain for it in b)
+    for share in (0.25, 1.0):
+        mixed = BatchPlan(durs, **kw, padded_share=share).all_batches(0)
+        flags = [{it.padded for it in b} for b in mixed]
+        assert all(len(f) == 1 for f in flags)  # a batch is all padded or all trimmed
+        assert sum(f == {True} for f in flags) == round(share * len(plain))
+        assert [[(it.index, it.factor) for it in b] for b in mixed] == [[(it.index, it.factor) for it in b]
+                                                                          for b in plain]  # fmt: skip
+    epochs = [[b[0].padded for b in BatchPlan(durs, **kw, padded_share=0.25).all_batches(e)] for e in (0, 1)]
+    assert epochs[0] != epochs[1]  # drawn anew each epoch
+    with pytest.raises(ValueError, match="padded_share"):
+        BatchPlan(durs, **kw, padded_share=1.5)
+
+
+def test_padded_states_are_what_the_encoder_gives_for_the_padded_window(corpus, tmp_path):
+    model, processor = build_tiny_whisper(layers=2)
+    model.eval()
+    examples, _ = load_examples(corpus / "train.jsonl", LabelEncoder(processor, model, "sa"))
+    examples = examples[:3]
+    encoder, fe = model.model.encoder, processor.feature_extractor
+    kw = dict(base_model="tiny", seed=0, batch_size=2, shard_size=10, device="cpu", progress=False)
+    padded = build_train_state_cache(tmp_path, encoder, 1, fe, examples, [1.0], trimmed=False, **kw)
+    trimmed = build_train_state_cache(tmp_path, encoder, 1, fe, examples, [1.0], **kw)
+    assert padded.dir != trimmed.dir
+    for ex in examples:
+        wave = ex.utt.load_audio(ex.manifest_dir, sr=16000)
+        features = fe(wave, sampling_rate=16000, return_tensors="pt").input_features  # padded to 30 s
+        with torch.no_grad():
+            expected = encoder(features, output_hidden_states=True).hidden_states[1][0]
+        got = padded.get(ex.utt.id)
+        assert got.shape == (WINDOW_FRAMES, model.config.d_model) == expected.shape
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=1e-2)  # stored as float16
+        assert trimmed.get(ex.utt.id).shape[0] < WINDOW_FRAMES
+
+
+def recipe(corpus, model_dir, out, share: float) -> dict:
+    return {
+        "data": {"lang": "sa", "manifests_dir": str(corpus)},
+        "model": {"name": str(model_dir)},
+        "train": {"regime": "cached-encoder", "encoder_trainable_top_layers": 1, "padded_share": share,
+                  "lr": 1e-3, "warmup_steps": 1, "max_steps": 4, "batch_seconds": 2.0, "eval_every": 0,
+                  "threads": 1},
+        "output_dir": str(out),
+    }  # fmt: skip
+
+
+def epoch_state_frames(trainer: Trainer) -> list[int]:
+    """Frames of the encoder states of every micro-batch of the first epoch, as the loss receives them."""
+    steps = trainer._step_batches()
+    frames = []
+    while not frames or trainer.progress.epoch == 0:
+        frames += [b["states"].shape[1] for b in next(steps)]
+    return frames
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_trainer_feeds_the_share_of_padded_batches_and_trains_on_them(corpus, tmp_path, share):
+    model_dir = save_tiny_whisper(tmp_path / "model", d_model=32, heads=2, ffn=64)
+    cfg = config_from_dict(recipe(corpus, model_dir, tmp_path / "out", share))
+    trainer = Trainer(cfg, progress=False).setup()
+    frames = epoch_state_frames(trainer)
+    padded = sum(f == WINDOW_FRAMES for f in frames)
+    assert padded == round(share * len(frames)) and len(frames) >= 4
+    assert all(f < 100 for f in frames if f != WINDOW_FRAMES)  # the others trimmed (clips under 2 s)
+    if share:
+        trainer = Trainer(cfg, progress=False)  # a fresh run: every batch of 4 steps, padded ones included
+        assert trainer.train()["step"] == 4  # a non-finite loss would have stopped it
+        assert (tmp_path / "out" / "best" / "model.safetensors").is_file()
