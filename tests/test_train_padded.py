@@ -10,7 +10,7 @@ from pipeline.config import config_from_dict
 from pipeline.models.language import LabelEncoder
 from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
 from pipeline.train.cache import build_train_state_cache
-from pipeline.train.data import BatchPlan, load_examples
+from pipeline.train.data import BatchPlan, FeatureDataset, Item, load_examples
 from pipeline.train.trainer import Trainer
 
 WINDOW_FRAMES = 1500  # encoder positions of the 30-s window (3000 mel frames, stride-2 convolution)
@@ -59,6 +59,16 @@ def test_padded_states_are_what_the_encoder_gives_for_the_padded_window(corpus, 
         assert got.shape == (WINDOW_FRAMES, model.config.d_model) == expected.shape
         torch.testing.assert_close(got, expected, atol=2e-2, rtol=1e-2)  # stored as float16
         assert trimmed.get(ex.utt.id).shape[0] < WINDOW_FRAMES
+
+
+def test_feature_batches_marked_padded_get_the_30_s_window(corpus):
+    model, processor = build_tiny_whisper()
+    examples, _ = load_examples(corpus / "train.jsonl", LabelEncoder(processor, model, "sa"))
+    data = FeatureDataset(examples, processor.feature_extractor, None, seed=0, trimmed=True)
+    trimmed, padded = data[Item(0, 1.0, 0)], data[Item(0, 1.0, 0, padded=True)]
+    assert padded["features"].shape[-1] == padded["length"] == 2 * WINDOW_FRAMES
+    assert trimmed["length"] < 2 * WINDOW_FRAMES
+    torch.testing.assert_close(padded["features"][:, : trimmed["length"]], trimmed["features"])
 
 
 def recipe(corpus, model_dir, out, share: float) -> dict:
