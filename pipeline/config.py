@@ -138,9 +138,10 @@ class TrainConfig:
     regime: str = "cached-encoder"  # one of REGIMES
     encoder_trainable_top_layers: int = num(0, ge=0, le=MAX_COUNT)  # k: the top k encoder layers train (freeze/cached regimes)
     trimmed_encoder: bool = True  # run the encoder on the clip's real length, not a 30 s window
-    # Share of the train batches whose encoder input is the 30-s padded window every Whisper runtime
-    # feeds (transformers pipeline, CTranslate2, faster-whisper), the others trimmed: a decoder trained
-    # on trimmed states only mistranscribes padded ones. cached-encoder caches both kinds of states.
+    # Share of the train batches that also carry some of their clips (batch_seconds at 30 s a clip, at least
+    # one) on the 30-s padded window every Whisper runtime feeds (transformers pipeline, CTranslate2,
+    # faster-whisper): a decoder trained on trimmed states only mistranscribes padded ones. Such a step's
+    # loss is the mean of both inputs' losses. cached-encoder caches both kinds of states.
     padded_share: float = num(0.0, ge=0, le=1)
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = num(1e-4, gt=0, le=1)  # AdamW moves each weight by about lr per step: above 1 it only diverges

@@ -22,22 +22,29 @@ def corpus(tmp_path_factory):
     return write_tiny_corpus(tmp_path_factory.mktemp("padded"), n_train=8, n_dev=2)
 
 
-def test_plan_makes_the_share_of_batches_padded_and_leaves_the_rest_as_they_were():
+def test_plan_gives_the_share_of_batches_padded_clips_besides_the_trimmed_ones():
     durs = [1.0 + 0.37 * (i % 11) for i in range(40)]
-    kw = dict(batch_seconds=8.0, max_batch_size=6, seed=3, speed_factors=[0.9, 1.0, 1.1])
-    plain = BatchPlan(durs, **kw).all_batches(0)
-    assert not any(it.padded for b in plain for it in b)
-    for share in (0.25, 1.0):
-        mixed = BatchPlan(durs, **kw, padded_share=share).all_batches(0)
-        flags = [{it.padded for it in b} for b in mixed]
-        assert all(len(f) == 1 for f in flags)  # a batch is all padded or all trimmed
-        assert sum(f == {True} for f in flags) == round(share * len(plain))
-        assert [[(it.index, it.factor) for it in b] for b in mixed] == [[(it.index, it.factor) for it in b]
-                                                                          for b in plain]  # fmt: skip
-    epochs = [[b[0].padded for b in BatchPlan(durs, **kw, padded_share=0.25).all_batches(e)] for e in (0, 1)]
+    kw = dict(max_batch_size=6, seed=3, speed_factors=[0.9, 1.0, 1.1])
+    assert not any(it.padded for b in BatchPlan(durs, batch_seconds=8.0, **kw).all_batches(0) for it in b)
+    for share, seconds in ((0.25, 8.0), (1.0, 8.0), (0.5, 65.0)):
+        plain = BatchPlan(durs, batch_seconds=seconds, **kw).all_batches(0)
+        mixed = BatchPlan(durs, batch_seconds=seconds, **kw, padded_share=share).all_batches(0)
+        assert len(mixed) == len(plain)
+        with_padded = 0
+        for p, m in zip(plain, mixed):
+            assert [it for it in m if not it.padded] == p  # every trimmed clip as without padded ones
+            again = [(it.index, it.factor) for it in m if it.padded]
+            if again:
+                with_padded += 1
+                # 30 s a clip against batch_seconds, at least one: they cost about what the batch does
+                assert len(again) == min(len(p), max(1, int(seconds // 30)))
+                assert set(again) <= {(it.index, it.factor) for it in p}
+        assert with_padded == round(share * len(plain))
+    epochs = [[any(it.padded for it in b) for b in BatchPlan(durs, batch_seconds=8.0, **kw, padded_share=0.25)
+               .all_batches(e)] for e in (0, 1)]  # fmt: skip
     assert epochs[0] != epochs[1]  # drawn anew each epoch
     with pytest.raises(ValueError, match="padded_share"):
-        BatchPlan(durs, **kw, padded_share=1.5)
+        BatchPlan(durs, batch_seconds=8.0, **kw, padded_share=1.5)
 
 
 def test_padded_states_are_what_the_encoder_gives_for_the_padded_window(corpus, tmp_path):
@@ -82,12 +89,16 @@ def recipe(corpus, model_dir, out, share: float) -> dict:
     }  # fmt: skip
 
 
-def epoch_state_frames(trainer: Trainer) -> list[int]:
-    """Frames of the encoder states of every micro-batch of the first epoch, as the loss receives them."""
+def epoch_state_frames(trainer: Trainer) -> list[tuple[int, int | None]]:
+    """(trimmed, padded sub-batch) frames of the encoder states of every micro-batch of the first epoch,
+    as the loss module receives them."""
     steps = trainer._step_batches()
     frames = []
     while not frames or trainer.progress.epoch == 0:
-        frames += [b["states"].shape[1] for b in next(steps)]
+        for b in next(steps):
+            inputs = trainer._inputs(b)
+            frames.append((inputs["states"].shape[1], inputs["padded"]["states"].shape[1] if "padded" in inputs
+                           else None))  # fmt: skip
     return frames
 
 
@@ -97,9 +108,9 @@ def test_trainer_feeds_the_share_of_padded_batches_and_trains_on_them(corpus, tm
     cfg = config_from_dict(recipe(corpus, model_dir, tmp_path / "out", share))
     trainer = Trainer(cfg, progress=False).setup()
     frames = epoch_state_frames(trainer)
-    padded = sum(f == WINDOW_FRAMES for f in frames)
-    assert padded == round(share * len(frames)) and len(frames) >= 4
-    assert all(f < 100 for f in frames if f != WINDOW_FRAMES)  # the others trimmed (clips under 2 s)
+    assert len(frames) >= 4 and all(t < 100 for t, _ in frames)  # trimmed (clips under 2 s)
+    assert sum(p == WINDOW_FRAMES for _, p in frames) == round(share * len(frames))
+    assert all(p in (None, WINDOW_FRAMES) for _, p in frames)
     if share:
         trainer = Trainer(cfg, progress=False)  # a fresh run: every batch of 4 steps, padded ones included
         assert trainer.train()["step"] == 4  # a non-finite loss would have stopped it

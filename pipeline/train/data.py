@@ -7,8 +7,11 @@ speed factor every clip gets and how clips are grouped: clips are sorted by
 ``batch_seconds`` padded audio, and the batch order is shuffled — all from
 ``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
 each rank takes every ``world_size``-th batch. With ``padded_share`` > 0 that
-share of the batches (drawn from ``(seed, epoch)`` too) feeds the encoder the
-30-s padded window instead of the clips' real lengths.
+share of the batches (drawn from ``(seed, epoch)`` too) also carries some of its
+clips on the 30-s padded window every Whisper runtime feeds (as many as
+``batch_seconds`` allows at 30 s each, at least one): :func:`collate` puts them in
+a sub-batch of their own (``batch["padded"]``), whose loss the trainer averages
+with the trimmed one's.
 
 Two datasets feed the trainer: :class:`FeatureDataset` (audio -> augmented
 log-mel) and :class:`StateDataset` (cached encoder states, see
@@ -168,17 +171,26 @@ class BatchPlan:
                               "processes: lower them or train on fewer processes")  # fmt: skip
         return self._mark_padded(batches[:usable], epoch)
 
-    def _mark_padded(self, batches: list[list[Item]], epoch: int) -> list[list[Item]]:
-        """``round(padded_share * len(batches))`` of the batches, drawn from (seed, epoch), made padded.
+    def padded_batch_size(self) -> int:
+        """Padded clips a batch gets: ``batch_seconds`` counts 30 s for each (at least one clip), so that
+        they cost about what the trimmed batch does."""
+        return max(1, min(self.max_batch_size, int(self.batch_seconds // WINDOW_S)))
 
-        A generator of its own: the batches themselves are those of a plan without padded ones.
+    def _mark_padded(self, batches: list[list[Item]], epoch: int) -> list[list[Item]]:
+        """``round(padded_share * len(batches))`` of the batches, drawn from (seed, epoch), also get
+        :meth:`padded_batch_size` of their clips (drawn too) again, on the padded window.
+
+        A generator of its own: the trimmed items are those of a plan without padded ones.
         """
         n = int(round(self.padded_share * len(batches)))
         if n == 0:
             return batches
-        chosen = np.random.default_rng([self.seed, epoch, 104729]).permutation(len(batches))[:n]
-        for j in chosen:
-            batches[j] = [Item(it.index, it.factor, it.epoch, padded=True) for it in batches[j]]
+        rng = np.random.default_rng([self.seed, epoch, 104729])
+        size = self.padded_batch_size()
+        for j in rng.permutation(len(batches))[:n]:
+            batch = batches[j]
+            again = sorted(rng.choice(len(batch), min(size, len(batch)), replace=False))
+            batches[j] = batch + [Item(batch[k].index, batch[k].factor, epoch, padded=True) for k in again]
         return batches
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
@@ -266,6 +278,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         return {
             "features": x,
             "length": n if trimmed else x.shape[-1],
+            "padded": item.padded,
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
             "ctc_labels": ex.ctc_labels,
@@ -311,6 +324,7 @@ class StateDataset(torch.utils.data.Dataset):
         return {
             "states": x,
             "length": x.shape[0],
+            "padded": item.padded,
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
             "ctc_labels": ex.ctc_labels,
@@ -333,7 +347,23 @@ def _pad_labels(samples: Sequence[dict], pad_id: int) -> tuple[torch.Tensor, tor
 
 
 def collate(samples: Sequence[dict], pad_id: int) -> dict:
-    """Pad a list of dataset samples into a batch (features or states, zero-padded)."""
+    """Pad a list of dataset samples into a batch (features or states, zero-padded).
+
+    Samples on the 30-s padded window (``padded``) among trimmed ones form a sub-batch of their own,
+    ``batch["padded"]`` (padding the trimmed clips to 1500 frames would cost what the window does);
+    ``batch["ids"]`` names every clip of both.
+    """
+    trimmed = [s for s in samples if not s.get("padded")]
+    padded = [s for s in samples if s.get("padded")]
+    if not trimmed or not padded:
+        return _collate_one(samples, pad_id)
+    batch = _collate_one(trimmed, pad_id)
+    batch["padded"] = _collate_one(padded, pad_id)
+    batch["ids"] = batch["ids"] + batch["padded"].pop("ids")
+    return batch
+
+
+def _collate_one(samples: Sequence[dict], pad_id: int) -> dict:
     key = "features" if "features" in samples[0] else "states"
     lengths = torch.tensor([s["length"] for s in samples], dtype=torch.long)
     if key == "features":

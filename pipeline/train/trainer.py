@@ -225,8 +225,15 @@ class Trainer(TrainingLoop):
     # ------------------------------------------------------------------------------ specializations
 
     def _loss(self, batch: dict) -> torch.Tensor:
+        return self.module(**self._inputs(batch))
+
+    def _inputs(self, batch: dict) -> dict:
+        """The module's inputs on this process's device (its 30-s padded sub-batch, if any, too)."""
         keys = ("decoder_input_ids", "targets", "lengths", "features", "states", "ctc_labels", "ctc_lengths")
-        return self.module(**{k: batch[k].to(self.device) for k in keys if k in batch})
+        inputs = {k: batch[k].to(self.device) for k in keys if k in batch}
+        if "padded" in batch:
+            inputs["padded"] = self._inputs(batch["padded"])
+        return inputs
 
     def _score_dev(self) -> DevResult:
         """The model decoded exactly as its export would be by the decode stage (see
