@@ -10,7 +10,8 @@ from pipeline.config import config_from_dict
 from pipeline.models.language import LabelEncoder
 from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
 from pipeline.train.cache import build_train_state_cache
-from pipeline.train.data import BatchPlan, FeatureDataset, Item, load_examples
+from pipeline.train.data import BatchPlan, FeatureDataset, Item, collate, load_examples
+from pipeline.train.regimes import Seq2SeqTrainModule
 from pipeline.train.trainer import Trainer
 
 WINDOW_FRAMES = 1500  # encoder positions of the 30-s window (3000 mel frames, stride-2 convolution)
@@ -115,3 +116,21 @@ def test_trainer_feeds_the_share_of_padded_batches_and_trains_on_them(corpus, tm
         trainer = Trainer(cfg, progress=False)  # a fresh run: every batch of 4 steps, padded ones included
         assert trainer.train()["step"] == 4  # a non-finite loss would have stopped it
         assert (tmp_path / "out" / "best" / "model.safetensors").is_file()
+
+
+def test_a_step_with_a_padded_sub_batch_learns_from_both_inputs(corpus):
+    torch.manual_seed(0)
+    model, processor = build_tiny_whisper()
+    examples, _ = load_examples(corpus / "train.jsonl", LabelEncoder(processor, model, "sa"))
+    data = FeatureDataset(examples, processor.feature_extractor, None, seed=0)
+    items = [Item(0, 1.0, 0), Item(1, 1.0, 0), Item(1, 1.0, 0, padded=True)]
+    batch = collate([data[it] for it in items], pad_id=processor.tokenizer.eos_token_id)
+    assert batch["features"].shape[0] == 2 and batch["padded"]["features"].shape == (1, 80, 2 * WINDOW_FRAMES)
+    module = Seq2SeqTrainModule(model, split=0, lower_frozen=False).eval()
+    keys = ("decoder_input_ids", "targets", "lengths", "features")
+    trimmed = {k: batch[k] for k in keys}
+    padded = {k: batch["padded"][k] for k in keys}
+    with torch.no_grad():
+        both, alone, window = module(**trimmed, padded=padded), module(**trimmed), module(**padded)
+    torch.testing.assert_close(both, (alone + window) / 2)
+    assert not torch.isclose(alone, window)
