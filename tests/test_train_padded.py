@@ -112,7 +112,9 @@ def test_trainer_feeds_the_share_of_padded_batches_and_trains_on_them(corpus, tm
     assert len(frames) >= 4 and all(t < 100 for t, _ in frames)  # trimmed (clips under 2 s)
     assert sum(p == WINDOW_FRAMES for _, p in frames) == round(share * len(frames))
     assert all(p in (None, WINDOW_FRAMES) for _, p in frames)
-    if share:
+    if share:  # only the clips the plan puts on the padded window are cached so
+        planned = trainer.plan.padded_items(trainer.total_steps, 1)
+        assert 0 < len(trainer.parts.train_set.padded_cache.index) == len(planned) < len(trainer.train_ex)
         trainer = Trainer(cfg, progress=False)  # a fresh run: every batch of 4 steps, padded ones included
         assert trainer.train()["step"] == 4  # a non-finite loss would have stopped it
         assert (tmp_path / "out" / "best" / "model.safetensors").is_file()

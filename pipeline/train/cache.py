@@ -21,7 +21,8 @@ never reused for a different model or split point.
 
 States of the 30-s padded window (``trimmed=False``, for ``train.padded_share``) live in a
 cache of their own (another fingerprint): 1500 frames a clip whatever its length, i.e.
-1500 x d_model x 2 bytes (1.5 MB for whisper-base) per clip and speed factor.
+1500 x d_model x 2 bytes (1.5 MB for whisper-base) per clip and speed factor; a run caches
+only the clips its batch plan puts on the padded window.
 """
 
 from __future__ import annotations
@@ -208,10 +209,11 @@ def open_train_state_cache(
 def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
-    device, progress: bool = True, trimmed: bool = True,
+    device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float]] | None = None,
 ) -> EncoderStateCache:  # fmt: skip
     """Lower encoder states (after layer ``stop``) of every train example at every speed factor,
-    on each clip's real length or (``trimmed=False``) on the 30-s padded window.
+    on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
+    these (example index, speed factor) pairs.
 
     Both trainers build their cache through it (:meth:`pipeline.train.loop.TrainingLoop._train_state_cache`):
     the same encoder and split point give the same fingerprint, so one recipe's second
@@ -229,7 +231,8 @@ def build_train_state_cache(
         return s["features"], s["length"]
 
     # Longest first within similar lengths: batches pad little.
-    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))),
+    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))
+                   if only is None or (ex.index, f) in only),
                   key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
     n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
                     device=device, progress=progress)  # fmt: skip

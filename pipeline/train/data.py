@@ -197,6 +197,18 @@ class BatchPlan:
         """This rank's batches of ``epoch``."""
         return self.all_batches(epoch)[self.rank :: self.world_size]
 
+    def padded_items(self, total_steps: int, grad_accum: int) -> set[tuple[int, float]]:
+        """(example index, speed factor) of every padded clip, on any process, of the epochs that
+        ``total_steps`` optimizer steps reach: what a run needs on the padded window."""
+        out: set[tuple[int, float]] = set()
+        epoch, steps = 0, 0
+        while steps < total_steps and self.padded_share > 0:
+            batches = self.all_batches(epoch)
+            out.update((it.index, it.factor) for b in batches for it in b if it.padded)
+            steps += len(step_sizes(len(batches) // self.world_size, 0, grad_accum))
+            epoch += 1
+        return out
+
     def steps_per_epoch(self, grad_accum: int) -> int:
         """Optimizer steps in an epoch (the first epoch's plan; later ones differ by a batch or two)."""
         return len(step_sizes(len(self.epoch_batches(0)), 0, grad_accum))

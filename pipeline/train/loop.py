@@ -223,6 +223,9 @@ class TrainingLoop:
         """(model, training-only heads or None): the modules whose trainable weights a checkpoint holds."""
         raise NotImplementedError
 
+    def _planned(self) -> None:
+        """What needs the batch plan (``self.plan``, ``self.total_steps``), after :meth:`_build`."""
+
     def _extra_state(self) -> dict:
         """What ``state.json`` holds besides the progress (JSON), for :meth:`_restore_extra_state`."""
         return {}
@@ -243,6 +246,7 @@ class TrainingLoop:
         self.parts = self._build()
         self.dev = self._load_dev()
         self._plan_batches()
+        self._planned()
         self._prepare_optimizer()
         self._resume()
         self.log = TrainLog(self.out / "log.jsonl", resume_step=self.progress.step) if self.is_main else None
@@ -290,10 +294,12 @@ class TrainingLoop:
         self.module, self.optimizer = self.processes.prepare(module, optimizer)
 
     def _train_state_cache(self, encoder: torch.nn.Module, stop: int, feature_extractor, examples: list[Example],
-                           base_model: str, trimmed: bool = True) -> EncoderStateCache:  # fmt: skip
+                           base_model: str, trimmed: bool = True,
+                           only: set[tuple[int, float]] | None = None) -> EncoderStateCache:  # fmt: skip
         """The states after encoder layer ``stop`` of every train clip at every speed factor (both trainers'
         cache: one encoder and split point share it): the main process computes what is missing, all read it.
-        ``trimmed=False``: the states of the 30-s padded window (``train.padded_share``)."""
+        ``trimmed=False``: the states of the 30-s padded window (``train.padded_share``) of the (example
+        index, speed factor) pairs in ``only``."""
         cfg, t = self.cfg, self.cfg.train
         root = Path(t.cache_dir) if t.cache_dir else self.out / DEFAULT_CACHE
         cache = None
@@ -301,7 +307,7 @@ class TrainingLoop:
             cache = build_train_state_cache(
                 root, encoder, stop, feature_extractor, examples, cfg.augment.speed_perturb, base_model=base_model,
                 seed=t.seed, batch_size=cfg.decode.batch_size, shard_size=t.cache_shard_size, device=self.device,
-                progress=self.show_progress, trimmed=trimmed,
+                progress=self.show_progress, trimmed=trimmed, only=only,
             )  # fmt: skip
         self.processes.wait_for_everyone()
         return cache if cache is not None else open_train_state_cache(root, encoder, stop, feature_extractor, trimmed)

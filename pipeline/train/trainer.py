@@ -8,8 +8,8 @@ given the config):
 2. **examples**: label sequences of the train clips (+ their character labels for joint
    CTC, ``train.ctc_weight``), and with ``restrict_vocab`` the tokens the softmax keeps;
 3. **cache**: with ``regime: cached-encoder``, the frozen lower encoder's states of every
-   train clip (:mod:`pipeline.train.cache`), and with ``train.padded_share`` > 0 those of its
-   30-s padded window too;
+   train clip (:mod:`pipeline.train.cache`); with ``train.padded_share`` > 0, once the batches
+   are planned, the 30-s padded window's states of the clips the plan puts there (:meth:`Trainer._planned`);
 4. **module**: the trainable weights of the regime, dropout, the loss module
    (:class:`~pipeline.train.regimes.Seq2SeqTrainModule`: decoder cross-entropy, plus a
    joint CTC head), and the train dataset (cached states or log-mel features).
@@ -86,16 +86,15 @@ class Trainer(TrainingLoop):
         self._load_examples(model)
         model.to(self.device)
         self.split = split_layer(model, t)
-        caches = None
+        cache = None
         if t.regime == "cached-encoder":
-            caches = [self._train_state_cache(model.model.encoder, self.split, self.processor.feature_extractor,
-                                              self.train_ex, cfg.model.name, trimmed=trimmed)
-                      for trimmed in ((True, False) if t.padded_share > 0 else (True,))]  # fmt: skip
+            cache = self._train_state_cache(model.model.encoder, self.split, self.processor.feature_extractor,
+                                            self.train_ex, cfg.model.name)  # fmt: skip
         module = self._train_module(model)
         skipped = sum(self.train_skipped.values())
         padded = f", {t.padded_share:g} of the batches on the 30-s padded window" if t.padded_share > 0 else ""
         return TrainingParts(
-            module=module, param_groups=self._param_groups(module), train_set=self._train_set(caches),
+            module=module, param_groups=self._param_groups(module), train_set=self._train_set(cache),
             collate=functools.partial(collate, pad_id=self.labels.eot),
             durations=[ex.utt.duration for ex in self.train_ex],
             description=f"regime {t.regime}, split layer {self.split}: {len(self.train_ex)} train clips "
@@ -214,15 +213,24 @@ class Trainer(TrainingLoop):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
-    def _train_set(self, caches: list[EncoderStateCache] | None) -> torch.utils.data.Dataset:
-        """Cached states (``caches``: the trimmed one, then the padded one if any) or log-mel features."""
+    def _train_set(self, cache: EncoderStateCache | None) -> torch.utils.data.Dataset:
         cfg, t = self.cfg, self.cfg.train
-        if caches is not None:
-            padded = caches[1] if len(caches) > 1 else None
-            return StateDataset(self.train_ex, caches[0], cfg.augment, t.seed, padded_cache=padded)
+        if cache is not None:
+            return StateDataset(self.train_ex, cache, cfg.augment, t.seed)
         return FeatureDataset(self.train_ex, self.processor.feature_extractor, cfg.augment, t.seed, t.trimmed_encoder)
 
     # ------------------------------------------------------------------------------ specializations
+
+    def _planned(self) -> None:
+        """With cached states and ``padded_share``: cache the padded-window states of the clips the plan
+        puts there (only those: 1500 frames a clip whatever its length)."""
+        t, train_set = self.cfg.train, self.parts.train_set
+        if t.padded_share == 0 or not isinstance(train_set, StateDataset):
+            return
+        train_set.padded_cache = self._train_state_cache(
+            self.parts.module.whisper.model.encoder, self.split, self.processor.feature_extractor, self.train_ex, self.cfg.model.name,
+            trimmed=False, only=self.plan.padded_items(self.total_steps, t.grad_accum),
+        )  # fmt: skip
 
     def _loss(self, batch: dict) -> torch.Tensor:
         return self.module(**self._inputs(batch))
