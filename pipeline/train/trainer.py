@@ -92,7 +92,7 @@ class Trainer(TrainingLoop):
                                             self.train_ex, cfg.model.name)  # fmt: skip
         module = self._train_module(model)
         skipped = sum(self.train_skipped.values())
-        padded = f", {t.padded_share:g} of the batches on the 30-s padded window" if t.padded_share > 0 else ""
+        padded = f", {t.padded_share:g} of the batches with clips on the 30-s padded window too" if t.padded_share > 0 else ""
         return TrainingParts(
             module=module, param_groups=self._param_groups(module), train_set=self._train_set(cache),
             collate=functools.partial(collate, pad_id=self.labels.eot),
