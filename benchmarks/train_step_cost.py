@@ -4,7 +4,7 @@
 
 Each variant trains ``--steps`` optimizer steps (after one warm-up step) on the
 same synthetic batch: 4 clips of 5 s (log-mel of the clip's real length, or the
-padded 30 s window for ``full_padded``) and 66 target tokens each, about what an
+padded 30 s window for the ``_padded`` variants) and 66 target tokens each, about what an
 average Sanskrit sentence costs in Whisper's byte-level BPE. The inputs are
 random: this measures cost, not learning. Times are printed with the ratio to
 the first variant, which is the baseline of the run.
@@ -39,6 +39,9 @@ VARIANTS = {
     "cached2": Variant("cached-encoder k=2", {"regime": "cached-encoder", "encoder_trainable_top_layers": 2}),
     "cached2_restrict": Variant("cached-encoder k=2 + restrict_vocab",
                                 {"regime": "cached-encoder", "encoder_trainable_top_layers": 2}, restrict_vocab=True),
+    "cached2_restrict_padded": Variant("cached-encoder k=2 + restrict_vocab, padded 30 s window (train.padded_share)",
+                                       {"regime": "cached-encoder", "encoder_trainable_top_layers": 2},
+                                       restrict_vocab=True, padded_window=True),
     "cached2_both": Variant("cached-encoder k=2 + restrict_vocab + freeze_token_embeddings",
                             {"regime": "cached-encoder", "encoder_trainable_top_layers": 2,
                              "freeze_token_embeddings": True}, restrict_vocab=True),

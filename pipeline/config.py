@@ -141,6 +141,11 @@ class TrainConfig:
     regime: str = "cached-encoder"  # one of REGIMES
     encoder_trainable_top_layers: int = num(0, ge=0, le=MAX_COUNT)  # k: the top k encoder layers train (freeze/cached regimes)
     trimmed_encoder: bool = True  # run the encoder on the clip's real length, not a 30 s window
+    # Share of the train batches that also carry some of their clips (batch_seconds at 30 s a clip, at least
+    # one) on the 30-s padded window every Whisper runtime feeds (transformers pipeline, CTranslate2,
+    # faster-whisper): a decoder trained on trimmed states only mistranscribes padded ones. Such a step's
+    # loss is the mean of both inputs' losses. cached-encoder caches both kinds of states.
+    padded_share: float = num(0.0, ge=0, le=1)
     lora: LoraConfig = field(default_factory=LoraConfig)
     lr: float = num(1e-4, gt=0, le=1)  # AdamW moves each weight by about lr per step: above 1 it only diverges
     warmup_steps: int = num(50, ge=0, le=MAX_COUNT)
@@ -434,6 +439,9 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad(f"train.lora.scope must be encoder, decoder or both, got {t.lora.scope!r}")
     if t.max_steps <= 0 and t.epochs <= 0:
         bad("set train.max_steps or train.epochs > 0")
+    if t.padded_share > 0 and (cfg.model.type != "whisper" or not t.trimmed_encoder):
+        bad("train.padded_share mixes 30-s padded batches into trimmed ones: it needs model.type whisper "
+            "and train.trimmed_encoder true (untrimmed training feeds the padded window already)")
     if t.regime == "cached-encoder" and not t.trimmed_encoder:
         bad("train.regime cached-encoder stores trimmed states: train.trimmed_encoder must be true")
     a = cfg.augment

@@ -90,6 +90,11 @@ def test_cross_field_validation(cfg_path):
     with pytest.raises(ConfigError, match="needs model.type whisper"):
         load_config(cfg_path, ["train.ctc_weight=0.3", "model.type=ctc"])
     assert load_config(cfg_path, ["train.ctc_weight=0.3"]).train.ctc_weight == 0.3
+    with pytest.raises(ConfigError, match="padded_share .*needs model.type whisper"):
+        load_config(cfg_path, ["train.padded_share=0.2", "model.type=ctc"])
+    with pytest.raises(ConfigError, match="padded_share .*trimmed_encoder true"):
+        load_config(cfg_path, ["train.padded_share=0.2", "train.regime=freeze-encoder", "train.trimmed_encoder=false"])
+    assert load_config(cfg_path, ["train.padded_share=1"]).train.padded_share == 1.0
 
 
 def _numeric_fields(cls, prefix=""):
@@ -141,6 +146,8 @@ def test_every_number_declares_its_range():
         ("decode.beam=0", r"decode\.beam must be in \[1, 100\]"),
         ("data.min_duration=40", r"data\.min_duration \(40\) must be below data\.max_duration"),
         ("ctc.head_dim=30", r"ctc\.head_dim \(30\) must be a multiple of ctc\.head_heads"),
+        ("train.padded_share=1.5", r"train\.padded_share must be in \[0, 1\], got 1\.5"),
+        ("train.padded_share=-0.1", r"train\.padded_share must be in \[0, 1\]"),
     ],
 )
 def test_numbers_out_of_range_name_the_key_and_where(cfg_path, override, message):

@@ -32,8 +32,8 @@ def assets(tmp_path_factory):
 
 
 def write_config(assets, path: Path, out: Path, kind: str = "whisper") -> Path:
-    """A demo-like recipe (new BPE vocabulary, cached encoder, dropout, every augmentation) on tiny inputs;
-    ``kind`` ctc: a CTC head with dropout on the top encoder layer."""
+    """A demo-like recipe (new BPE vocabulary, cached encoder with a share of 30-s padded batches, dropout,
+    every augmentation) on tiny inputs; ``kind`` ctc: a CTC head with dropout on the top encoder layer."""
     model_dir, data = assets
     cfg = {
         "data": {"lang": "sa", "manifests_dir": str(data)},
@@ -41,14 +41,15 @@ def write_config(assets, path: Path, out: Path, kind: str = "whisper") -> Path:
         "train": {"regime": "cached-encoder", "encoder_trainable_top_layers": 1, "restrict_vocab": True,
                   "dropout": 0.1, "ctc_weight": 0.3, "lr": 3e-3, "warmup_steps": 2, "max_steps": STEPS,
                   "batch_seconds": 3.0, "grad_accum": 2, "eval_every": 4, "checkpoint_every": 2,
-                  "keep_checkpoints": 1, "log_every": 1},
+                  "keep_checkpoints": 1, "log_every": 1, "padded_share": 0.5},
         "augment": {"speed_perturb": [0.9, 1.0, 1.1], "time_masks": 2, "noise_prob": 0.5},
         "decode": {"batch_size": 2},
         "output_dir": str(out),
     }  # fmt: skip
     if kind == "ctc":
         cfg["model"] = {"name": str(model_dir), "type": "ctc"}
-        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("ctc_weight", "restrict_vocab", "regime")}
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("ctc_weight", "restrict_vocab", "regime",
+                                                                   "padded_share")}
         cfg["ctc"] = {"head": "transformer", "head_dim": 32, "head_layers": 1, "head_heads": 2, "head_ffn": 64,
                       "head_dropout": 0.1, "trainable_top_layers": 1, "head_lr": 3e-3, "encoder_lr": 1e-3}
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")

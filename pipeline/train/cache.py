@@ -1,4 +1,4 @@
-"""On-disk cache of (lower) Whisper encoder states, trimmed to each clip's length.
+"""On-disk cache of (lower) Whisper encoder states, trimmed to each clip's length (or of its 30-s padded window).
 
 With a frozen encoder, or one whose top k layers train, everything below layer
 L-k gives the same output at every epoch: computing it once turns a training
@@ -18,6 +18,11 @@ sweep) never overwrite each other's shards or index entries, and the second
 one computes only what the first did not.
 The fingerprint hashes the encoder weights the states depend on, so a cache is
 never reused for a different model or split point.
+
+States of the 30-s padded window (``trimmed=False``, for ``train.padded_share``) live in a
+cache of their own (another fingerprint): 1500 frames a clip whatever its length, i.e.
+1500 x d_model x 2 bytes (1.5 MB for whisper-base) per clip and speed factor; a run caches
+only the clips its batch plan puts on the padded window.
 """
 
 from __future__ import annotations
@@ -185,25 +190,30 @@ class EncoderStateCache:
             encoder.train(was_training)
 
 
-def train_state_cache_id(encoder: torch.nn.Module, stop: int, feature_extractor) -> tuple[str, dict]:
-    """(fingerprint, settings) of the trimmed train-state cache for ``encoder`` below layer ``stop``."""
-    extra = {"n_mels": feature_extractor.feature_size, "sr": feature_extractor.sampling_rate, "trimmed": True}
+def train_state_cache_id(
+    encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True
+) -> tuple[str, dict]:
+    """(fingerprint, settings) of the train-state cache for ``encoder`` below layer ``stop``
+    (``trimmed``: the clips' real lengths, else the 30-s padded window)."""
+    extra = {"n_mels": feature_extractor.feature_size, "sr": feature_extractor.sampling_rate, "trimmed": trimmed}
     return encoder_fingerprint(encoder, stop, extra), extra
 
 
 def open_train_state_cache(
-    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor
+    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True
 ) -> EncoderStateCache:
     """The train-state cache of ``encoder`` below layer ``stop`` under ``root``, to read what is there."""
-    return EncoderStateCache(root, train_state_cache_id(encoder, stop, feature_extractor)[0])
+    return EncoderStateCache(root, train_state_cache_id(encoder, stop, feature_extractor, trimmed)[0])
 
 
 def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
-    device, progress: bool = True,
+    device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float]] | None = None,
 ) -> EncoderStateCache:  # fmt: skip
-    """Lower encoder states (after layer ``stop``) of every train example at every speed factor.
+    """Lower encoder states (after layer ``stop``) of every train example at every speed factor,
+    on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
+    these (example index, speed factor) pairs.
 
     Both trainers build their cache through it (:meth:`pipeline.train.loop.TrainingLoop._train_state_cache`):
     the same encoder and split point give the same fingerprint, so one recipe's second
@@ -211,9 +221,9 @@ def build_train_state_cache(
     """
     from pipeline.train.data import FeatureDataset, Item
 
-    fingerprint, extra = train_state_cache_id(encoder, stop, feature_extractor)
+    fingerprint, extra = train_state_cache_id(encoder, stop, feature_extractor, trimmed)
     cache = EncoderStateCache(root, fingerprint, {"base_model": base_model, "stop_layer": stop, **extra})
-    plain = FeatureDataset(examples, feature_extractor, None, seed, trimmed=True)
+    plain = FeatureDataset(examples, feature_extractor, None, seed, trimmed=trimmed)
     by_id = {ex.utt.id: ex.index for ex in examples}
 
     def features_of(utt_id: str, factor: float) -> tuple[torch.Tensor, int]:
@@ -221,10 +231,12 @@ def build_train_state_cache(
         return s["features"], s["length"]
 
     # Longest first within similar lengths: batches pad little.
-    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))),
+    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))
+                   if only is None or (ex.index, f) in only),
                   key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
     n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
                     device=device, progress=progress)  # fmt: skip
     if n:
-        log.info("cached encoder states (after layer %d) of %d train clips in %s", stop, n, cache.dir)
+        log.info("cached %s encoder states (after layer %d) of %d train clips in %s",
+                 "trimmed" if trimmed else "30-s padded", stop, n, cache.dir)  # fmt: skip
     return cache

@@ -8,6 +8,11 @@ speed factor every clip gets and how clips are grouped: clips are sorted by
 ``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
 each rank takes every ``world_size``-th batch, their number evened out first
 (:func:`even_out`) so that every clip is seen once per epoch, by one rank.
+With ``padded_share`` > 0 that share of the batches (drawn from ``(seed, epoch)``
+too) also carries some of its clips on the 30-s padded window every Whisper
+runtime feeds (as many as ``batch_seconds`` allows at 30 s each, at least one):
+:func:`collate` puts them in a sub-batch of their own (``batch["padded"]``), whose
+loss the trainer averages with the trimmed one's.
 
 Two datasets feed the trainer: :class:`FeatureDataset` (audio -> augmented
 log-mel) and :class:`StateDataset` (cached encoder states, see
@@ -97,6 +102,7 @@ class Item:
     index: int
     factor: float
     epoch: int
+    padded: bool = False  # the encoder sees the 30-s padded window, as Whisper runtimes feed it
 
 
 class BatchPlan:
@@ -113,9 +119,12 @@ class BatchPlan:
         world_size: int = 1,
         rank: int = 0,
         jitter: float = 0.1,
+        padded_share: float = 0.0,
     ):
         if not durations:
             raise ValueError("no training utterances")
+        if not 0.0 <= padded_share <= 1.0:
+            raise ValueError(f"padded_share must be in [0, 1], got {padded_share}")
         self.durations = np.asarray(durations, dtype=np.float64)
         self.batch_seconds = batch_seconds
         self.max_batch_size = max_batch_size
@@ -124,6 +133,7 @@ class BatchPlan:
         self.world_size = world_size
         self.rank = rank
         self.jitter = jitter
+        self.padded_share = padded_share
 
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, epoch, 7919])
@@ -158,11 +168,45 @@ class BatchPlan:
         if n < self.world_size:
             raise ConfigError(f"the train set has {n} utterances, fewer than the {self.world_size} processes: "
                               "train on fewer processes")
-        return even_out(batches, self.world_size)
+        return self._mark_padded(even_out(batches, self.world_size), epoch)
+
+    def padded_batch_size(self) -> int:
+        """Padded clips a batch gets: ``batch_seconds`` counts 30 s for each (at least one clip), so that
+        they cost about what the trimmed batch does."""
+        return max(1, min(self.max_batch_size, int(self.batch_seconds // WINDOW_S)))
+
+    def _mark_padded(self, batches: list[list[Item]], epoch: int) -> list[list[Item]]:
+        """``round(padded_share * len(batches))`` of the batches, drawn from (seed, epoch), also get
+        :meth:`padded_batch_size` of their clips (drawn too) again, on the padded window.
+
+        A generator of its own: the trimmed items are those of a plan without padded ones.
+        """
+        n = int(round(self.padded_share * len(batches)))
+        if n == 0:
+            return batches
+        rng = np.random.default_rng([self.seed, epoch, 104729])
+        size = self.padded_batch_size()
+        for j in rng.permutation(len(batches))[:n]:
+            batch = batches[j]
+            again = sorted(rng.choice(len(batch), min(size, len(batch)), replace=False))
+            batches[j] = batch + [Item(batch[k].index, batch[k].factor, epoch, padded=True) for k in again]
+        return batches
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         """This rank's batches of ``epoch``: every ``world_size``-th, from the ``rank``-th on."""
         return self.all_batches(epoch)[self.rank :: self.world_size]
+
+    def padded_items(self, total_steps: int, grad_accum: int) -> set[tuple[int, float]]:
+        """(example index, speed factor) of every padded clip, on any process, of the epochs that
+        ``total_steps`` optimizer steps reach: what a run needs on the padded window."""
+        out: set[tuple[int, float]] = set()
+        epoch, steps = 0, 0
+        while steps < total_steps and self.padded_share > 0:
+            batches = self.all_batches(epoch)
+            out.update((it.index, it.factor) for b in batches for it in b if it.padded)
+            steps += len(step_sizes(len(batches) // self.world_size, 0, grad_accum))
+            epoch += 1
+        return out
 
     def steps_per_epoch(self, grad_accum: int) -> int:
         """Optimizer steps in an epoch (the first epoch's plan; later ones differ by a batch or two)."""
@@ -217,7 +261,7 @@ class FeatureDataset(torch.utils.data.Dataset):
     """Audio -> (speed perturbation, noise) -> Whisper log-mel -> SpecAugment.
 
     Features are computed on the standard 30 s window (as at decode time) and,
-    when ``trimmed``, cut to the clip's real length.
+    when ``trimmed`` and the item is not a padded one, cut to the clip's real length.
     """
 
     def __init__(
@@ -251,7 +295,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         wave = self.wave(item, np_rng if self.augment else None)
         feats = self.fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
         n = mel_length(len(wave), feats.shape[-1])
-        x = torch.from_numpy(np.ascontiguousarray(feats[:, :n] if self.trimmed else feats))
+        trimmed = self.trimmed and not item.padded
+        x = torch.from_numpy(np.ascontiguousarray(feats[:, :n] if trimmed else feats))
         a = self.augment
         if a is not None and (a.time_masks or a.freq_masks):
             x = spec_augment(
@@ -266,7 +311,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         ex = self.examples[item.index]
         return {
             "features": x,
-            "length": n if self.trimmed else x.shape[-1],
+            "length": n if trimmed else x.shape[-1],
+            "padded": item.padded,
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
             "ctc_labels": ex.ctc_labels,
@@ -275,11 +321,17 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 class StateDataset(torch.utils.data.Dataset):
-    """Cached encoder states (S, d) of each clip at its speed factor, with time masking."""
+    """Cached encoder states (S, d) of each clip at its speed factor, with time masking.
 
-    def __init__(self, examples: Sequence[Example], cache, augment: AugmentConfig | None, seed: int):
+    ``cache`` holds the trimmed states; ``padded_cache`` those of the 30-s padded window, which
+    padded items read (S = the encoder's 1500 positions).
+    """
+
+    def __init__(self, examples: Sequence[Example], cache, augment: AugmentConfig | None, seed: int,
+                 padded_cache=None):  # fmt: skip
         self.examples = examples
         self.cache = cache
+        self.padded_cache = padded_cache
         self.augment = augment
         self.seed = seed
 
@@ -288,7 +340,9 @@ class StateDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: Item) -> dict:
         ex = self.examples[item.index]
-        x = self.cache.get(ex.utt.id, item.factor)
+        if item.padded and self.padded_cache is None:
+            raise ValueError("a padded batch but no cache of padded encoder states (train.padded_share)")
+        x = (self.padded_cache if item.padded else self.cache).get(ex.utt.id, item.factor)
         a = self.augment
         if a is not None and a.time_masks:
             _, gen = _item_rng(self.seed, item)
@@ -304,6 +358,7 @@ class StateDataset(torch.utils.data.Dataset):
         return {
             "states": x,
             "length": x.shape[0],
+            "padded": item.padded,
             "labels": ex.labels,
             "prefix_len": ex.prefix_len,
             "ctc_labels": ex.ctc_labels,
@@ -326,7 +381,23 @@ def _pad_labels(samples: Sequence[dict], pad_id: int) -> tuple[torch.Tensor, tor
 
 
 def collate(samples: Sequence[dict], pad_id: int) -> dict:
-    """Pad a list of dataset samples into a batch (features or states, zero-padded)."""
+    """Pad a list of dataset samples into a batch (features or states, zero-padded).
+
+    Samples on the 30-s padded window (``padded``) among trimmed ones form a sub-batch of their own,
+    ``batch["padded"]`` (padding the trimmed clips to 1500 frames would cost what the window does);
+    ``batch["ids"]`` names every clip of both.
+    """
+    trimmed = [s for s in samples if not s.get("padded")]
+    padded = [s for s in samples if s.get("padded")]
+    if not trimmed or not padded:
+        return _collate_one(samples, pad_id)
+    batch = _collate_one(trimmed, pad_id)
+    batch["padded"] = _collate_one(padded, pad_id)
+    batch["ids"] = batch["ids"] + batch["padded"].pop("ids")
+    return batch
+
+
+def _collate_one(samples: Sequence[dict], pad_id: int) -> dict:
     key = "features" if "features" in samples[0] else "states"
     lengths = torch.tensor([s["length"] for s in samples], dtype=torch.long)
     if key == "features":

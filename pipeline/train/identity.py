@@ -37,8 +37,8 @@ UNUSED_BY_TYPE = {
     "whisper": frozenset({"ctc"}),
     "ctc": frozenset({
         "train.lr", "train.regime", "train.encoder_trainable_top_layers", "train.trimmed_encoder", "train.lora",
-        "train.freeze_token_embeddings", "train.restrict_vocab", "train.label_smoothing", "train.dropout",
-        "train.ctc_weight", "decode.beam", "model.vocabulary", "model.vocabulary_size", "model.new_language_init_from",
+        "train.padded_share", "train.freeze_token_embeddings", "train.restrict_vocab", "train.label_smoothing",
+        "train.dropout", "train.ctc_weight", "decode.beam", "model.vocabulary", "model.vocabulary_size", "model.new_language_init_from",
     }),
 }  # fmt: skip
 #: What a training writes in its output_dir; ``--force`` removes these (and nothing else).

@@ -223,6 +223,9 @@ class TrainingLoop:
         """(model, training-only heads or None): the modules whose trainable weights a checkpoint holds."""
         raise NotImplementedError
 
+    def _planned(self) -> None:
+        """What needs the batch plan (``self.plan``, ``self.total_steps``), after :meth:`_build`."""
+
     def _extra_state(self) -> dict:
         """What ``state.json`` holds besides the progress (JSON), for :meth:`_restore_extra_state`."""
         return {}
@@ -243,6 +246,7 @@ class TrainingLoop:
         self.parts = self._build()
         self.dev = self._load_dev()
         self._plan_batches()
+        self._planned()
         self._prepare_optimizer()
         self._resume()
         self.log = TrainLog(self.out / "log.jsonl", resume_step=self.progress.step) if self.is_main else None
@@ -273,6 +277,7 @@ class TrainingLoop:
         self.plan = BatchPlan(
             self.parts.durations, batch_seconds=t.batch_seconds, max_batch_size=t.max_batch_size, seed=t.seed,
             speed_factors=cfg.augment.speed_perturb, world_size=p.num_processes, rank=p.process_index,
+            padded_share=t.padded_share,
         )  # fmt: skip
         self.steps_per_epoch = self.plan.steps_per_epoch(t.grad_accum)
         self.total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * self.steps_per_epoch))
@@ -289,9 +294,12 @@ class TrainingLoop:
         self.module, self.optimizer = self.processes.prepare(module, optimizer)
 
     def _train_state_cache(self, encoder: torch.nn.Module, stop: int, feature_extractor, examples: list[Example],
-                           base_model: str) -> EncoderStateCache:  # fmt: skip
+                           base_model: str, trimmed: bool = True,
+                           only: set[tuple[int, float]] | None = None) -> EncoderStateCache:  # fmt: skip
         """The states after encoder layer ``stop`` of every train clip at every speed factor (both trainers'
-        cache: one encoder and split point share it): the main process computes what is missing, all read it."""
+        cache: one encoder and split point share it): the main process computes what is missing, all read it.
+        ``trimmed=False``: the states of the 30-s padded window (``train.padded_share``) of the (example
+        index, speed factor) pairs in ``only``."""
         cfg, t = self.cfg, self.cfg.train
         root = Path(t.cache_dir) if t.cache_dir else self.out / DEFAULT_CACHE
         cache = None
@@ -299,10 +307,10 @@ class TrainingLoop:
             cache = build_train_state_cache(
                 root, encoder, stop, feature_extractor, examples, cfg.augment.speed_perturb, base_model=base_model,
                 seed=t.seed, batch_size=cfg.decode.batch_size, shard_size=t.cache_shard_size, device=self.device,
-                progress=self.show_progress,
+                progress=self.show_progress, trimmed=trimmed, only=only,
             )  # fmt: skip
         self.processes.wait_for_everyone()
-        return cache if cache is not None else open_train_state_cache(root, encoder, stop, feature_extractor)
+        return cache if cache is not None else open_train_state_cache(root, encoder, stop, feature_extractor, trimmed)
 
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint, if any (half-written ones are removed)."""

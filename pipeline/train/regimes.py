@@ -188,6 +188,24 @@ class Seq2SeqTrainModule(nn.Module):
         states: torch.Tensor | None = None,
         ctc_labels: torch.Tensor | None = None,
         ctc_lengths: torch.Tensor | None = None,
+        padded: dict | None = None,
+    ) -> torch.Tensor:
+        """The batch's loss; with ``padded`` (a sub-batch of clips on the 30-s padded window, same keys),
+        the mean of both sub-batches' losses: one forward, as DDP wants."""
+        loss = self.batch_loss(decoder_input_ids, targets, lengths, features, states, ctc_labels, ctc_lengths)
+        if padded is None:
+            return loss
+        return (loss + self.batch_loss(**padded)) / 2
+
+    def batch_loss(
+        self,
+        decoder_input_ids: torch.Tensor,
+        targets: torch.Tensor,
+        lengths: torch.Tensor,
+        features: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+        ctc_labels: torch.Tensor | None = None,
+        ctc_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden, enc_lengths = self.encode(features, states, lengths)
         loss = self.decoder_loss(hidden, enc_lengths, decoder_input_ids, targets)

@@ -8,7 +8,8 @@ given the config):
 2. **examples**: label sequences of the train clips (+ their character labels for joint
    CTC, ``train.ctc_weight``), and with ``restrict_vocab`` the tokens the softmax keeps;
 3. **cache**: with ``regime: cached-encoder``, the frozen lower encoder's states of every
-   train clip (:mod:`pipeline.train.cache`);
+   train clip (:mod:`pipeline.train.cache`); with ``train.padded_share`` > 0, once the batches
+   are planned, the 30-s padded window's states of the clips the plan puts there (:meth:`Trainer._planned`);
 4. **module**: the trainable weights of the regime, dropout, the loss module
    (:class:`~pipeline.train.regimes.Seq2SeqTrainModule`: decoder cross-entropy, plus a
    joint CTC head), and the train dataset (cached states or log-mel features).
@@ -91,12 +92,13 @@ class Trainer(TrainingLoop):
                                             self.train_ex, cfg.model.name)  # fmt: skip
         module = self._train_module(model)
         skipped = sum(self.train_skipped.values())
+        padded = f", {t.padded_share:g} of the batches with clips on the 30-s padded window too" if t.padded_share > 0 else ""
         return TrainingParts(
             module=module, param_groups=self._param_groups(module), train_set=self._train_set(cache),
             collate=functools.partial(collate, pad_id=self.labels.eot),
             durations=[ex.utt.duration for ex in self.train_ex],
             description=f"regime {t.regime}, split layer {self.split}: {len(self.train_ex)} train clips "
-                        f"({skipped} skipped)",
+                        f"({skipped} skipped){padded}",
             curve_title=f"{t.regime} ({self.language})",
         )  # fmt: skip
 
@@ -223,9 +225,27 @@ class Trainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------ specializations
 
+    def _planned(self) -> None:
+        """With cached states and ``padded_share``: cache the padded-window states of the clips the plan
+        puts there (only those: 1500 frames a clip whatever its length)."""
+        t, train_set = self.cfg.train, self.parts.train_set
+        if t.padded_share == 0 or not isinstance(train_set, StateDataset):
+            return
+        train_set.padded_cache = self._train_state_cache(
+            self.parts.module.whisper.model.encoder, self.split, self.processor.feature_extractor, self.train_ex, self.cfg.model.name,
+            trimmed=False, only=self.plan.padded_items(self.total_steps, t.grad_accum),
+        )  # fmt: skip
+
     def _loss(self, batch: dict) -> torch.Tensor:
+        return self.module(**self._inputs(batch))
+
+    def _inputs(self, batch: dict) -> dict:
+        """The module's inputs on this process's device (its 30-s padded sub-batch, if any, too)."""
         keys = ("decoder_input_ids", "targets", "lengths", "features", "states", "ctc_labels", "ctc_lengths")
-        return self.module(**{k: batch[k].to(self.device) for k in keys if k in batch})
+        inputs = {k: batch[k].to(self.device) for k in keys if k in batch}
+        if "padded" in batch:
+            inputs["padded"] = self._inputs(batch["padded"])
+        return inputs
 
     def _score_dev(self) -> DevResult:
         """The model decoded exactly as its export would be by the decode stage (see
@@ -253,6 +273,7 @@ class Trainer(TrainingLoop):
         cfg = self.cfg
         return {
             "encoder_input": "trimmed" if cfg.train.trimmed_encoder else "padded",
+            "padded_share": cfg.train.padded_share,
             "language": self.language,
             "language_token": language_token(self.language),
             "regime": cfg.train.regime,
