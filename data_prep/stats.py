@@ -86,9 +86,27 @@ def plot_durations(utts: list[Utterance], path: Path) -> None:
     # figure out once more (a whole draw without rendering) before drawing it: nothing is
     # left to lay out, and without an engine the file has the same bytes
     fig.set_layout_engine(None)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no version stamp: reruns give identical bytes
-    tmp.replace(path)
+    # a name of this process's own: another process drawing the same plot never takes this one's file
+    # (the name matches what data_prep.outputs.remove_stale_temps clears after a kill)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # no version stamp: reruns give identical bytes
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this forked child when its parent dies (Linux): the plot of a killed run must not land in
+    the folder a rerun is writing, after the rerun's own."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def start_plot_durations(utts: list[Utterance], path: Path) -> Callable[[], None]:
@@ -111,11 +129,13 @@ def start_plot_durations(utts: list[Utterance], path: Path) -> Callable[[], None
         if stream is not None:
             stream.flush()
     r, w = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: draw, report a failure through the pipe, never return
         code = 1
         try:
             os.close(r)
+            die_with_parent(parent)
             gc.disable()  # a short life: no collection copying the parent's pages
             plot_durations(utts, path)
             code = 0

@@ -195,6 +195,33 @@ def test_plot_drawn_in_a_forked_process_is_the_same_and_its_failure_raises(zoo, 
     assert (out / "stats.json").exists() and not (out / "durations.png").exists()  # the rest was written
 
 
+def test_the_plot_child_of_a_killed_run_dies_with_it(tmp_path):
+    # a killed prepare's plot must not land in the folder a rerun writes, after the rerun's own
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "import data_prep.stats as stats\n"
+        "def slow(utts, path):\n"
+        "    time.sleep(1.5)\n"
+        "    open(path, 'w').write('late')\n"
+        "stats.plot_durations = slow\n"
+        f"stats.start_plot_durations([], __import__('pathlib').Path({str(tmp_path / 'late.png')!r}))\n"
+        "print('forked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert p.stdout.readline().strip() == "forked"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    time.sleep(2.5)
+    assert not (tmp_path / "late.png").exists()
+
+
 def test_rerun_and_partial_cache_give_identical_outputs(zoo, zoo_out, tmp_path):
     out = tmp_path / "out"
     assert prepare(zoo, out, "kaldi", "sa", **FAST) == 0
