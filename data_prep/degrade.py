@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from data_prep.manifest import Reject, Source, Utterance, read_manifest, read_ma
 from data_prep.outputs import (
     RunIdentity,
     atomic_write_text,
+    build_dir,
     check_replaceable,
     check_resume,
     exclusive,
@@ -321,8 +321,7 @@ def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Cond
         check_resume(read_identity(out / IDENTITY_FILE), identity, force=force, what=f"--out {out}",
                      has_state=out.is_dir() and any(out.iterdir()), state="a degraded set",
                      record=str(out / IDENTITY_FILE))  # fmt: skip
-        tmp = out.with_name(f".{out.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed run left
+        tmp = build_dir(out)
         summary = DegradeSummary(condition, seed, str(manifest), None if noise_manifest is None else str(noise_manifest),
                                  text_rules_of(manifest))  # fmt: skip
         _write(tmp, out.name, manifest, rows, summary, pool)

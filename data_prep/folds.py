@@ -35,7 +35,14 @@ from pathlib import Path
 
 from data_prep.assemble import PREPARE_JSON
 from data_prep.manifest import Utterance, read_manifest, write_jsonl
-from data_prep.outputs import atomic_write_text, check_replaceable, exclusive, guard_output, replace_dir
+from data_prep.outputs import (
+    atomic_write_text,
+    build_dir,
+    check_replaceable,
+    exclusive,
+    guard_output,
+    replace_dir,
+)
 from data_prep.splits import SPLITS, overlap_report, speaker_key, speaker_overlaps
 from data_prep.stats import write_stats
 from data_prep.vocab import build_vocab, oov_report, write_vocab
@@ -161,9 +168,7 @@ def write_folds(data: str | os.PathLike, out: str | os.PathLike, *, dev_speakers
     folds = plan_folds([speaker_key(u) for u in src.utts], dev_speakers)
     everyone = Fold(ALL_DIR, (), (), tuple(sorted({speaker_key(u) for u in src.utts})))
     with exclusive(out, "folds"):
-        tmp = out.with_name(f".{out.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = build_dir(out)
         tmp.mkdir(parents=True)
         for fold in [*folds, everyone]:
             write_fold(tmp / fold.name, out / fold.name, fold, src)

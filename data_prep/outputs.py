@@ -127,6 +127,16 @@ def check_replaceable(out: str | os.PathLike, *, flag: str = "--out") -> None:
                           "it would be replaced whole: choose a new or empty folder")  # fmt: skip
 
 
+def build_dir(out: str | os.PathLike) -> Path:
+    """Where a whole output directory is built before :func:`replace_dir` swaps it in: ``.<name>.tmp``
+    beside ``out``, emptied of what a killed run left there (not created). Call it holding the
+    output's lock (:func:`exclusive`)."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike, command: str) -> Path:
     """Put the finished directory ``tmp`` at ``out``, replacing a directory the toolkit made.
 

@@ -45,8 +45,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.outputs import atomic_write_text, check_replaceable, exclusive, guard_output, replace_dir
-from pipeline.system.export import DECODER_DIR, CardOptions, CT2Writer, ExportError, Prepared, system_name
+from data_prep.outputs import atomic_write_text
+from pipeline.system.export import (
+    DECODER_DIR,
+    CardOptions,
+    CT2Writer,
+    ExportError,
+    Prepared,
+    system_name,
+    write_export,
+)
 from pipeline.system.spec import SystemSpec, SystemSpecError, is_system_dir, read_spec
 
 #: ``--quantization`` of ``export --format ct2`` (CTranslate2 converts again on load where a device lacks one).
@@ -182,28 +190,19 @@ def export_ct2(model: str | os.PathLike, out: str | os.PathLike, data: str | os.
     ``data``: the prepared data folder (the language to prompt with when the model records
     none; the model card's statistics). Only a folder this toolkit made is replaced.
     """
-    from pipeline.score.results import ResultsError, read_results
     from pipeline.system.card import ct2_card
 
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"--quantization {quantization}: one of {', '.join(QUANTIZATIONS)}")
     source = whisper_source(model)
     prepared = Prepared.read(data)
-    out = Path(out)
-    guard_output(out, [model, source, data, *card.results])
-    check_replaceable(out)
-    try:
-        results = [read_results(r) for r in card.results]
-    except ResultsError as e:
-        raise ExportError(str(e)) from e
-    with exclusive(out, "export"):
-        tmp = out.with_name(f".{out.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    def fill(tmp: Path, results: list) -> None:
         record = _write(source, tmp, prepared.language, quantization)
         system = name or _system_name(model, source)
-        atomic_write_text(tmp / "README.md", ct2_card(record, system, prepared, results, card, out.name))
-        return replace_dir(tmp, out, "export")
+        atomic_write_text(tmp / "README.md", ct2_card(record, system, prepared, results, card, Path(out).name))
+
+    return write_export(out, [model, source, data, *card.results], card, fill)
 
 
 def _system_name(model: str | os.PathLike, source: Path) -> str:

@@ -38,6 +38,7 @@ from data_prep.outputs import (
     OWNER_FILE,
     RunIdentity,
     atomic_write_text,
+    build_dir,
     check_replaceable,
     exclusive,
     guard_output,
@@ -304,10 +305,13 @@ def system_name(model: str | os.PathLike) -> str:
     return path.parent.name if path.name == "best" else path.name
 
 
-def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared, card: CardOptions,
-            ct2: CT2Writer | None = None) -> Path:  # fmt: skip
+def write_export(out: str | os.PathLike, inputs: Sequence, card: CardOptions,
+                 fill: Callable[[Path, list], None]) -> Path:  # fmt: skip
+    """Write an export folder the one safe way: ``out`` refused where it would touch an input (``None``
+    inputs skipped) or replace a folder the toolkit did not make, the card's results read up front, then,
+    under the output's lock, ``fill(tmp, results)`` writes the content into a fresh ``tmp`` (not yet
+    created) that replaces ``out`` whole."""
     from pipeline.score.results import ResultsError, read_results
-    from pipeline.system.card import model_card
 
     out = Path(out)
     guard_output(out, [i for i in inputs if i is not None])
@@ -317,9 +321,16 @@ def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared,
     except ResultsError as e:
         raise ExportError(str(e)) from e
     with exclusive(out, "export"):
-        tmp = out.with_name(f".{out.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = build_dir(out)
+        fill(tmp, results)
+        return replace_dir(tmp, out, "export")
+
+
+def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared, card: CardOptions,
+            ct2: CT2Writer | None = None) -> Path:  # fmt: skip
+    from pipeline.system.card import model_card
+
+    def fill(tmp: Path, results: list) -> None:
         tmp.mkdir(parents=True)
         spec = build(tmp)
         if ct2 is not None:
@@ -328,8 +339,9 @@ def _export(out: str | os.PathLike, inputs: Sequence, build, prepared: Prepared,
         write_rules(prepared, tmp / RULES_FILE)
         write_spec(tmp, spec)
         read_spec(tmp)  # what a loader checks: every part in place
-        atomic_write_text(tmp / CARD_FILE, model_card(spec, tmp, prepared, results, card, out.name))
-        return replace_dir(tmp, out, "export")
+        atomic_write_text(tmp / CARD_FILE, model_card(spec, tmp, prepared, results, card, Path(out).name))
+
+    return write_export(out, inputs, card, fill)
 
 
 def _provenance(card: CardOptions, sources: dict[str, str], rate_from: str | None = None,

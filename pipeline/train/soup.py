@@ -27,7 +27,7 @@ import json
 import logging
 from pathlib import Path
 
-from data_prep.outputs import atomic_write_text, check_replaceable, guard_output, replace_dir
+from data_prep.outputs import atomic_write_text, build_dir, check_replaceable, guard_output, replace_dir
 from pipeline.models.encoder import ADAPT_FILE, read_adapt_info
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,7 @@ def make_soup(models: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     check_soup_output(models, out)
     adapt, files = check_compatible(models)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = build_dir(out)
     shutil.copytree(models[0], tmp, ignore=shutil.ignore_patterns("*.safetensors", ADAPT_FILE))
     for name in sorted(n for n in files if n.endswith(".safetensors")):
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
