@@ -187,9 +187,11 @@ def _limits(spec: SystemSpec, prepared, results: Sequence[Results], extra: Seque
 
 def model_card(spec: SystemSpec, folder: Path, prepared, results: Sequence[Results], card, name: str) -> str:
     """The README.md of the system directory ``folder`` (its parts already in place), to be called ``name``."""
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
+
     bases = sorted({b for d in [*spec.decoders, spec.ctc] if d for b in [base_model(folder / d)] if b})
-    lines = [_front_matter(spec, bases, results, card.license, prepared.corpus,
-                          "ctc" if (folder / spec.decoders[0] / "ctc_config.json").is_file() else "whisper"), f"# {spec.name}", "", _what_it_does(spec), "",
+    kind = "ctc" if is_ctc_checkpoint(folder / spec.decoders[0]) else "whisper"
+    lines = [_front_matter(spec, bases, results, card.license, prepared.corpus, kind), f"# {spec.name}", "", _what_it_does(spec), "",
              "## Usage", "", "With the asr-adapt toolkit installed (any machine: the folder holds everything):", "",
              "```bash", f"python -m pipeline transcribe --model path/to/{name} clip.wav other.mp3",
              f"python -m pipeline decode --model path/to/{name} --manifest test.jsonl --out hyps.jsonl", "```", "",

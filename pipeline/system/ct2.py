@@ -161,6 +161,8 @@ def _converter(model, tokenizer, source: Path):
 
 def whisper_source(model: str | os.PathLike) -> Path:
     """The Whisper folder to convert: ``model`` itself, a system directory's decoder, or a bundled name's folder."""
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
+
     path = Path(model)
     if is_system_dir(path):
         try:
@@ -178,7 +180,7 @@ def whisper_source(model: str | os.PathLike) -> Path:
             path = resolve_model(model)
         except ModelNotAvailable as e:
             raise ExportError(f"{model}: {e}") from e
-    if (path / "ctc_config.json").is_file() or not (path / "config.json").is_file():
+    if is_ctc_checkpoint(path) or not (path / "config.json").is_file():
         raise ExportError(f"{path}: not a Whisper model folder (config.json of a WhisperForConditionalGeneration)")
     return path
 
@@ -215,13 +217,15 @@ def ct2_writer(quantization: str) -> CT2Writer:
     model (``ct2/``, prompted with the system's language token), for ``transcribe --speed fast``."""
     import importlib.util
 
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
+
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"--with-ct2 {quantization}: one of {', '.join(QUANTIZATIONS)}")
     if importlib.util.find_spec("ctranslate2") is None:
         raise ExportError("--with-ct2 needs CTranslate2, which is not installed (pip install '.[ct2]')")
 
     def write(decoder: Path, dst: Path, spec: SystemSpec) -> None:
-        if (decoder / "ctc_config.json").is_file():
+        if is_ctc_checkpoint(decoder):
             raise ExportError(f"--with-ct2: {spec.decoders[0]} is a CTC checkpoint; CTranslate2 converts a Whisper "
                               "decoder only")  # fmt: skip
         _write(decoder, dst, spec.language, quantization, forced=spec.search.language_token,

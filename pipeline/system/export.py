@@ -191,10 +191,11 @@ def prompt_decoder_language(folder: Path, language: str, forced: str | None = No
     ``language`` (the data's). A CTC checkpoint or an English-only model is left as it is."""
     from transformers import GenerationConfig
 
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
     from pipeline.models.encoder import read_adapt_info
     from pipeline.models.language import LanguageError, prompt_with_language
 
-    if not (folder / "generation_config.json").is_file() or (folder / "ctc_config.json").is_file():
+    if not (folder / "generation_config.json").is_file() or is_ctc_checkpoint(folder):
         return
     gen = GenerationConfig.from_pretrained(folder)
     if not getattr(gen, "lang_to_id", None) or not getattr(gen, "is_multilingual", True):

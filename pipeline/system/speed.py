@@ -146,4 +146,6 @@ def _named(recognizer: Recognizer, root: Path, batch_size: int) -> Recognizer:
 
 
 def _is_ctc(folder: Path) -> bool:
-    return (folder / "ctc_config.json").is_file()
+    from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
+
+    return is_ctc_checkpoint(folder)
