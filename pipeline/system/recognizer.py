@@ -107,7 +107,6 @@ class RescoredSystem:
 
     def __init__(self, root: Path, spec: SystemSpec, device: str = "cpu"):
         from pipeline.decode.ctc import read_lm_settings
-        from pipeline.decode.fusion import Fusion
         from pipeline.decode.whisper_nbest import WhisperScorer
         from pipeline.models.whisper import load_whisper
         from pipeline.rescore.combine import Weights, load_weights
@@ -122,7 +121,7 @@ class RescoredSystem:
         char_arpa = root / spec.char_lm if spec.char_lm else None
         self.char_lm = CharLM(char_arpa) if char_arpa is not None else None
         f = self.search.fusion
-        self.fusion = Fusion(char_arpa, f.weight, f.bonus, f.top_k, f.length_penalty, f.max_rate) if f else None
+        self.fusion = f.fusion(char_arpa) if f else None
         self.weights = load_weights(root / spec.weights) if spec.weights else Weights()
         # the candidates are normalized with the system's own copy of the data's rules (a rules file path)
         self.rules = str(root / spec.text_rules) if spec.text_rules else spec.language

@@ -35,6 +35,12 @@ class FusionSpec:
     length_penalty: float = 0.0
     max_rate: float = 0.0  # characters per second of audio a hypothesis may hold (0: no ceiling)
 
+    def fusion(self, char_arpa: str | os.PathLike):
+        """The :class:`pipeline.decode.fusion.Fusion` these settings describe, with the LM ``char_arpa``."""
+        from pipeline.decode.fusion import Fusion
+
+        return Fusion(char_arpa, self.weight, self.bonus, self.top_k, self.length_penalty, self.max_rate)
+
 
 @dataclass(frozen=True)
 class SearchSpec:

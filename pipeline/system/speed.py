@@ -75,7 +75,6 @@ def load_rung(root: Path, spec: SystemSpec, speed: str, device: str = "cpu") -> 
 
 def balanced(root: Path, spec: SystemSpec, device: str = "cpu") -> tuple[Recognizer, Rung]:
     """The first decoder's beam search, the system's character LM fused into it where it has one."""
-    from pipeline.decode.fusion import Fusion
     from pipeline.decode.recognizer import load_recognizer
 
     decoder = root / spec.decoders[0]
@@ -84,8 +83,7 @@ def balanced(root: Path, spec: SystemSpec, device: str = "cpu") -> tuple[Recogni
                          "character LM into; use --speed best (its own search) or fast")  # fmt: skip
     s, f = spec.search, spec.search.fusion
     beams = s.beams if s.beams > 1 else BALANCED_BEAMS
-    fusion = Fusion(root / spec.char_lm, f.weight, f.bonus, f.top_k, f.length_penalty, f.max_rate) \
-        if spec.char_lm and f else None  # fmt: skip
+    fusion = f.fusion(root / spec.char_lm) if spec.char_lm and f else None
     options = SearchOptions(language=s.language_token, beams=beams, batch_size=s.batch_size, fusion=fusion,
                             device=device)  # fmt: skip
     recognizer = load_recognizer(decoder, options, fallback_language=spec.language)
