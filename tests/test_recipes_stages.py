@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 STAGES = Path(__file__).resolve().parents[1] / "recipes" / "lib" / "stages.sh"
 
 
@@ -148,7 +150,8 @@ def test_the_demo_and_punjabi_recipes_export_the_system_they_scored(tmp_path):
         assert f"recipes/{recipe}/run.sh" in _arg(export, "--recipe")
 
 
-def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_speaker(tmp_path):
+@pytest.mark.parametrize("dev_speakers", ["0", "1"])
+def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_speaker(tmp_path, dev_speakers):
     # what stages 7 and 9 would have written: three folds, and the median of their best steps
     for k in (1, 2, 3):
         (tmp_path / f"data/pa_digits_folds/fold{k}").mkdir(parents=True)
@@ -156,17 +159,20 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
     pooled = tmp_path / "exp/pa_digits/whisper_ft_folds/pooled"
     pooled.mkdir(parents=True)
     (pooled / "median_best_step").write_text("75\n")
-    calls = _recipe_calls(tmp_path, "punjabi_digits")  # FOLDS=1 is the default
+    env = {} if dev_speakers == "0" else {"DEV_SPEAKERS": dev_speakers}  # FOLDS=1, DEV_SPEAKERS=0: the defaults
+    calls = _recipe_calls(tmp_path, "punjabi_digits", **env)
     cmds = [c[2] for c in calls]
     assert cmds[:7] == ["prepare", "decode", "score", "train", "decode", "score", "report"]  # stages 1-5 as before
     folds = next(c for c in calls if c[2] == "folds")
     assert _arg(folds, "--data") == "data/pa_digits" and _arg(folds, "--out") == "data/pa_digits_folds"
-    assert _arg(folds, "--dev-speakers") == "1"
+    assert _arg(folds, "--dev-speakers") == dev_speakers
     fold_trains = [c for c in calls if c[2] == "train" and any(a.startswith("data.manifests_dir=") for a in c)]
     assert len(fold_trains) == 4  # three folds and the system of every speaker
     for k, train in enumerate(fold_trains[:3], 1):
         exp, data = f"exp/pa_digits_folds/fold{k}/whisper_ft", f"data/pa_digits_folds/fold{k}"
-        assert f"output_dir={exp}" in train and f"data.manifests_dir={data}" in train and "train.eval_every=25" in train
+        assert f"output_dir={exp}" in train and f"data.manifests_dir={data}" in train
+        # a dev speaker picks the step; without one the config's epochs are what the folds measure
+        assert ("train.eval_every=25" in train) == (dev_speakers == "1")
         i = calls.index(train)
         decode, score = calls[i + 1], calls[i + 2]
         assert _arg(decode, "--model") == f"{exp}/best" and _arg(decode, "--manifest") == f"{data}/test.jsonl"
@@ -178,7 +184,8 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
     assert _arg(pool, "--out") == "exp/pa_digits/whisper_ft_folds/pooled"
     final = fold_trains[3]
     assert calls.index(pool) < calls.index(final)
-    assert "data.manifests_dir=data/pa_digits_folds/all" in final and "train.max_steps=75" in final
+    assert "data.manifests_dir=data/pa_digits_folds/all" in final
+    assert ("train.max_steps=75" in final) == (dev_speakers == "1")
     assert "output_dir=exp/pa_digits/whisper_ft_all" in final
     report, export = calls[-3], calls[-1]
     assert report[2] == "report" and calls.index(final) < len(calls) - 3  # stage 11: the report with the pooled row

@@ -10,13 +10,15 @@
 #               exp/pa_digits/final
 # Leave-one-speaker-out (FOLDS=1, the default; FOLDS=0 stops after stage 6): one held-out speaker
 # says little about the next unheard voice, so every speaker is tested once.
-#   7 folds     data/pa_digits_folds/fold<k>: test = speaker k, dev = the next speaker (DEV_SPEAKERS),
-#               train = the rest; data/pa_digits_folds/all: every speaker as train
-#   8 fold<k>   train on fold k (dev evaluated every FOLD_EVAL_EVERY steps, best/ = lowest dev CER),
-#               decode + score its test speaker: exp/pa_digits_folds/fold<k>/$SYSTEM
-#   9 pool      the folds pooled: per fold and pooled WER/CER with intervals, the worst speaker and
-#               the median of the folds' best steps: exp/pa_digits/${SYSTEM}_folds/pooled
-#  10 train_all train on every speaker for the folds' median best step: exp/pa_digits/${SYSTEM}_all
+#   7 folds     data/pa_digits_folds/fold<k>: test = speaker k, train = the other two; with
+#               DEV_SPEAKERS=1, dev = the next speaker and train = the third alone
+#   8 fold<k>   train on fold k for the config's epochs (DEV_SPEAKERS=1: dev evaluated every
+#               FOLD_EVAL_EVERY steps, best/ = lowest dev CER), decode + score its test speaker:
+#               exp/pa_digits_folds/fold<k>/$SYSTEM
+#   9 pool      the folds pooled: per fold and pooled WER/CER with intervals, the worst speaker (and
+#               with DEV_SPEAKERS=1 the median of the folds' best steps): exp/pa_digits/${SYSTEM}_folds/pooled
+#  10 train_all train on every speaker with the config the folds measured (DEV_SPEAKERS=1: for the
+#               folds' median best step): exp/pa_digits/${SYSTEM}_all
 #  11 report    stage 5's report again, now with the pooled row
 #  12 export_all the all-speaker system with the pooled results on its card: exp/pa_digits/final_all
 # Usage: recipes/punjabi_digits/run.sh [--stage N] [--stop-stage M] [--force]
@@ -33,7 +35,9 @@ SYSTEM=${SYSTEM:-whisper_ft}
 DATA=data/pa_digits
 EXP=exp/pa_digits
 FOLDS=${FOLDS:-1}
-DEV_SPEAKERS=${DEV_SPEAKERS:-1}
+# 0: each fold trains on two speakers for the config's epochs; 1: on one, its step picked on the third,
+# a pessimistic estimate from half the voices (BENCHMARKS.md#punjabi-digits compares both)
+DEV_SPEAKERS=${DEV_SPEAKERS:-0}
 FOLD_EVAL_EVERY=${FOLD_EVAL_EVERY:-25}
 FOLD_DATA=data/pa_digits_folds
 FOLD_EXP=exp/pa_digits_folds  # outside $EXP: the folds' systems share one name, which `report $EXP` refuses
@@ -74,8 +78,10 @@ fold_count() {  # the folds stage 7 wrote (one per speaker)
 
 train_decode_score_fold() {  # k
   local data="$FOLD_DATA/fold$1" exp="$FOLD_EXP/fold$1/$SYSTEM"
+  local eval_args=()
+  [ "$DEV_SPEAKERS" = 0 ] || eval_args=("train.eval_every=$FOLD_EVAL_EVERY")
   "$PY" -m pipeline train --config "$CONFIG" "output_dir=$exp" "data.manifests_dir=$data" \
-    "train.eval_every=$FOLD_EVAL_EVERY" "${FORCE_ARGS[@]}"
+    "${eval_args[@]}" "${FORCE_ARGS[@]}"
   "$PY" -m pipeline decode --model "$exp/best" --manifest "$data/test.jsonl" --out "$exp/test/hyps.jsonl" --batch-size 16
   "$PY" -m pipeline score --manifest "$data/test.jsonl" --hyps "$exp/test/hyps.jsonl" --system "$SYSTEM" \
     --kind finetuned
@@ -88,9 +94,15 @@ pool_folds() {
   "$PY" -m pipeline score --pool "${folds[@]}" --out "$POOLED" --system "${SYSTEM}_folds"
 }
 
-train_all() {  # every speaker, for the median of the folds' best steps; no dev to pick by: the last step is kept
+train_all() {  # every speaker, as the folds trained (with dev speakers: for their median best step); the last step is kept
+  local step_args=()
+  [ "$DEV_SPEAKERS" = 0 ] || step_args=("train.max_steps=$(cat "$POOLED/median_best_step")")
   "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/${SYSTEM}_all" "data.manifests_dir=$FOLD_DATA/all" \
-    "train.max_steps=$(cat "$POOLED/median_best_step")" train.eval_every=0 "${FORCE_ARGS[@]}"
+    "${step_args[@]}" train.eval_every=0 "${FORCE_ARGS[@]}"
+}
+
+trained_for() {  # how the all-speaker system was trained, for its card
+  if [ "$DEV_SPEAKERS" = 0 ]; then echo "the config's epochs"; else echo "$(cat "$POOLED/median_best_step") steps"; fi
 }
 
 run_stage 7 folds "$PY" -m pipeline folds --data "$DATA" --out "$FOLD_DATA" --dev-speakers "$DEV_SPEAKERS"
@@ -107,5 +119,5 @@ run_stage 12 "export_all.$SYSTEM" "$PY" -m pipeline export --model "$EXP/${SYSTE
   --data "$FOLD_DATA/all" --results "$POOLED/results.json" \
   --recipe "recipes/punjabi_digits/run.sh (CONFIG=$CONFIG, leave-one-speaker-out folds)" \
   --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." \
-  --limitation "Trained on all three speakers for $(cat "$POOLED/median_best_step") steps; its results are the leave-one-speaker-out estimate of the same recipe pooled over the folds, each fold's system trained on $((2 - DEV_SPEAKERS)) speaker(s) with $DEV_SPEAKERS dev speaker(s) and tested on the third." \
+  --limitation "Trained on all three speakers for $(trained_for); its results are the leave-one-speaker-out estimate of the same recipe pooled over the folds, each fold's system trained on $((2 - DEV_SPEAKERS)) speaker(s) with $DEV_SPEAKERS dev speaker(s) and tested on the third." \
   --out "$EXP/final_all"
