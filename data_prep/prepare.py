@@ -127,7 +127,7 @@ def prepare(
     src, out = Path(src).resolve(), Path(out).resolve()
     if out.exists() and not out.is_dir():  # found now, not as a cache write failing on every row
         raise ValueError(f"--out {out} exists and is not a folder")
-    if fmt == "folder" and out.is_relative_to(src):
+    if fmt in ("folder", "longform") and out.is_relative_to(src):
         # the folder importer takes every audio file below --src: a rerun would import the cache as corpus audio
         raise ValueError(f"--out {out} lies inside --src {src}; a folder corpus is every audio file below it, "
                          "so choose an output folder outside the corpus")

@@ -84,13 +84,15 @@ def test_recordings_become_utterances_and_bad_files_rejects(corpus, model, tmp_p
 
 def test_exit_status_as_for_other_formats(corpus, model, tmp_path, capsys):
     out = tmp_path / "out"
-    before = tree_digest(tmp_path)
+    before = tree_digest(tmp_path), tree_digest(model)
     args = _args(corpus, model, out)
     without_model = [a for a in args if a not in ("--align-model", str(model))]
     assert cli(without_model) == 2 and "needs --align-model" in capsys.readouterr().err
     assert cli(_args(corpus, corpus, out)) == 2 and "not a CTC checkpoint" in capsys.readouterr().err
     assert cli([*args, "--max-utterance-s", "40"]) == 2 and "--max-duration" in capsys.readouterr().err
-    assert tree_digest(tmp_path) == before and not out.exists()
+    assert cli(_args(corpus, model, model / "out")) == 2 and "--out" in capsys.readouterr().err
+    assert not (model / "out").exists()
+    assert (tree_digest(tmp_path), tree_digest(model)) == before and not out.exists()
     # every segment below the score: nothing accepted, status 1 as for a corpus all of whose rows are rejected
     assert cli(_args(corpus, model, out, "--min-align-score", "0")) == 1
     assert {r.reason for r in read_rejects(out / "rejects.jsonl")} >= {"low_alignment_score"}

@@ -48,23 +48,23 @@ class LongformOptions:
 
 @dataclass
 class Recordings:
-    """The rows the recordings became, and for each the seconds of source it covers (None: a rejected
-    recording, already in ``account``)."""
+    """The rows the recordings became, and for each the (start, end) seconds of its recording it covers
+    (None: a rejected recording, already in ``account``)."""
 
     rows: list[Row] = field(default_factory=list)
-    windows: list[float | None] = field(default_factory=list)
+    spans: list[tuple[float, float] | None] = field(default_factory=list)
     account: SecondsAccount = field(default_factory=SecondsAccount)
 
     def seconds(self, results: list[RowResult]) -> SecondsAccount:
         """The account completed with what processing made of each row (``results``, in row order)."""
         acc = dataclasses.replace(self.account, rejected_s=self.account.rejected_s.copy())
-        for res, window in zip(results, self.windows, strict=True):
-            if window is None:
+        for res, span in zip(results, self.spans, strict=True):
+            if span is None:
                 continue
             if isinstance(res, Reject):
-                acc.rejected_s[res.reason] += window
+                acc.rejected_s[res.reason] += span[1] - span[0]
             else:
-                acc.utterance_s += window
+                acc.utterance_s += span[1] - span[0]
         return acc
 
 
@@ -80,7 +80,7 @@ def cut_recordings(rows: list[Row], aligner: Aligner, cfg: ProcessConfig, opts: 
         if isinstance(res, Reject):
             _add_rejected_recording(out.account, res, row)
             out.rows.append(res)
-            out.windows.append(None)
+            out.spans.append(None)
             continue
         words, aligned, segments, duration = res
         out.account.input_s += duration
@@ -89,7 +89,7 @@ def cut_recordings(rows: list[Row], aligner: Aligner, cfg: ProcessConfig, opts: 
         out.account.dropped_chars.update("".join(a.dropped for a in aligned))
         for k, seg in enumerate(segments, 1):
             out.rows.append(_segment_row(row, words, seg, k, len(segments), opts, cfg))
-            out.windows.append(seg.duration)
+            out.spans.append((seg.start, seg.end))
     return out
 
 

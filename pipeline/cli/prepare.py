@@ -83,7 +83,10 @@ def _aligner(args: argparse.Namespace):
         raise ValueError(f"--align-model is for --format longform, not {args.format}")
     if args.format != "longform" or not args.align_model:
         return None  # data_prep.prepare says what longform lacks
+    from data_prep.outputs import guard_output
     from pipeline.align.aligner import load_aligner
+
+    guard_output(args.out, [args.align_model])  # refused before the model is loaded
 
     return load_aligner(args.align_model, args.align_device)
 
