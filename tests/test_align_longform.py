@@ -94,3 +94,30 @@ def test_characters_outside_the_vocabulary_are_dropped_from_the_target_and_kept_
     assert [a.aligned for a in aligned] == [True, False, True] and aligned[1].dropped == "x9"
     (seg,) = cut_segments(words, aligned, len(wave) / SR)
     assert " ".join(w.raw for w in words[seg.first : seg.last + 1]) == "ab x9 cd"
+
+
+def _longform_rows(tmp_path, said: list[str], text: str):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    sf.write(root / "talk.wav", tone_recording(said)[0], SR)
+    (root / "talk.txt").write_text(text, encoding="utf-8")
+    cfg = ProcessConfig(out_dir=str(tmp_path / "out"), root=str(root), rules="en", language="en")
+    return import_corpus("longform", root), cfg
+
+
+def test_a_transcript_longer_than_its_recording_is_one_reject_naming_the_file(tmp_path):
+    rows, cfg = _longform_rows(tmp_path, ["ab"], "ab cd " * 40)
+    rec = cut_recordings(rows, tone_aligner(), cfg, LongformOptions(), progress=False)
+    (r,) = rec.rows
+    assert r.reason == "alignment_failed" and "talk.wav" in r.detail and "more than the recording" in r.detail
+    acc = rec.seconds([r])
+    assert acc.balanced and acc.rejected_s["alignment_failed"] == pytest.approx(acc.input_s) and acc.input_s > 1
+
+
+def test_a_recording_too_long_to_align_at_once_is_refused_with_the_remedy(tmp_path, monkeypatch):
+    import pipeline.align.forced as forced
+
+    monkeypatch.setattr(forced, "MAX_TRELLIS_BYTES", 1000)
+    rows, cfg = _longform_rows(tmp_path, LINES, "\n".join(LINES))
+    (r,) = cut_recordings(rows, tone_aligner(), cfg, LongformOptions(), progress=False).rows
+    assert r.reason == "alignment_failed" and "cut the recording" in r.detail
