@@ -121,3 +121,16 @@ def test_a_recording_too_long_to_align_at_once_is_refused_with_the_remedy(tmp_pa
     rows, cfg = _longform_rows(tmp_path, LINES, "\n".join(LINES))
     (r,) = cut_recordings(rows, tone_aligner(), cfg, LongformOptions(), progress=False).rows
     assert r.reason == "alignment_failed" and "cut the recording" in r.detail
+
+
+def test_a_broken_link_and_an_orphan_transcript_are_rejects_of_no_known_seconds(tmp_path):
+    rows, cfg = _longform_rows(tmp_path, LINES, "\n".join(LINES))
+    root = tmp_path / "corpus"
+    (root / "gone.wav").symlink_to(root / "nowhere.wav")
+    (root / "orphan.txt").write_text("ab\n", encoding="utf-8")
+    rows = import_corpus("longform", root)
+    rec = cut_recordings(rows, tone_aligner(), cfg, LongformOptions(), progress=False)
+    reasons = [r.reason for r in rec.rows if isinstance(r, Reject)]
+    assert reasons == ["missing_audio", "missing_audio"]
+    acc = rec.seconds([r if isinstance(r, Reject) else [] for r in rec.rows])
+    assert acc.balanced and acc.recordings == 2 and acc.unknown_length == 1  # the link; the orphan has no audio

@@ -75,7 +75,6 @@ def cut_recordings(rows: list[Row], aligner: Aligner, cfg: ProcessConfig, opts: 
     norm = get_normalizer(cfg.rules)
     cut = CutOptions(max_s=opts.max_utterance_s, min_s=cfg.min_duration, pad_s=opts.pad_s)
     for row in tqdm(rows, desc="align", unit="recording", disable=not progress, file=sys.stderr):
-        out.account.recordings += 1
         res = _recording(row, aligner, cfg, norm, cut) if isinstance(row, RawRow) else row
         if isinstance(res, Reject):
             _add_rejected_recording(out.account, res, row)
@@ -83,6 +82,7 @@ def cut_recordings(rows: list[Row], aligner: Aligner, cfg: ProcessConfig, opts: 
             out.spans.append(None)
             continue
         words, aligned, segments, duration = res
+        out.account.recordings += 1
         out.account.input_s += duration
         out.account.gap_s += duration - sum(s.duration for s in segments)
         out.account.unaligned_words += sum(bool(w.norm) and not a.aligned for w, a in zip(words, aligned))
@@ -94,13 +94,25 @@ def cut_recordings(rows: list[Row], aligner: Aligner, cfg: ProcessConfig, opts: 
 
 
 def _add_rejected_recording(acc: SecondsAccount, rej: Reject, row: Row) -> None:
+    """A rejected input row's seconds, when it has audio (a transcript without audio has none)."""
     path = row.audio if isinstance(row, RawRow) else rej.audio
-    seconds = A.audio_duration(path) if path else None
+    if not path:
+        return
+    acc.recordings += 1
+    seconds = None if rej.reason == "path_outside_root" else _header_seconds(path)  # outside: not even read
     if seconds is None:
         acc.unknown_length += 1
         return
     acc.input_s += seconds
     acc.rejected_s[rej.reason] += seconds
+
+
+def _header_seconds(path: str) -> float | None:
+    """A file's seconds from its header, or None (missing, not audio, unreadable)."""
+    try:
+        return A.audio_duration(path)
+    except (A.AudioError, OSError):
+        return None
 
 
 def _recording(row: RawRow, aligner: Aligner, cfg: ProcessConfig, norm: TextNormalizer, cut: CutOptions
