@@ -15,6 +15,7 @@
     python -m benchmarks.runtimes                a system in transformers, CTranslate2 and faster-whisper
     python -m benchmarks.speed_ladder            a system's --speed rungs beside transformers and faster-whisper
     python -m benchmarks.longform                long recordings: long-form against clip by clip; peak RSS
+    python -m benchmarks.align_boundaries        clip boundaries that prepare --format longform's cuts recover
 
 The product (``pipeline``, ``data_prep``) never imports this package.
 """

@@ -8,7 +8,8 @@ Output folder::
     manifest.jsonl          accepted utterances (split field set), source order
     train.jsonl dev.jsonl test.jsonl
     rejects.jsonl           one line per rejected input row, source order
-    accounting.json         input = accepted + rejected, per reason
+    accounting.json         input = accepted + rejected, per reason (long recordings: and
+                            their seconds = utterances + rejects + gaps)
     splits.json             split sizes, speaker and sentence overlap
     vocab.json oov.json     (spm.model/spm.vocab with --sentencepiece N)
     stats.json stats.md durations.png
@@ -111,8 +112,11 @@ def dedupe_segments(results: list[RowResult]) -> list[RowResult]:
     return out
 
 
-def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts: SplitOptions) -> int:
+def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts: SplitOptions, *,
+             seconds: dict | None = None) -> int:  # fmt: skip
     """Write all outputs; returns the exit status (1 on a split error, e.g. speaker overlap).
+
+    ``seconds``: where the seconds of long recordings went (``--format longform``), kept in accounting.json.
 
     The splits are planned first: a plan that fails writes nothing, so the folder keeps its last run's
     outputs whole. The writes happen under the folder's in-progress mark.
@@ -138,8 +142,9 @@ def assemble(out_dir: str | Path, results: list[RowResult], settings: dict, opts
             spk = sorted({speaker_key(u) for u in utts if u.split == split})
             print(f"note: the corpus has no {split} split; {len(spk)} of its train speakers became {split} "
                   f"({', '.join(spk)}; --split-by corpus keeps the corpus's own splits)")
+    accounting = acc.to_json() if seconds is None else {**acc.to_json(), "seconds": seconds}
     with in_progress(out):
-        return _write_outputs(out, settings, opts, acc.to_json(), rejects, utts, mode)
+        return _write_outputs(out, settings, opts, accounting, rejects, utts, mode)
 
 
 def _write_outputs(out: Path, settings: dict, opts: SplitOptions, accounting: dict, rejects: list[Reject],

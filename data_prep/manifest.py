@@ -91,6 +91,8 @@ REJECT_REASONS = PSEUDO_LABEL_REJECT_REASONS | frozenset(
         "symlink_loop",  # folder corpus: a symlink to a folder it lies in (not followed)
         "label_too_long",  # more labels than encoder frames (CTC)
         "no_noise_source",  # degrade: no other speaker's audio to build babble from
+        "alignment_failed",  # longform: a recording's transcript cannot be aligned to its audio
+        "low_alignment_score",  # longform: a segment whose audio matches its text too poorly
     }
 )
 

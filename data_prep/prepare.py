@@ -29,6 +29,8 @@ from tqdm import tqdm
 from data_prep.assemble import SplitOptions, assemble, check_prepared_with, settings_json
 from data_prep.forkmap import fork_map
 from data_prep.importers import HFColumns, Row, import_corpus
+from data_prep.longform.aligner import Aligner
+from data_prep.longform.recordings import LongformOptions, Recordings, cut_recordings
 from data_prep.manifest import Reject, write_jsonl
 from data_prep.outputs import atomic_write_text, exclusive, guard_output
 from data_prep.process import (
@@ -107,12 +109,17 @@ def prepare(
     progress: bool = True,
     force: bool = False,
     columns: HFColumns | None = None,
+    aligner: Aligner | None = None,
+    longform: LongformOptions = LongformOptions(),
 ) -> int:
     """Prepare one corpus (or one shard of it) into ``out``; returns the exit status.
 
     ``force``: write over a folder prepared with other settings (else refused, naming what differs).
     ``columns``: the columns and split of a Hugging Face dataset (``fmt`` "hf") to import.
+    ``aligner``, ``longform``: for ``fmt`` "longform", what aligns each recording to its transcript and
+    how the recordings are cut (:mod:`data_prep.longform`).
     """
+    _check_longform(fmt, aligner, longform, num_shards, max_duration)
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} must be in [0, {num_shards})")
     if cache_format not in CACHE_CHOICES:
@@ -120,7 +127,7 @@ def prepare(
     src, out = Path(src).resolve(), Path(out).resolve()
     if out.exists() and not out.is_dir():  # found now, not as a cache write failing on every row
         raise ValueError(f"--out {out} exists and is not a folder")
-    if fmt == "folder" and out.is_relative_to(src):
+    if fmt in ("folder", "longform") and out.is_relative_to(src):
         # the folder importer takes every audio file below --src: a rerun would import the cache as corpus audio
         raise ValueError(f"--out {out} lies inside --src {src}; a folder corpus is every audio file below it, "
                          "so choose an output folder outside the corpus")
@@ -138,6 +145,14 @@ def prepare(
         corpus = {"format": fmt, "input_rows": len(rows)}
         if columns is not None:
             corpus["columns"] = dataclasses.asdict(columns)
+        recordings = None
+        if fmt == "longform":
+            corpus["longform"] = {"aligner": aligner.identity, **dataclasses.asdict(longform)}
+            check_prepared_with(out, settings_json(cfg, opts, corpus), force=force)  # before aligning
+            recordings = cut_recordings(rows, aligner, cfg, longform, progress)
+            rows = recordings.rows
+            # the aligner's torch threads and forked workers do not mix; the segments' audio is cheap
+            jobs = 1
         settings = settings_json(cfg, opts, corpus)
         if num_shards == 1:
             check_prepared_with(out, settings, force=force)  # before the work: refused at once
@@ -149,8 +164,33 @@ def prepare(
         if len(results) != len(indices):
             raise RuntimeError(f"{len(indices)} rows in, {len(results)} results out")
         if num_shards == 1:
-            return assemble(out, results, settings, opts)
+            return assemble(out, results, settings, opts, seconds=_seconds(recordings, results))
         return _write_shard(sdir, indices, results, settings, num_shards, shard_index, out)
+
+
+def _check_longform(fmt: str, aligner: Aligner | None, longform: LongformOptions, num_shards: int,
+                    max_duration: float) -> None:  # fmt: skip
+    """Refuse what ``fmt`` "longform" cannot do (or needs) before any work."""
+    if fmt != "longform":
+        return
+    if aligner is None:
+        raise ValueError("--format longform needs --align-model (a CTC model that aligns each recording to its text)")
+    if num_shards != 1:
+        raise ValueError("--format longform aligns in one process: --num-shards is not supported")
+    if not 0 < longform.max_utterance_s <= max_duration:
+        raise ValueError(f"--max-utterance-s {longform.max_utterance_s:g} must be above 0 and at most "
+                         f"--max-duration {max_duration:g}")
+
+
+def _seconds(recordings: Recordings | None, results: list[RowResult]) -> dict | None:
+    """The seconds accounting of long recordings (None for other formats), printed and for accounting.json."""
+    if recordings is None:
+        return None
+    acc = recordings.seconds(results)
+    print(acc.summary())
+    if not acc.balanced:  # cannot happen by construction; refuse to write inconsistent outputs
+        raise RuntimeError(f"the seconds do not add up: {acc.to_json()}")
+    return acc.to_json()
 
 
 def _write_shard(sdir: Path, indices: list[int], results: list[RowResult], settings: dict, num_shards: int,

@@ -109,7 +109,8 @@ def speech_regions(y: np.ndarray, sr: int, vad: str = "silero") -> list[Region]:
     raise ValueError(f"unknown VAD {vad!r}; known: {VADS}")
 
 
-def _strength(token: str) -> int:
+def boundary_strength(token: str) -> int:
+    """The boundary after ``token``: 2 at sentence punctuation, 1 at clause punctuation, else 0."""
     tail = token.rstrip("\"'”’)]»")
     if tail and tail[-1] in SENTENCE_END:
         return 2
@@ -141,7 +142,7 @@ def plan_split(
     if total_chars == 0:
         return None
     # boundary j: after token j; fraction of text before it; strength; left/right both non-empty
-    bounds = [(j, nchars(tokens[: j + 1]) / total_chars, _strength(tokens[j])) for j in range(len(tokens) - 1)]
+    bounds = [(j, nchars(tokens[: j + 1]) / total_chars, boundary_strength(tokens[j])) for j in range(len(tokens) - 1)]
     pauses = [(a_end + b_start) / 2 for (_, a_end), (b_start, _) in zip(speech, speech[1:])
               if b_start - a_end >= MIN_PAUSE_S]
 

@@ -42,9 +42,10 @@ PathLike = str | os.PathLike
 def prepare_corpus(src: PathLike, out: PathLike, fmt: str, lang: str, **options) -> int:
     """Import a corpus into normalized, validated, split manifests in ``out`` (command ``prepare``).
 
-    ``fmt``: cv | kaldi | audiofolder | folder; ``options``: the keyword arguments of
+    ``fmt``: cv | kaldi | audiofolder | folder | hf | longform; ``options``: the keyword arguments of
     :func:`data_prep.prepare.prepare` (``script``, ``rules``, ``opts`` (split options),
-    ``jobs``, ``cache_format``, ``force``, ...). Returns the exit status (0: written).
+    ``jobs``, ``cache_format``, ``force``, ...; for longform ``aligner``, e.g.
+    ``pipeline.align.aligner.load_aligner(model)``, and ``longform`` options). Returns the exit status (0: written).
     """
     from data_prep.prepare import prepare
 

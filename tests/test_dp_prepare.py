@@ -65,8 +65,11 @@ def test_every_data_prep_reject_reason_is_produced(zoo_out):
     assert by_id["x_orphan"] == "missing_audio"
     reasons = {r.reason for r in rejects}
     # label_too_long belongs to training (labels vs encoder frames), symlink_loop to folder corpora
-    # (test_dp_importers.py), no_noise_source to degrade (test_dp_degrade.py), the others to pseudo-labelling
-    assert reasons == REJECT_REASONS - {"label_too_long", "symlink_loop", "no_noise_source"} - PSEUDO_LABEL_REJECT_REASONS
+    # (test_dp_importers.py), no_noise_source to degrade (test_dp_degrade.py), the alignment ones to long
+    # recordings (test_dp_longform.py, test_prepare_longform.py), the others to pseudo-labelling
+    longform = {"alignment_failed", "low_alignment_score"}
+    assert reasons == (REJECT_REASONS - {"label_too_long", "symlink_loop", "no_noise_source"} - longform
+                       - PSEUDO_LABEL_REJECT_REASONS)
     for r in rejects:
         assert r.source.file and r.source.line > 0
 

@@ -12,6 +12,14 @@ from data_prep.importers.folder import import_folder
 from data_prep.importers.hf import HFColumns, import_hf
 from data_prep.importers.kaldi import import_kaldi
 
+
+def import_longform(root: Path) -> Iterator[Row]:
+    """Long recordings with their transcripts: a folder corpus (``name.wav`` + ``name.txt``) whose
+    transcripts keep their lines; ``prepare`` cuts each recording by forced alignment
+    (:mod:`data_prep.longform`)."""
+    return import_folder(root, keep_lines=True)
+
+
 #: --format name -> importer
 IMPORTERS: dict[str, Callable[[Path], Iterator[Row]]] = {
     "cv": import_common_voice,
@@ -19,6 +27,7 @@ IMPORTERS: dict[str, Callable[[Path], Iterator[Row]]] = {
     "audiofolder": import_audiofolder,
     "folder": import_folder,
     "hf": import_hf,
+    "longform": import_longform,
 }
 
 

@@ -113,8 +113,12 @@ def _read_transcript(txt: Path) -> bytes | str:
         return f"cannot read {escaped(txt.name)}{link}: {e.strerror or e}"
 
 
-def import_folder(root: str | Path) -> Iterator[Row]:
-    """Yield one row per audio file (or path a link could not give), then one per orphan transcript."""
+def import_folder(root: str | Path, *, keep_lines: bool = False) -> Iterator[Row]:
+    """Yield one row per audio file (or path a link could not give), then one per orphan transcript.
+
+    ``keep_lines``: a transcript's lines stay lines (joined by ``\\n``, blank ones kept so that line
+    numbers hold), for long recordings whose transcripts are written a sentence a line.
+    """
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: not a folder")
@@ -151,7 +155,8 @@ def import_folder(root: str | Path) -> Iterator[Row]:
         except UnicodeDecodeError:
             yield not_utf8(src, raw, id=utt)
             continue
-        yield RawRow(id=utt, audio=str(path), text_raw=" ".join(text.split()), source=src, speaker=speaker)
+        text_raw = "\n".join(" ".join(line.split()) for line in text.split("\n")) if keep_lines else " ".join(text.split())
+        yield RawRow(id=utt, audio=str(path), text_raw=text_raw, source=src, speaker=speaker)
     for txt in sorted(set(texts.values()) - used):
         rel = txt.relative_to(root).as_posix()
         if not is_utf8(rel):

@@ -7,6 +7,7 @@ import sys
 
 from data_prep.assemble import SplitOptions
 from data_prep.importers import IMPORTERS, CorpusError, HFColumns
+from data_prep.longform.recordings import DEFAULT_MIN_ALIGN_SCORE, LongformOptions
 from data_prep.prepare import prepare
 from data_prep.process import (
     CACHE_CHOICES,
@@ -54,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "client_id, speaker_id, speaker the dataset has; none: no speakers)")
     p.add_argument("--split", help="--format hf: import this split only, e.g. validated (default: train, "
                    "validation/dev and test if the dataset has them, else everything)")
+    p.add_argument("--align-model", help="--format longform: the CTC checkpoint that aligns each recording to its "
+                   "transcript (what `decode` loads: a folder with ctc_config.json)")
+    p.add_argument("--align-device", default="cpu", help="--format longform: device of the aligning model")
+    p.add_argument("--max-utterance-s", type=float, default=20.0,
+                   help="--format longform: no utterance cut from a recording is longer (seconds)")
+    p.add_argument("--min-align-score", type=float, default=DEFAULT_MIN_ALIGN_SCORE,
+                   help="--format longform: segments whose mean log posterior per aligned token frame is lower "
+                   "are rejected (low_alignment_score)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="write over a folder prepared with other settings or from another corpus (else refused)")
@@ -66,6 +75,20 @@ def _columns(args: argparse.Namespace) -> HFColumns | None:
         return None
     return HFColumns(audio=args.audio_column or "audio", text=args.text_column, speaker=args.speaker_column,
                      split=args.split)
+
+
+def _aligner(args: argparse.Namespace):
+    """The aligner of --align-model (None unless --format longform)."""
+    if args.format != "longform" and args.align_model:
+        raise ValueError(f"--align-model is for --format longform, not {args.format}")
+    if args.format != "longform" or not args.align_model:
+        return None  # data_prep.prepare says what longform lacks
+    from data_prep.outputs import guard_output
+    from pipeline.align.aligner import load_aligner
+
+    guard_output(args.out, [args.align_model])  # refused before the model is loaded
+
+    return load_aligner(args.align_model, args.align_device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             allow_pipes=args.allow_pipes, allow_outside_root=args.allow_outside_root,
             min_duration=args.min_duration, max_duration=args.max_duration, vad=args.vad,
             trim_vad=args.trim_vad, cache_format=args.cache_format, progress=not args.no_progress,
-            force=args.force, columns=_columns(args),
+            force=args.force, columns=_columns(args), aligner=_aligner(args),
+            longform=LongformOptions(max_utterance_s=args.max_utterance_s, min_align_score=args.min_align_score),
         )
     # OSError: e.g. an unreadable corpus file, an output that cannot be written; its message names the file
     except (CorpusError, RulesError, SplitError, ValueError, OutputError, OSError) as e:

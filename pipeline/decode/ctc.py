@@ -119,6 +119,14 @@ def read_lm_settings(lm: str | os.PathLike) -> LMSettings:
     return LMSettings(arpa=lm)
 
 
+def load_ctc_acoustics(model_dir: str | os.PathLike, device: str = "cpu"):
+    """A CTC checkpoint's (model in eval mode, vocabulary, feature extractor or None): what turns audio into
+    the log-probabilities :func:`ctc_logits` gives, for decoding and for forced alignment alike."""
+    model, vocab = load_ctc_model(model_dir, device=device)
+    fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
+    return model, vocab, fe
+
+
 def load_ctc_decoder(
     model_dir: str | os.PathLike,
     *,
@@ -129,8 +137,7 @@ def load_ctc_decoder(
     device: str = "cpu",
 ):
     """Load a CTC checkpoint and return a batch decoder (greedy unless ``lm`` or ``beam_width`` is given)."""
-    model, vocab = load_ctc_model(model_dir, device=device)
-    fe = whisper_feature_extractor(model_dir, model) if isinstance(model, WhisperEncoderCTC) else None
+    model, vocab, fe = load_ctc_acoustics(model_dir, device)
     beam = None
     if lm is not None or beam_width:
         from pipeline.decode.ctc_beam import CTCBeamDecoder
