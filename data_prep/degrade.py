@@ -27,8 +27,9 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,28 @@ class Condition:
                  "babble": {"snr_db": self.snr_db, "talkers": self.talkers},
                  "reverb": {"rt60_s": self.rt60_s}}.get(self.kind, {})  # fmt: skip
         return {"kind": self.kind, **extra}
+
+
+#: The channel of a clip as recorded (``augment.channels``: no condition applied).
+CLEAN = "clean"
+_CHANNEL_FORMS = "clean, telephone, babble<SNR dB>, noise<SNR dB> (pink), reverb<RT60 s>, e.g. babble10 or reverb0.5"
+
+
+def channel_condition(name: str) -> Condition | None:
+    """The condition a training channel name stands for (None: ``clean``): ``telephone``, ``babble<SNR dB>``,
+    ``noise<SNR dB>`` (pink noise), ``reverb<RT60 s>``, each with degrade's defaults otherwise."""
+    if name == CLEAN:
+        return None
+    match = re.fullmatch(r"(telephone)|(babble|noise|reverb)(-?\d+(?:\.\d+)?)", name)
+    if match is None:
+        raise DegradeError(f"unknown channel {name!r}: expected {_CHANNEL_FORMS}")
+    if match.group(1):
+        return Condition("telephone")
+    kind, value = match.group(2), float(match.group(3))
+    try:
+        return Condition(kind, rt60_s=value) if kind == "reverb" else Condition(kind, snr_db=value)
+    except DegradeError as e:
+        raise DegradeError(f"channel {name!r}: {str(e).split(': ', 1)[-1]}") from e
 
 
 @dataclass(frozen=True)
@@ -186,17 +209,39 @@ class BabblePool:
 
     def __init__(self, manifest: str | os.PathLike):
         self.dir = Path(manifest).parent
+        # a training manifest may repeat lines
+        self._index((u, self.dir) for u in read_manifest(manifest, unique_ids=False))
+
+    @classmethod
+    def of(cls, clips: Iterable[tuple[Utterance, Path]]) -> BabblePool:
+        """A pool of (utterance, folder its audio path is relative to) pairs, e.g. a training set's clips."""
+        pool = cls.__new__(cls)
+        pool.dir = None
+        pool._index(clips)
+        return pool
+
+    def _index(self, clips: Iterable[tuple[Utterance, Path]]) -> None:
         by_speaker: dict[str, dict[str, Utterance]] = {}
-        for u in read_manifest(manifest, unique_ids=False):  # a training manifest may repeat lines
+        self._dirs: dict[str, Path] = {}
+        for u, folder in clips:
             by_speaker.setdefault(u.speaker, {})[u.id] = u
+            self._dirs[u.id] = Path(folder)
         self.speakers = {s: [d[k] for k in sorted(d)] for s, d in sorted(by_speaker.items())}
         self._audio: dict[str, object] = {}
+
+    def fingerprint(self) -> str:
+        """A short hash of the pool's clips (speaker, id, audio): what babble built from it depends on."""
+        h = hashlib.sha256()
+        for spk, utts in self.speakers.items():
+            for u in utts:
+                h.update(f"{spk}\0{u.id}\0{u.audio}\0{u.offset}\0{u.duration}\n".encode())
+        return h.hexdigest()[:12]
 
     def audio(self, utt: Utterance):
         import torch
 
         if utt.id not in self._audio:
-            self._audio[utt.id] = torch.from_numpy(utt.load_audio(self.dir))
+            self._audio[utt.id] = torch.from_numpy(utt.load_audio(self._dirs[utt.id]))
         return self._audio[utt.id]
 
     def others(self, utt: Utterance) -> list[str]:
