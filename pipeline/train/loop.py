@@ -5,7 +5,7 @@
 - **start**: refuse an ``output_dir`` holding another run, record this one
   (:mod:`pipeline.train.identity`); seeds; deterministic kernels on CPU;
 - **plan**: every epoch's batches (:class:`~pipeline.train.data.BatchPlan`: durations,
-  speed factors, this process's share), cut into optimizer steps of ``train.grad_accum``
+  speed factors, channels, this process's share), cut into optimizer steps of ``train.grad_accum``
   micro-batches (:func:`~pipeline.train.data.step_sizes`);
 - **update**: AdamW, gradient clipping (``train.clip``), the LR schedule (:func:`lr_lambda`),
   and a stop at the first non-finite loss, gradient norm or weight (:mod:`pipeline.train.finite`);
