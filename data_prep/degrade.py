@@ -345,12 +345,18 @@ def _guard(out: Path, manifest: str | os.PathLike, noise_manifest: str | os.Path
 
 
 def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Condition, *, seed: int = 0,
-            noise_manifest: str | os.PathLike | None = None, force: bool = False) -> DegradeSummary:  # fmt: skip
+            noise_manifest: str | os.PathLike | None = None, id_suffix: str = "",
+            force: bool = False) -> DegradeSummary:  # fmt: skip
     """Write the degraded copy of ``manifest`` into ``out`` (see the module docstring); returns its record.
 
+    ``id_suffix``: appended to every utterance id (the audio is that of the same ids without it), for
+    sets of one split in several conditions that are pooled, e.g. as unlabeled audio to pseudo-label;
+    a test set keeps its ids, so that ``score`` pairs it with the clean one.
     ``force``: replace an ``out`` that holds a degraded set of other inputs or settings (else refused).
     """
     out = Path(out)
+    if id_suffix and not re.fullmatch(r"[A-Za-z0-9_.-]+", id_suffix):
+        raise DegradeError(f"--id-suffix {id_suffix!r}: letters, digits, '_', '.' and '-' only")
     if condition.kind == "babble" and noise_manifest is None:
         raise DegradeError("--condition babble needs --noise-manifest (other speakers' audio, e.g. the train split)")
     if condition.kind != "babble" and noise_manifest is not None:
@@ -361,7 +367,8 @@ def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Cond
     if pool is not None:
         guard_output(out, sorted({u.audio_path(pool.dir).parent for us in pool.speakers.values() for u in us}))
     identity = RunIdentity.of("degrade", {"manifest": manifest, "noise_manifest": noise_manifest},
-                              {"condition": condition.settings(), "seed": seed})  # fmt: skip
+                              {"condition": condition.settings(), "seed": seed,
+                               **({"id_suffix": id_suffix} if id_suffix else {})})  # fmt: skip
     with exclusive(out, "degrade"):
         check_resume(read_identity(out / IDENTITY_FILE), identity, force=force, what=f"--out {out}",
                      has_state=out.is_dir() and any(out.iterdir()), state="a degraded set",
@@ -369,14 +376,14 @@ def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Cond
         tmp = build_dir(out)
         summary = DegradeSummary(condition, seed, str(manifest), None if noise_manifest is None else str(noise_manifest),
                                  text_rules_of(manifest))  # fmt: skip
-        _write(tmp, out.name, manifest, rows, summary, pool)
+        _write(tmp, out.name, manifest, rows, summary, pool, id_suffix)
         write_identity(tmp / IDENTITY_FILE, identity)
         replace_dir(tmp, out, "degrade")
     return summary
 
 
 def _write(tmp: Path, name: str, manifest: str | os.PathLike, rows: Sequence[tuple[int, Utterance]],
-           summary: DegradeSummary, pool: BabblePool | None) -> None:  # fmt: skip
+           summary: DegradeSummary, pool: BabblePool | None, id_suffix: str = "") -> None:  # fmt: skip
     """Every row degraded into ``tmp`` or rejected; the manifest, rejects and degrade.json written."""
     cond, src_dir = summary.condition, Path(manifest).parent
     kept: list[Utterance] = []
@@ -396,7 +403,7 @@ def _write(tmp: Path, name: str, manifest: str | os.PathLike, rows: Sequence[tup
         y, rir = degrade_clip(x, cond, g, talkers)
         rel = f"{AUDIO_DIR}/{lineno:06d}.flac"
         summary.clips.append(_write_clip(x, y, rir, cond, tmp / rel, utt.id))
-        kept.append(utt.replace(audio=rel, offset=0.0, duration=x.shape[-1] / 16000, gain=1.0, dc_offset=0.0,
+        kept.append(utt.replace(id=utt.id + id_suffix, audio=rel, offset=0.0, duration=x.shape[-1] / 16000, gain=1.0, dc_offset=0.0,
                                 sample_rate=16000, channels=1, source=where,
                                 source_audio=str(utt.audio_path(src_dir)), flags=(*utt.flags, f"degraded:{cond.label}")))  # fmt: skip
     summary.written = len(kept)

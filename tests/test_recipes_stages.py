@@ -205,6 +205,7 @@ def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_
     telephone, babble, babble5 = _calls_of(calls, "degrade")
     for call in (telephone, babble, babble5):
         assert _arg(call, "--manifest") == "data/demo/test.jsonl" and "--seed" in call
+        assert "--id-suffix" not in call  # the ids of the clean test set: score pairs them
     assert _arg(telephone, "--condition") == "telephone" and "--noise-manifest" not in telephone
     assert _arg(babble, "--condition") == _arg(babble5, "--condition") == "babble"
     assert (_arg(babble, "--snr"), _arg(babble5, "--snr")) == ("10", "5")
@@ -273,6 +274,8 @@ def test_the_demo_adapts_to_the_shifted_sets_without_their_labels(tmp_path):
     dev_sets = [c for c in _calls_of(calls, "degrade") if _arg(c, "--manifest") == "data/demo/dev.jsonl"]
     assert sorted(_arg(c, "--out") for c in dev_sets) == sorted(f"data/demo_shifted/dev_{s}" for s in DEMO_SHIFTS)
     assert all(_arg(c, "--noise-manifest") == "data/demo/train.jsonl" for c in dev_sets if "--noise-manifest" in c)
+    # one dev utterance in three conditions: three training clips, so three ids
+    assert sorted(_arg(c, "--id-suffix") for c in dev_sets) == sorted(f"_{s}" for s in DEMO_SHIFTS)
     (pseudo,) = _calls_of(calls, "pseudo-label")
     unlabeled = pseudo[pseudo.index("--unlabeled") + 1 : pseudo.index("--hyps")]
     hyps = pseudo[pseudo.index("--hyps") + 1 : pseudo.index("--out")]

@@ -72,14 +72,19 @@ run_stage 6 export "$PY" -m pipeline export --model "$EXP/whisper_ft/best" --bat
 
 # Domain shift: the same test utterances through a telephone channel and in babble of the four training
 # voices (other speakers than the test voice); ids are kept, so the report pairs them with the clean ones.
-derive_shifted() {  # split: the split's utterances through each channel of SHIFTS
-  local split="$1"
-  "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" --condition telephone --seed 0 \
-    --out "$SHIFTED/${split}_telephone" "${FORCE_ARGS[@]}"
-  local snr
-  for snr in 10 5; do
-    "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" --condition babble --snr "$snr" \
-      --noise-manifest "$DATA/train.jsonl" --seed 0 --out "$SHIFTED/${split}_babble$snr" "${FORCE_ARGS[@]}"
+derive_shifted() {  # split [pool]: the split's utterances through each channel of SHIFTS; with "pool", each
+  # set's ids get its channel as a suffix, so that the sets can be pooled (the unlabeled audio of stage 14)
+  local split="$1" pool="${2:-}" name
+  local -a condition ids
+  for name in "${SHIFTS[@]}"; do
+    case "$name" in
+      telephone) condition=(--condition telephone) ;;
+      babble*) condition=(--condition babble --snr "${name#babble}" --noise-manifest "$DATA/train.jsonl") ;;
+    esac
+    ids=()
+    if [ "$pool" = pool ]; then ids=(--id-suffix "_$name"); fi
+    "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" "${condition[@]}" --seed 0 "${ids[@]}" \
+      --out "$SHIFTED/${split}_$name" "${FORCE_ARGS[@]}"
   done
 }
 score_shifted() {  # system kind model: on every shifted test set
@@ -109,7 +114,7 @@ multicondition() {
 # Self-training: the dev speaker's shifted audio, unlabeled (pseudo-label never reads its text), transcribed
 # by the multi-condition system; it trains one more short round on train + those transcripts.
 selftrain() {
-  derive_shifted dev
+  derive_shifted dev pool
   local set unlabeled=() hyps=()
   for set in "${SHIFTS[@]/#/dev_}"; do
     "$PY" -m pipeline decode --model "$EXP/whisper_mc/best" --manifest "$SHIFTED/$set/$set.jsonl" \
