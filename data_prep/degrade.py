@@ -230,11 +230,13 @@ class BabblePool:
         self._audio: dict[str, object] = {}
 
     def fingerprint(self) -> str:
-        """A short hash of the pool's clips (speaker, id, audio): what babble built from it depends on."""
+        """A short hash of the pool's clips (speaker, id, audio file and window): what babble built from it
+        depends on, whichever folder the manifest that lists them lies in."""
         h = hashlib.sha256()
         for spk, utts in self.speakers.items():
             for u in utts:
-                h.update(f"{spk}\0{u.id}\0{u.audio}\0{u.offset}\0{u.duration}\n".encode())
+                audio = os.path.abspath(os.path.join(self._dirs[u.id], u.audio))
+                h.update(f"{spk}\0{u.id}\0{audio}\0{u.offset}\0{u.duration}\n".encode())
         return h.hexdigest()[:12]
 
     def audio(self, utt: Utterance):

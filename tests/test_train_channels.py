@@ -77,6 +77,14 @@ def test_babble_is_made_of_other_labeled_training_speakers_only(corpus, monkeypa
         assert y.shape == wave.shape and not np.allclose(y, wave)
         assert np.array_equal(y, TrainChannels(examples).apply(wave, ex.utt, "babble10", 1.0))  # deterministic
     assert "spk9" not in channels.pool.speakers
+    # The same clips listed by a manifest elsewhere (pseudo-label rebases their paths): the same babble, the
+    # same cached states.
+    elsewhere = corpus / "selftrain"
+    moved = [dataclasses.replace(ex, utt=ex.utt.replace(audio=f"../{ex.utt.audio}"), manifest_dir=elsewhere)
+             for ex in examples]  # fmt: skip
+    assert TrainChannels(moved).fingerprint(["babble10"]) == channels.fingerprint(["clean", "babble10"])
+    assert TrainChannels(examples[1:]).fingerprint(["babble10"]) != channels.fingerprint(["babble10"])
+    assert channels.fingerprint(["clean", "telephone"]) == ""  # no babble: the cache of a run without channels
 
 
 def test_states_are_cached_once_per_speed_factor_and_channel(corpus, tmp_path):
