@@ -27,8 +27,9 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,28 @@ class Condition:
                  "babble": {"snr_db": self.snr_db, "talkers": self.talkers},
                  "reverb": {"rt60_s": self.rt60_s}}.get(self.kind, {})  # fmt: skip
         return {"kind": self.kind, **extra}
+
+
+#: The channel of a clip as recorded (``augment.channels``: no condition applied).
+CLEAN = "clean"
+_CHANNEL_FORMS = "clean, telephone, babble<SNR dB>, noise<SNR dB> (pink), reverb<RT60 s>, e.g. babble10 or reverb0.5"
+
+
+def channel_condition(name: str) -> Condition | None:
+    """The condition a training channel name stands for (None: ``clean``): ``telephone``, ``babble<SNR dB>``,
+    ``noise<SNR dB>`` (pink noise), ``reverb<RT60 s>``, each with degrade's defaults otherwise."""
+    if name == CLEAN:
+        return None
+    match = re.fullmatch(r"(telephone)|(babble|noise|reverb)(-?\d+(?:\.\d+)?)", name)
+    if match is None:
+        raise DegradeError(f"unknown channel {name!r}: expected {_CHANNEL_FORMS}")
+    if match.group(1):
+        return Condition("telephone")
+    kind, value = match.group(2), float(match.group(3))
+    try:
+        return Condition(kind, rt60_s=value) if kind == "reverb" else Condition(kind, snr_db=value)
+    except DegradeError as e:
+        raise DegradeError(f"channel {name!r}: {str(e).split(': ', 1)[-1]}") from e
 
 
 @dataclass(frozen=True)
@@ -186,17 +209,41 @@ class BabblePool:
 
     def __init__(self, manifest: str | os.PathLike):
         self.dir = Path(manifest).parent
+        # a training manifest may repeat lines
+        self._index((u, self.dir) for u in read_manifest(manifest, unique_ids=False))
+
+    @classmethod
+    def of(cls, clips: Iterable[tuple[Utterance, Path]]) -> BabblePool:
+        """A pool of (utterance, folder its audio path is relative to) pairs, e.g. a training set's clips."""
+        pool = cls.__new__(cls)
+        pool.dir = None
+        pool._index(clips)
+        return pool
+
+    def _index(self, clips: Iterable[tuple[Utterance, Path]]) -> None:
         by_speaker: dict[str, dict[str, Utterance]] = {}
-        for u in read_manifest(manifest, unique_ids=False):  # a training manifest may repeat lines
+        self._dirs: dict[str, Path] = {}
+        for u, folder in clips:
             by_speaker.setdefault(u.speaker, {})[u.id] = u
+            self._dirs[u.id] = Path(folder)
         self.speakers = {s: [d[k] for k in sorted(d)] for s, d in sorted(by_speaker.items())}
         self._audio: dict[str, object] = {}
+
+    def fingerprint(self) -> str:
+        """A short hash of the pool's clips (speaker, id, audio file and window): what babble built from it
+        depends on, whichever folder the manifest that lists them lies in."""
+        h = hashlib.sha256()
+        for spk, utts in self.speakers.items():
+            for u in utts:
+                audio = os.path.abspath(os.path.join(self._dirs[u.id], u.audio))
+                h.update(f"{spk}\0{u.id}\0{audio}\0{u.offset}\0{u.duration}\n".encode())
+        return h.hexdigest()[:12]
 
     def audio(self, utt: Utterance):
         import torch
 
         if utt.id not in self._audio:
-            self._audio[utt.id] = torch.from_numpy(utt.load_audio(self.dir))
+            self._audio[utt.id] = torch.from_numpy(utt.load_audio(self._dirs[utt.id]))
         return self._audio[utt.id]
 
     def others(self, utt: Utterance) -> list[str]:
@@ -300,12 +347,18 @@ def _guard(out: Path, manifest: str | os.PathLike, noise_manifest: str | os.Path
 
 
 def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Condition, *, seed: int = 0,
-            noise_manifest: str | os.PathLike | None = None, force: bool = False) -> DegradeSummary:  # fmt: skip
+            noise_manifest: str | os.PathLike | None = None, id_suffix: str = "",
+            force: bool = False) -> DegradeSummary:  # fmt: skip
     """Write the degraded copy of ``manifest`` into ``out`` (see the module docstring); returns its record.
 
+    ``id_suffix``: appended to every utterance id (the audio is that of the same ids without it), for
+    sets of one split in several conditions that are pooled, e.g. as unlabeled audio to pseudo-label;
+    a test set keeps its ids, so that ``score`` pairs it with the clean one.
     ``force``: replace an ``out`` that holds a degraded set of other inputs or settings (else refused).
     """
     out = Path(out)
+    if id_suffix and not re.fullmatch(r"[A-Za-z0-9_.-]+", id_suffix):
+        raise DegradeError(f"--id-suffix {id_suffix!r}: letters, digits, '_', '.' and '-' only")
     if condition.kind == "babble" and noise_manifest is None:
         raise DegradeError("--condition babble needs --noise-manifest (other speakers' audio, e.g. the train split)")
     if condition.kind != "babble" and noise_manifest is not None:
@@ -316,7 +369,8 @@ def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Cond
     if pool is not None:
         guard_output(out, sorted({u.audio_path(pool.dir).parent for us in pool.speakers.values() for u in us}))
     identity = RunIdentity.of("degrade", {"manifest": manifest, "noise_manifest": noise_manifest},
-                              {"condition": condition.settings(), "seed": seed})  # fmt: skip
+                              {"condition": condition.settings(), "seed": seed,
+                               **({"id_suffix": id_suffix} if id_suffix else {})})  # fmt: skip
     with exclusive(out, "degrade"):
         check_resume(read_identity(out / IDENTITY_FILE), identity, force=force, what=f"--out {out}",
                      has_state=out.is_dir() and any(out.iterdir()), state="a degraded set",
@@ -324,14 +378,14 @@ def degrade(manifest: str | os.PathLike, out: str | os.PathLike, condition: Cond
         tmp = build_dir(out)
         summary = DegradeSummary(condition, seed, str(manifest), None if noise_manifest is None else str(noise_manifest),
                                  text_rules_of(manifest))  # fmt: skip
-        _write(tmp, out.name, manifest, rows, summary, pool)
+        _write(tmp, out.name, manifest, rows, summary, pool, id_suffix)
         write_identity(tmp / IDENTITY_FILE, identity)
         replace_dir(tmp, out, "degrade")
     return summary
 
 
 def _write(tmp: Path, name: str, manifest: str | os.PathLike, rows: Sequence[tuple[int, Utterance]],
-           summary: DegradeSummary, pool: BabblePool | None) -> None:  # fmt: skip
+           summary: DegradeSummary, pool: BabblePool | None, id_suffix: str = "") -> None:  # fmt: skip
     """Every row degraded into ``tmp`` or rejected; the manifest, rejects and degrade.json written."""
     cond, src_dir = summary.condition, Path(manifest).parent
     kept: list[Utterance] = []
@@ -351,7 +405,7 @@ def _write(tmp: Path, name: str, manifest: str | os.PathLike, rows: Sequence[tup
         y, rir = degrade_clip(x, cond, g, talkers)
         rel = f"{AUDIO_DIR}/{lineno:06d}.flac"
         summary.clips.append(_write_clip(x, y, rir, cond, tmp / rel, utt.id))
-        kept.append(utt.replace(audio=rel, offset=0.0, duration=x.shape[-1] / 16000, gain=1.0, dc_offset=0.0,
+        kept.append(utt.replace(id=utt.id + id_suffix, audio=rel, offset=0.0, duration=x.shape[-1] / 16000, gain=1.0, dc_offset=0.0,
                                 sample_rate=16000, channels=1, source=where,
                                 source_audio=str(utt.audio_path(src_dir)), flags=(*utt.flags, f"degraded:{cond.label}")))  # fmt: skip
     summary.written = len(kept)

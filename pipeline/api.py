@@ -64,7 +64,7 @@ def make_folds(data: PathLike, out: PathLike, *, dev_speakers: int = 1) -> list[
 def degrade_test_set(manifest: PathLike, out: PathLike, condition: str, **options) -> dict:
     """A shifted copy of a prepared split in ``out`` (command ``degrade``): ``condition`` is telephone, noise,
     babble or reverb; ``options``: ``snr_db``, ``color``, ``talkers``, ``rt60_s`` (the condition's settings),
-    ``seed``, ``noise_manifest`` (babble), ``force``. Returns what degrade.json records."""
+    ``seed``, ``noise_manifest`` (babble), ``id_suffix``, ``force``. Returns what degrade.json records."""
     from data_prep.degrade import Condition, degrade
 
     shape = {k: options.pop(k) for k in ("snr_db", "color", "talkers", "rt60_s") if k in options}

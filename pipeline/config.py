@@ -22,6 +22,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,9 @@ class AugmentConfig:
     freq_mask_max_bins: int = num(10, ge=0, le=128)
     noise_prob: float = num(0.0, ge=0, le=1)  # probability of adding white noise to a clip
     noise_snr_db: list[float] = num(default_factory=lambda: [15.0, 30.0], ge=-30, le=100)  # SNR drawn uniformly in [lo, hi]
+    # multi-condition training: one channel drawn per clip per epoch, applied before features (data_prep.degrade):
+    # clean, telephone, babble<SNR dB> (other training speakers), noise<SNR dB>, reverb<RT60 s>
+    channels: list[str] = field(default_factory=lambda: ["clean"])
 
 
 @dataclass
@@ -449,6 +453,7 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
         bad("augment.speed_perturb must be a non-empty list of factors (e.g. [1.0])")
     if len(a.noise_snr_db) != 2 or a.noise_snr_db[0] > a.noise_snr_db[1]:
         bad("augment.noise_snr_db must be [low, high]")
+    _check_channels(a.channels, bad)
     c = cfg.ctc
     if c.head not in ("linear", "transformer", "bilstm"):
         bad(f"ctc.head must be linear, transformer or bilstm, got {c.head!r}")
@@ -457,6 +462,19 @@ def validate(cfg: RecipeConfig, source: str = "<config>") -> None:
     if not c.lm_alphas or not c.lm_betas:
         bad("ctc.lm_alphas and ctc.lm_betas must be non-empty")
     check_ranges(cfg, source)
+
+
+def _check_channels(channels: list[str], bad: Callable[[str], None]) -> None:
+    """``augment.channels``: a non-empty list of channel names ``degrade`` knows."""
+    from data_prep.degrade import DegradeError, channel_condition
+
+    if not channels:
+        bad("augment.channels must be a non-empty list of channels (e.g. [clean])")
+    for name in channels:
+        try:
+            channel_condition(name)
+        except DegradeError as e:
+            bad(f"augment.channels: {e}")
 
 
 def config_from_dict(tree: dict, source: str = "<dict>", overrides: list[str] | None = None) -> RecipeConfig:

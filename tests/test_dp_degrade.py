@@ -192,3 +192,22 @@ def test_the_python_api_does_what_the_command_does(data, tmp_path):
     assert record["condition"] == {"kind": "noise", "snr_db": 5, "color": "brown"} and record["seed"] == 3
     assert record["label"] == "noise_brown_5db" and record["counts"]["written"] == 4
     assert json.loads((tmp_path / "s" / "test_noise" / "degrade.json").read_text()) == record
+
+
+def test_an_id_suffix_renames_the_utterances_of_the_same_audio(data, tmp_path, capsys):
+    """Sets of one split in several conditions pooled (e.g. unlabeled audio to pseudo-label) need distinct ids."""
+    from pipeline.cli import main
+
+    cond = Condition("babble", snr_db=5)
+    plain = tmp_path / "s" / "dev_babble5"
+    suffixed = tmp_path / "t" / "dev_babble5"
+    degrade(data / "test.jsonl", plain, cond, noise_manifest=data / "train.jsonl")
+    degrade(data / "test.jsonl", suffixed, cond, noise_manifest=data / "train.jsonl", id_suffix="_babble5")
+    (a, b) = (written(o) for o in (plain, suffixed))
+    assert [u.id + "_babble5" for u, _ in a] == [u.id for u, _ in b]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))  # the same clips
+    with pytest.raises(ResumeError, match="id_suffix"):  # another suffix is another set
+        degrade(data / "test.jsonl", suffixed, cond, noise_manifest=data / "train.jsonl", id_suffix="_x")
+    bad = ["degrade", "--manifest", str(data / "test.jsonl"), "--condition", "telephone", "--id-suffix", "a b",
+           "--out", str(tmp_path / "u" / "d")]  # fmt: skip
+    assert main(bad) == 2 and "--id-suffix 'a b'" in capsys.readouterr().err

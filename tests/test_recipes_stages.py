@@ -208,15 +208,19 @@ def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
 
 
 def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_its_test_set(tmp_path):
-    calls = _recipe_calls(tmp_path, "demo")
-    telephone, babble = _calls_of(calls, "degrade")
-    for call in (telephone, babble):
+    calls = _recipe_calls(tmp_path, "demo", ADAPT="0")
+    telephone, babble, babble5 = _calls_of(calls, "degrade")
+    for call in (telephone, babble, babble5):
         assert _arg(call, "--manifest") == "data/demo/test.jsonl" and "--seed" in call
+        assert "--id-suffix" not in call  # the ids of the clean test set: score pairs them
     assert _arg(telephone, "--condition") == "telephone" and "--noise-manifest" not in telephone
-    assert _arg(babble, "--condition") == "babble" and _arg(babble, "--snr") == "10"
-    assert _arg(babble, "--noise-manifest") == "data/demo/train.jsonl"  # the training voices, not the test voice
-    sets = {_arg(c, "--out") for c in (telephone, babble)}
-    assert sets == {"data/demo_shifted/test_telephone", "data/demo_shifted/test_babble10"}
+    assert _arg(babble, "--condition") == _arg(babble5, "--condition") == "babble"
+    assert (_arg(babble, "--snr"), _arg(babble5, "--snr")) == ("10", "5")
+    for call in (babble, babble5):  # the training voices, not the test voice
+        assert _arg(call, "--noise-manifest") == "data/demo/train.jsonl"
+    sets = {_arg(c, "--out") for c in (telephone, babble, babble5)}
+    assert sets == {"data/demo_shifted/test_telephone", "data/demo_shifted/test_babble10",
+                    "data/demo_shifted/test_babble5"}
     for out in sorted(sets):
         name = out.rsplit("/", 1)[1]
         manifest, hyps = f"{out}/{name}.jsonl", f"exp/demo/whisper_ft/{name}/hyps.jsonl"
@@ -232,7 +236,7 @@ def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_
 
 
 def test_the_demo_trains_a_scratch_system_with_the_finetunings_config_and_budget(tmp_path):
-    calls = _recipe_calls(tmp_path / "with", "demo")
+    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="0")
     finetune, scratch = _calls_of(calls, "train")
     assert _arg(scratch, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
     extra = [a for a in scratch[3:] if a not in finetune[3:]]
@@ -241,5 +245,66 @@ def test_the_demo_trains_a_scratch_system_with_the_finetunings_config_and_budget
     (score,) = [c for c in _calls_of(calls, "score") if _arg(c, "--system") == "whisper_scratch"]
     assert _arg(decode, "--manifest") == _arg(score, "--manifest") == "data/demo/test.jsonl"
     assert _arg(score, "--kind") == "scratch" and calls.index(score) < len(calls) - 1
-    without = _recipe_calls(tmp_path / "without", "demo", SCRATCH="0")
+    without = _recipe_calls(tmp_path / "without", "demo", SCRATCH="0", ADAPT="0")
     assert len(_calls_of(without, "train")) == 1 and without[-1][:3] == ["-m", "pipeline", "report"]
+
+
+DEMO_SHIFTS = ("telephone", "babble10", "babble5")
+
+
+def _scored_everywhere(calls: list[list[str]], system: str, model: str) -> None:
+    """``system`` (``model``) is decoded and scored on the demo's test set and on each shifted one."""
+    manifests = ["data/demo/test.jsonl", *(f"data/demo_shifted/test_{s}/test_{s}.jsonl" for s in DEMO_SHIFTS)]
+    for manifest in manifests:
+        (decode,) = [c for c in _calls_of(calls, "decode") if _arg(c, "--manifest") == manifest
+                     and _arg(c, "--model") == model]  # fmt: skip
+        (score,) = [c for c in _calls_of(calls, "score") if _arg(c, "--manifest") == manifest
+                    and _arg(c, "--system") == system]  # fmt: skip
+        assert _arg(score, "--hyps") == _arg(decode, "--out") and calls.index(score) > calls.index(decode)
+
+
+def test_the_demo_adapts_to_the_shifted_sets_without_their_labels(tmp_path):
+    import yaml
+
+    from pipeline.config import load_config
+
+    calls = _recipe_calls(tmp_path / "with", "demo")
+    finetune, _, multi, self_trained = _calls_of(calls, "train")
+    # Multi-condition: the fine-tuning's config, the shifted test sets' channels as augmentation, more steps.
+    assert _arg(multi, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
+    extra = [a for a in multi[3:] if a not in finetune[3:]]
+    channels = "augment.channels=[clean,telephone,babble10,babble5]"
+    assert extra == [channels, "train.max_steps=120", "output_dir=exp/demo/whisper_mc"]
+    _scored_everywhere(calls, "zeroshot", "whisper-base")
+    _scored_everywhere(calls, "whisper_mc", "exp/demo/whisper_mc/best")
+    # Self-training: the DEV speaker's audio through the same channels (babble of the training voices) ...
+    dev_sets = [c for c in _calls_of(calls, "degrade") if _arg(c, "--manifest") == "data/demo/dev.jsonl"]
+    assert sorted(_arg(c, "--out") for c in dev_sets) == sorted(f"data/demo_shifted/dev_{s}" for s in DEMO_SHIFTS)
+    assert all(_arg(c, "--noise-manifest") == "data/demo/train.jsonl" for c in dev_sets if "--noise-manifest" in c)
+    # one dev utterance in three conditions: three training clips, so three ids
+    assert sorted(_arg(c, "--id-suffix") for c in dev_sets) == sorted(f"_{s}" for s in DEMO_SHIFTS)
+    (pseudo,) = _calls_of(calls, "pseudo-label")
+    unlabeled = pseudo[pseudo.index("--unlabeled") + 1 : pseudo.index("--hyps")]
+    hyps = pseudo[pseudo.index("--hyps") + 1 : pseudo.index("--out")]
+    assert unlabeled == [f"data/demo_shifted/dev_{s}/dev_{s}.jsonl" for s in DEMO_SHIFTS]  # never the test audio
+    assert _arg(pseudo, "--labeled") == "data/demo/train.jsonl"
+    for manifest, h in zip(unlabeled, hyps):  # ... transcribed by the multi-condition system, never scored
+        (decode,) = [c for c in _calls_of(calls, "decode") if _arg(c, "--manifest") == manifest]
+        assert _arg(decode, "--model") == "exp/demo/whisper_mc/best" and _arg(decode, "--out") == h
+        assert calls.index(decode) < calls.index(pseudo) < calls.index(self_trained)
+    assert not [c for c in _calls_of(calls, "score") if "/dev" in _arg(c, "--manifest")]  # dev texts unread
+    # ... and one more round on train + them, from the multi-condition system, with its channels.
+    assert _arg(self_trained, "--config") == "recipes/demo/config_selftrain.yaml" and channels in self_trained
+    root = STAGES.parents[2]
+    tree = yaml.safe_load((root / "recipes/demo/config_selftrain.yaml").read_text(encoding="utf-8"))
+    assert tree["data"]["train"] == f"{_arg(pseudo, '--out')}/train.jsonl"
+    assert tree["model"]["name"] == "exp/demo/whisper_mc/best"
+    cfg = load_config(root / "recipes/demo/config_selftrain.yaml", [channels])
+    assert cfg.output_dir == "exp/demo/whisper_st" and cfg.model.vocabulary == "whisper"  # the model's own
+    _scored_everywhere(calls, "whisper_st", "exp/demo/whisper_st/best")
+    report = calls[-1]
+    assert report[:4] == ["-m", "pipeline", "report", "exp/demo"]
+    assert all(calls.index(c) < len(calls) - 1 for c in _calls_of(calls, "score"))  # the report sees every score
+    without = _recipe_calls(tmp_path / "without", "demo", ADAPT="0")
+    assert [_arg(c, "--config") for c in _calls_of(without, "train")] == ["recipes/demo/config.yaml"] * 2
+    assert not _calls_of(without, "pseudo-label") and without[-1][:3] == ["-m", "pipeline", "report"]

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--talkers", type=int, default=4, help="babble: how many other speakers at once")
     p.add_argument("--rt60", type=float, default=0.5, help="reverb: reverberation time in seconds")
     p.add_argument("--seed", type=int, default=0, help="with the utterance id, what every clip's noise is drawn from")
+    p.add_argument("--id-suffix", default="",
+                   help="appended to every utterance id (same audio), to pool one split's sets of several "
+                        "conditions, e.g. as unlabeled audio for pseudo-label; a test set keeps its ids")  # fmt: skip
     p.add_argument("--out", required=True,
                    help="folder for the set: OUT/<folder name>.jsonl, audio/, rejects.jsonl, degrade.json")
     p.add_argument("--force", action="store_true",
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         cond = Condition(args.condition, snr_db=args.snr, color=args.noise_color, talkers=args.talkers,
                          rt60_s=args.rt60)  # fmt: skip
         s = degrade(args.manifest, args.out, cond, seed=args.seed, noise_manifest=args.noise_manifest,
-                    force=args.force)  # fmt: skip
+                    id_suffix=args.id_suffix, force=args.force)  # fmt: skip
     except DegradeError as e:
         print(f"degrade: error: {e}", file=sys.stderr)
         return 2

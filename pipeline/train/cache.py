@@ -3,12 +3,12 @@
 With a frozen encoder, or one whose top k layers train, everything below layer
 L-k gives the same output at every epoch: computing it once turns a training
 step into "top k layers + decoder". States are stored per (utterance, speed
-factor) as float16 (half the disk and page-cache footprint; the rounding is far
+factor, channel) as float16 (half the disk and page-cache footprint; the rounding is far
 below the model's own noise) in sharded safetensors files:
 
     <cache_dir>/<fingerprint>/meta.json                 what was cached (model, layer, ...)
     <cache_dir>/<fingerprint>/index.json                key -> shard file, frames
-    <cache_dir>/<fingerprint>/shard-00000.safetensors   {"<utt id>@<factor>": (S, d) fp16}
+    <cache_dir>/<fingerprint>/shard-00000.safetensors   {"<utt id>@<factor>[#<channel>]": (S, d) fp16}
 
 A shard is written to a temporary name and renamed, then the index is
 rewritten atomically, so a killed build resumes from the last whole shard.
@@ -17,7 +17,8 @@ two trainings that share a cache (a recipe's decoder and CTC systems, or a
 sweep) never overwrite each other's shards or index entries, and the second
 one computes only what the first did not.
 The fingerprint hashes the encoder weights the states depend on, so a cache is
-never reused for a different model or split point.
+never reused for a different model or split point; with babble among the channels
+(``augment.channels``) it also hashes the clips babble is made of.
 
 States of the 30-s padded window (``trimmed=False``, for ``train.padded_share``) live in a
 cache of their own (another fingerprint): 1500 frames a clip whatever its length, i.e.
@@ -40,14 +41,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from data_prep.degrade import CLEAN
 from data_prep.outputs import atomic_write_text
 from pipeline.models.encoder import encode_trimmed
 
 log = logging.getLogger(__name__)
 
 
-def cache_key(utt_id: str, factor: float) -> str:
-    return f"{utt_id}@{factor:g}"
+def cache_key(utt_id: str, factor: float, channel: str = CLEAN) -> str:
+    """A clip's key: its id, speed factor and (unless clean) channel."""
+    return f"{utt_id}@{factor:g}" + ("" if channel == CLEAN else f"#{channel}")
 
 
 def encoder_fingerprint(encoder: torch.nn.Module, stop: int, extra: dict | None = None) -> str:
@@ -102,9 +105,9 @@ class EncoderStateCache:
             self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
         return self._handles[shard]
 
-    def get(self, utt_id: str, factor: float = 1.0) -> torch.Tensor:
+    def get(self, utt_id: str, factor: float = 1.0, channel: str = CLEAN) -> torch.Tensor:
         """States (S, d) as float32."""
-        key = cache_key(utt_id, factor)
+        key = cache_key(utt_id, factor, channel)
         entry = self.index.get(key)
         if entry is None:
             raise KeyError(f"{key} is not in the encoder cache {self.dir}")
@@ -135,7 +138,7 @@ class EncoderStateCache:
     def build(
         self,
         encoder: torch.nn.Module,
-        jobs: Sequence[tuple[str, float]],
+        jobs: Sequence[tuple[str, float, str]],
         features_of,
         *,
         stop: int,
@@ -144,23 +147,23 @@ class EncoderStateCache:
         device: torch.device | str = "cpu",
         progress: bool = True,
     ) -> int:
-        """Compute and store the states of every (utt id, factor) job not cached yet.
+        """Compute and store the states of every (utt id, factor, channel) job not cached yet.
 
-        ``features_of(utt_id, factor) -> (features (n_mels, T), mel_length)``. Jobs
+        ``features_of(utt_id, factor, channel) -> (features (n_mels, T), mel_length)``. Jobs
         should be sorted by duration so that batches pad little. Returns the
         number of clips computed.
         """
         with open(self.dir / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             self.index.update(self._read_index())  # what other processes added since we opened it
-            todo = [(u, f) for u, f in jobs if cache_key(u, f) not in self.index]
+            todo = [job for job in jobs if cache_key(*job) not in self.index]
             if not todo:
                 return 0
             self._build_locked(encoder, todo, features_of, stop, batch_size, shard_size, device, progress)
         return len(todo)
 
     def _build_locked(
-        self, encoder: torch.nn.Module, todo: list[tuple[str, float]], features_of, stop: int, batch_size: int,
+        self, encoder: torch.nn.Module, todo: list[tuple[str, float, str]], features_of, stop: int, batch_size: int,
         shard_size: int, device: torch.device | str, progress: bool,
     ) -> None:  # fmt: skip
         was_training = encoder.training
@@ -170,7 +173,7 @@ class EncoderStateCache:
         try:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                feats, lens = zip(*(features_of(u, f) for u, f in chunk))
+                feats, lens = zip(*(features_of(*job) for job in chunk))
                 t = max(x.shape[-1] for x in feats)
                 batch = torch.zeros(len(feats), feats[0].shape[0], t)
                 for i, x in enumerate(feats):
@@ -179,8 +182,8 @@ class EncoderStateCache:
                 hidden, enc_lens = encode_trimmed(
                     encoder, batch.to(device, dtype), torch.tensor(lens, device=device), stop=stop
                 )
-                for i, (u, f) in enumerate(chunk):
-                    pending[cache_key(u, f)] = hidden[i, : int(enc_lens[i])].to("cpu", torch.float16).contiguous()
+                for i, job in enumerate(chunk):
+                    pending[cache_key(*job)] = hidden[i, : int(enc_lens[i])].to("cpu", torch.float16).contiguous()
                 if len(pending) >= shard_size:
                     self._flush(pending)
                 bar.update(len(chunk))
@@ -191,29 +194,34 @@ class EncoderStateCache:
 
 
 def train_state_cache_id(
-    encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True
+    encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True, channels_id: str = ""
 ) -> tuple[str, dict]:
     """(fingerprint, settings) of the train-state cache for ``encoder`` below layer ``stop``
-    (``trimmed``: the clips' real lengths, else the 30-s padded window)."""
+    (``trimmed``: the clips' real lengths, else the 30-s padded window; ``channels_id``: what the channels
+    depend on, :meth:`pipeline.train.channels.TrainChannels.fingerprint`)."""
     extra = {"n_mels": feature_extractor.feature_size, "sr": feature_extractor.sampling_rate, "trimmed": trimmed}
+    if channels_id:  # else the fingerprint of a cache without channels
+        extra["channels"] = channels_id
     return encoder_fingerprint(encoder, stop, extra), extra
 
 
 def open_train_state_cache(
-    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True
+    root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, trimmed: bool = True,
+    channels_id: str = "",
 ) -> EncoderStateCache:
     """The train-state cache of ``encoder`` below layer ``stop`` under ``root``, to read what is there."""
-    return EncoderStateCache(root, train_state_cache_id(encoder, stop, feature_extractor, trimmed)[0])
+    return EncoderStateCache(root, train_state_cache_id(encoder, stop, feature_extractor, trimmed, channels_id)[0])
 
 
 def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
-    device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float]] | None = None,
+    device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float, str]] | None = None,
+    channels: Sequence[str] = (CLEAN,),
 ) -> EncoderStateCache:  # fmt: skip
-    """Lower encoder states (after layer ``stop``) of every train example at every speed factor,
-    on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
-    these (example index, speed factor) pairs.
+    """Lower encoder states (after layer ``stop``) of every train example at every speed factor and
+    channel, on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
+    these (example index, speed factor, channel) triples.
 
     Both trainers build their cache through it (:meth:`pipeline.train.loop.TrainingLoop._train_state_cache`):
     the same encoder and split point give the same fingerprint, so one recipe's second
@@ -221,18 +229,19 @@ def build_train_state_cache(
     """
     from pipeline.train.data import FeatureDataset, Item
 
-    fingerprint, extra = train_state_cache_id(encoder, stop, feature_extractor, trimmed)
-    cache = EncoderStateCache(root, fingerprint, {"base_model": base_model, "stop_layer": stop, **extra})
     plain = FeatureDataset(examples, feature_extractor, None, seed, trimmed=trimmed)
+    fingerprint, extra = train_state_cache_id(encoder, stop, feature_extractor, trimmed,
+                                              plain.channels.fingerprint(channels))  # fmt: skip
+    cache = EncoderStateCache(root, fingerprint, {"base_model": base_model, "stop_layer": stop, **extra})
     by_id = {ex.utt.id: ex.index for ex in examples}
 
-    def features_of(utt_id: str, factor: float) -> tuple[torch.Tensor, int]:
-        s = plain[Item(by_id[utt_id], factor, 0)]
+    def features_of(utt_id: str, factor: float, channel: str) -> tuple[torch.Tensor, int]:
+        s = plain[Item(by_id[utt_id], factor, 0, channel=channel)]
         return s["features"], s["length"]
 
     # Longest first within similar lengths: batches pad little.
-    jobs = sorted(((ex.utt.id, f) for ex in examples for f in sorted(set(speed_factors))
-                   if only is None or (ex.index, f) in only),
+    jobs = sorted(((ex.utt.id, f, c) for ex in examples for f in sorted(set(speed_factors)) for c in dict.fromkeys(channels)
+                   if only is None or (ex.index, f, c) in only),
                   key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
     n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
                     device=device, progress=progress)  # fmt: skip

@@ -2,7 +2,7 @@
 
 One :class:`Example` per usable utterance (text already tokenized into the
 decoder's label sequence). :class:`BatchPlan` decides, for each epoch, which
-speed factor every clip gets and how clips are grouped: clips are sorted by
+speed factor and channel (``augment.channels``) every clip gets and how clips are grouped: clips are sorted by
 (jittered) duration so a batch pads little, cut into batches of at most
 ``batch_seconds`` padded audio, and the batch order is shuffled — all from
 ``(seed, epoch)``, so a resumed run sees exactly the same batches. Under DDP
@@ -22,7 +22,9 @@ log-mel) and :class:`StateDataset` (cached encoder states, see
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.degrade import CLEAN
 from data_prep.manifest import Utterance, read_manifest
 from pipeline.config import AugmentConfig, ConfigError
 from pipeline.models.augment import add_noise, spec_augment, speed_perturb
 from pipeline.models.ctc_loss import pad_labels as pad_ctc_labels
 from pipeline.models.encoder import SAMPLE_RATE, mel_length
+from pipeline.train.channels import TrainChannels
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +101,13 @@ def load_examples(
 
 @dataclass(frozen=True)
 class Item:
-    """A clip as scheduled in one epoch: example index and the speed factor it is played at."""
+    """A clip as scheduled in one epoch: example index, the speed factor and the channel it is played at."""
 
     index: int
     factor: float
     epoch: int
     padded: bool = False  # the encoder sees the 30-s padded window, as Whisper runtimes feed it
+    channel: str = CLEAN  # augment.channels (pipeline.train.channels)
 
 
 class BatchPlan:
@@ -116,6 +121,7 @@ class BatchPlan:
         max_batch_size: int,
         seed: int,
         speed_factors: Sequence[float] = (1.0,),
+        channels: Sequence[str] = (CLEAN,),
         world_size: int = 1,
         rank: int = 0,
         jitter: float = 0.1,
@@ -130,6 +136,7 @@ class BatchPlan:
         self.max_batch_size = max_batch_size
         self.seed = seed
         self.factors = np.asarray(list(speed_factors), dtype=np.float64)
+        self.channels = list(channels)
         self.world_size = world_size
         self.rank = rank
         self.jitter = jitter
@@ -146,6 +153,7 @@ class BatchPlan:
         # A slowed-down clip must still fit Whisper's 30 s window.
         factors = np.where(self.durations / factors > WINDOW_S, 1.0, factors)
         dur = self.durations / factors
+        channels = self._channels(epoch, n)
         key = dur * np.exp(rng.uniform(-self.jitter, self.jitter, n))
         order = np.argsort(key, kind="stable")
         batches: list[list[Item]] = []
@@ -159,7 +167,7 @@ class BatchPlan:
             ):
                 batches.append(current)
                 current, longest_if = [], d
-            current.append(Item(int(i), float(factors[i]), epoch))
+            current.append(Item(int(i), float(factors[i]), epoch, channel=channels[i]))
             longest = longest_if
         if current:
             batches.append(current)
@@ -169,6 +177,14 @@ class BatchPlan:
             raise ConfigError(f"the train set has {n} utterances, fewer than the {self.world_size} processes: "
                               "train on fewer processes")
         return self._mark_padded(even_out(batches, self.world_size), epoch)
+
+    def _channels(self, epoch: int, n: int) -> list[str]:
+        """Each clip's channel in ``epoch``, drawn from (seed, epoch) with a generator of its own: with one
+        channel the plan is that of a run without channels."""
+        if len(self.channels) == 1:
+            return self.channels * n
+        rng = np.random.default_rng([self.seed, epoch, 15485863])
+        return [self.channels[k] for k in rng.integers(0, len(self.channels), n)]
 
     def padded_batch_size(self) -> int:
         """Padded clips a batch gets: ``batch_seconds`` counts 30 s for each (at least one clip), so that
@@ -189,21 +205,21 @@ class BatchPlan:
         for j in rng.permutation(len(batches))[:n]:
             batch = batches[j]
             again = sorted(rng.choice(len(batch), min(size, len(batch)), replace=False))
-            batches[j] = batch + [Item(batch[k].index, batch[k].factor, epoch, padded=True) for k in again]
+            batches[j] = batch + [dataclasses.replace(batch[k], padded=True) for k in again]
         return batches
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         """This rank's batches of ``epoch``: every ``world_size``-th, from the ``rank``-th on."""
         return self.all_batches(epoch)[self.rank :: self.world_size]
 
-    def padded_items(self, total_steps: int, grad_accum: int) -> set[tuple[int, float]]:
-        """(example index, speed factor) of every padded clip, on any process, of the epochs that
+    def padded_items(self, total_steps: int, grad_accum: int) -> set[tuple[int, float, str]]:
+        """(example index, speed factor, channel) of every padded clip, on any process, of the epochs that
         ``total_steps`` optimizer steps reach: what a run needs on the padded window."""
-        out: set[tuple[int, float]] = set()
+        out: set[tuple[int, float, str]] = set()
         epoch, steps = 0, 0
         while steps < total_steps and self.padded_share > 0:
             batches = self.all_batches(epoch)
-            out.update((it.index, it.factor) for b in batches for it in b if it.padded)
+            out.update((it.index, it.factor, it.channel) for b in batches for it in b if it.padded)
             steps += len(step_sizes(len(batches) // self.world_size, 0, grad_accum))
             epoch += 1
         return out
@@ -252,13 +268,15 @@ def step_sizes(n_batches: int, pos: int, grad_accum: int) -> list[int]:
 
 def _item_rng(seed: int, item: Item) -> tuple[np.random.Generator, torch.Generator]:
     seq = [seed, item.epoch, item.index, int(round(item.factor * 1000))]
+    if item.channel != CLEAN:
+        seq.append(zlib.crc32(item.channel.encode()))
     np_rng = np.random.default_rng(seq)
     gen = torch.Generator().manual_seed(int(np_rng.integers(0, 2**62)))
     return np_rng, gen
 
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """Audio -> (speed perturbation, noise) -> Whisper log-mel -> SpecAugment.
+    """Audio -> (speed perturbation, channel, noise) -> Whisper log-mel -> SpecAugment.
 
     Features are computed on the standard 30 s window (as at decode time) and,
     when ``trimmed`` and the item is not a padded one, cut to the clip's real length.
@@ -277,6 +295,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = seed
         self.trimmed = trimmed
+        self.channels = TrainChannels(examples)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -285,6 +304,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         ex = self.examples[item.index]
         wave = ex.utt.load_audio(ex.manifest_dir, sr=SAMPLE_RATE)
         wave = speed_perturb(wave, item.factor, SAMPLE_RATE)
+        wave = self.channels.apply(wave, ex.utt, item.channel, item.factor)
         a = self.augment
         if a is not None and np_rng is not None and a.noise_prob > 0 and np_rng.random() < a.noise_prob:
             wave = add_noise(wave, float(np_rng.uniform(*a.noise_snr_db)), np_rng)
@@ -321,7 +341,7 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 class StateDataset(torch.utils.data.Dataset):
-    """Cached encoder states (S, d) of each clip at its speed factor, with time masking.
+    """Cached encoder states (S, d) of each clip at its speed factor and channel, with time masking.
 
     ``cache`` holds the trimmed states; ``padded_cache`` those of the 30-s padded window, which
     padded items read (S = the encoder's 1500 positions).
@@ -342,7 +362,7 @@ class StateDataset(torch.utils.data.Dataset):
         ex = self.examples[item.index]
         if item.padded and self.padded_cache is None:
             raise ValueError("a padded batch but no cache of padded encoder states (train.padded_share)")
-        x = (self.padded_cache if item.padded else self.cache).get(ex.utt.id, item.factor)
+        x = (self.padded_cache if item.padded else self.cache).get(ex.utt.id, item.factor, item.channel)
         a = self.augment
         if a is not None and a.time_masks:
             _, gen = _item_rng(self.seed, item)

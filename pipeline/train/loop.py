@@ -5,7 +5,7 @@
 - **start**: refuse an ``output_dir`` holding another run, record this one
   (:mod:`pipeline.train.identity`); seeds; deterministic kernels on CPU;
 - **plan**: every epoch's batches (:class:`~pipeline.train.data.BatchPlan`: durations,
-  speed factors, this process's share), cut into optimizer steps of ``train.grad_accum``
+  speed factors, channels, this process's share), cut into optimizer steps of ``train.grad_accum``
   micro-batches (:func:`~pipeline.train.data.step_sizes`);
 - **update**: AdamW, gradient clipping (``train.clip``), the LR schedule (:func:`lr_lambda`),
   and a stop at the first non-finite loss, gradient norm or weight (:mod:`pipeline.train.finite`);
@@ -54,6 +54,7 @@ from data_prep.outputs import atomic_write_text
 from pipeline.config import ConfigError, RecipeConfig
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, open_train_state_cache
+from pipeline.train.channels import TrainChannels
 from pipeline.train.curves import TrainLog, plot_curve
 from pipeline.train.data import BatchPlan, Example, Item, step_sizes
 from pipeline.train.evaluate import DevResult, DevSet, load_dev_set
@@ -276,7 +277,7 @@ class TrainingLoop:
         cfg, t, p = self.cfg, self.cfg.train, self.processes
         self.plan = BatchPlan(
             self.parts.durations, batch_seconds=t.batch_seconds, max_batch_size=t.max_batch_size, seed=t.seed,
-            speed_factors=cfg.augment.speed_perturb, world_size=p.num_processes, rank=p.process_index,
+            speed_factors=cfg.augment.speed_perturb, channels=cfg.augment.channels, world_size=p.num_processes, rank=p.process_index,
             padded_share=t.padded_share,
         )  # fmt: skip
         self.steps_per_epoch = self.plan.steps_per_epoch(t.grad_accum)
@@ -295,11 +296,11 @@ class TrainingLoop:
 
     def _train_state_cache(self, encoder: torch.nn.Module, stop: int, feature_extractor, examples: list[Example],
                            base_model: str, trimmed: bool = True,
-                           only: set[tuple[int, float]] | None = None) -> EncoderStateCache:  # fmt: skip
-        """The states after encoder layer ``stop`` of every train clip at every speed factor (both trainers'
-        cache: one encoder and split point share it): the main process computes what is missing, all read it.
-        ``trimmed=False``: the states of the 30-s padded window (``train.padded_share``) of the (example
-        index, speed factor) pairs in ``only``."""
+                           only: set[tuple[int, float, str]] | None = None) -> EncoderStateCache:  # fmt: skip
+        """The states after encoder layer ``stop`` of every train clip at every speed factor and channel (both
+        trainers' cache: one encoder and split point share it): the main process computes what is missing, all
+        read it. ``trimmed=False``: the states of the 30-s padded window (``train.padded_share``) of the
+        (example index, speed factor, channel) triples in ``only``."""
         cfg, t = self.cfg, self.cfg.train
         root = Path(t.cache_dir) if t.cache_dir else self.out / DEFAULT_CACHE
         cache = None
@@ -307,10 +308,13 @@ class TrainingLoop:
             cache = build_train_state_cache(
                 root, encoder, stop, feature_extractor, examples, cfg.augment.speed_perturb, base_model=base_model,
                 seed=t.seed, batch_size=cfg.decode.batch_size, shard_size=t.cache_shard_size, device=self.device,
-                progress=self.show_progress, trimmed=trimmed, only=only,
+                progress=self.show_progress, trimmed=trimmed, only=only, channels=cfg.augment.channels,
             )  # fmt: skip
         self.processes.wait_for_everyone()
-        return cache if cache is not None else open_train_state_cache(root, encoder, stop, feature_extractor, trimmed)
+        if cache is not None:
+            return cache
+        channels_id = TrainChannels(examples).fingerprint(cfg.augment.channels)
+        return open_train_state_cache(root, encoder, stop, feature_extractor, trimmed, channels_id)
 
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint, if any (half-written ones are removed)."""

@@ -9,12 +9,22 @@
 #   6 export    the fine-tuned system as one folder that transcribes anywhere, with its model card:
 #               exp/demo/final (python -m pipeline transcribe --model exp/demo/final clip.wav)
 #   7 shift     the test speaker heard through a telephone line, and among the training speakers (babble
-#               at 10 dB SNR): data/demo_shifted/test_{telephone,babble10}
+#               at 10 and 5 dB SNR): data/demo_shifted/test_{telephone,babble10,babble5}
 #   8 shifted   decode + score the fine-tuned system on them
 #   9 scratch   train whisper-base's architecture from random weights, with the fine-tuning's config and
 #               step budget (SCRATCH=0 skips it and stage 10)
 #  10 scratchscore decode + score the from-scratch system on the test speaker
 #  11 verdict   the report again, with the domain-shift and negative-transfer verdicts decided
+# Adaptation to the shifted sets (ADAPT=0 skips stages 12-15):
+#  12 zeroshift  decode + score the zero-shot model on the shifted test sets too
+#  13 multicond  multi-condition training: the fine-tuning with each clip played through one of the shifted
+#               sets' channels (clean, telephone, babble 10 and 5 dB of other training speakers), drawn per clip
+#               and epoch; decode + score it on the test set and the shifted ones (exp/demo/whisper_mc)
+#  14 selftrain  self-training without labels: the dev speaker's audio through the same channels
+#               (data/demo_shifted/dev_*), transcribed by the multi-condition system (its references are never
+#               read), and one more short round on train + those pseudo-labels (recipes/demo/config_selftrain.yaml,
+#               exp/demo/whisper_st); decode + score it on the test set and the shifted ones
+#  15 adaptverdict the report again, with the adapted systems' domain-shift gaps
 # Usage: recipes/demo/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +38,10 @@ EXP=exp/demo
 CONFIG=recipes/demo/config.yaml
 SHIFTED=data/demo_shifted
 SCRATCH=${SCRATCH:-1}
+ADAPT=${ADAPT:-1}
+# The shifted test sets (stage 7), and the channels multi-condition training plays its clips through (stage 13)
+SHIFTS=(telephone babble10 babble5)
+CHANNELS="[clean,telephone,babble10,babble5]"
 
 decode_and_score() {  # system kind model [manifest]: hyps and results in $EXP/<system>/<manifest's name>/
   local system="$1" kind="$2" model="$3" manifest="${4:-$DATA/test.jsonl}"
@@ -58,20 +72,29 @@ run_stage 6 export "$PY" -m pipeline export --model "$EXP/whisper_ft/best" --bat
 
 # Domain shift: the same test utterances through a telephone channel and in babble of the four training
 # voices (other speakers than the test voice); ids are kept, so the report pairs them with the clean ones.
-derive_shifted() {
-  "$PY" -m pipeline degrade --manifest "$DATA/test.jsonl" --condition telephone --seed 0 \
-    --out "$SHIFTED/test_telephone" "${FORCE_ARGS[@]}"
-  "$PY" -m pipeline degrade --manifest "$DATA/test.jsonl" --condition babble --snr 10 \
-    --noise-manifest "$DATA/train.jsonl" --seed 0 --out "$SHIFTED/test_babble10" "${FORCE_ARGS[@]}"
-}
-score_shifted() {
-  local set
-  for set in test_telephone test_babble10; do
-    decode_and_score whisper_ft finetuned "$EXP/whisper_ft/best" "$SHIFTED/$set/$set.jsonl"
+derive_shifted() {  # split [pool]: the split's utterances through each channel of SHIFTS; with "pool", each
+  # set's ids get its channel as a suffix, so that the sets can be pooled (the unlabeled audio of stage 14)
+  local split="$1" pool="${2:-}" name
+  local -a condition ids
+  for name in "${SHIFTS[@]}"; do
+    case "$name" in
+      telephone) condition=(--condition telephone) ;;
+      babble*) condition=(--condition babble --snr "${name#babble}" --noise-manifest "$DATA/train.jsonl") ;;
+    esac
+    ids=()
+    if [ "$pool" = pool ]; then ids=(--id-suffix "_$name"); fi
+    "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" "${condition[@]}" --seed 0 "${ids[@]}" \
+      --out "$SHIFTED/${split}_$name" "${FORCE_ARGS[@]}"
   done
 }
-run_stage 7 shift derive_shifted
-run_stage 8 shifted score_shifted
+score_shifted() {  # system kind model: on every shifted test set
+  local set
+  for set in "${SHIFTS[@]/#/test_}"; do
+    decode_and_score "$1" "$2" "$3" "$SHIFTED/$set/$set.jsonl"
+  done
+}
+run_stage 7 shift derive_shifted test
+run_stage 8 shifted score_shifted whisper_ft finetuned "$EXP/whisper_ft/best"
 # Negative transfer: the fine-tuning's config (architecture, regime, steps) from random weights.
 if [ "$SCRATCH" = 1 ]; then
   run_stage 9 scratch "$PY" -m pipeline train --config "$CONFIG" model.init=scratch \
@@ -79,3 +102,35 @@ if [ "$SCRATCH" = 1 ]; then
   run_stage 10 scratchscore decode_and_score whisper_scratch scratch "$EXP/whisper_scratch/best"
 fi
 run_stage 11 verdict report
+
+# Adaptation to the shifted sets. Multi-condition training: the fine-tuning's config with the shifted sets'
+# channels as augmentation, and twice its steps (each clip is heard clean a quarter of the time).
+multicondition() {
+  "$PY" -m pipeline train --config "$CONFIG" "augment.channels=$CHANNELS" train.max_steps=120 \
+    output_dir="$EXP/whisper_mc" "${FORCE_ARGS[@]}"
+  decode_and_score whisper_mc finetuned "$EXP/whisper_mc/best"
+  score_shifted whisper_mc finetuned "$EXP/whisper_mc/best"
+}
+# Self-training: the dev speaker's shifted audio, unlabeled (pseudo-label never reads its text), transcribed
+# by the multi-condition system; it trains one more short round on train + those transcripts.
+selftrain() {
+  derive_shifted dev pool
+  local set unlabeled=() hyps=()
+  for set in "${SHIFTS[@]/#/dev_}"; do
+    "$PY" -m pipeline decode --model "$EXP/whisper_mc/best" --manifest "$SHIFTED/$set/$set.jsonl" \
+      --out "$EXP/whisper_mc/$set/hyps.jsonl" --batch-size 16
+    unlabeled+=("$SHIFTED/$set/$set.jsonl")
+    hyps+=("$EXP/whisper_mc/$set/hyps.jsonl")
+  done
+  "$PY" -m pipeline pseudo-label --labeled "$DATA/train.jsonl" --unlabeled "${unlabeled[@]}" --hyps "${hyps[@]}" \
+    --out "$EXP/selftrain/data" --lang pa "${FORCE_ARGS[@]}"
+  "$PY" -m pipeline train --config recipes/demo/config_selftrain.yaml "augment.channels=$CHANNELS" "${FORCE_ARGS[@]}"
+  decode_and_score whisper_st finetuned "$EXP/whisper_st/best"
+  score_shifted whisper_st finetuned "$EXP/whisper_st/best"
+}
+if [ "$ADAPT" = 1 ]; then
+  run_stage 12 zeroshift score_shifted zeroshot zeroshot whisper-base
+  run_stage 13 multicond multicondition
+  run_stage 14 selftrain selftrain
+  run_stage 15 adaptverdict report
+fi
