@@ -268,7 +268,7 @@ def test_the_demo_adapts_to_the_shifted_sets_without_their_labels(tmp_path):
 
     from pipeline.config import load_config
 
-    calls = _recipe_calls(tmp_path / "with", "demo")
+    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="1")
     finetune, _, multi, self_trained = _calls_of(calls, "train")
     # Multi-condition: the fine-tuning's config, the shifted test sets' channels as augmentation, more steps.
     assert _arg(multi, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
