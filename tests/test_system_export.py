@@ -295,3 +295,42 @@ def test_a_rescored_system_exported_with_its_ctranslate2_decoder_runs_fast_throu
     greedy = SearchOptions(language=spec["search"]["language_token"])
     assert rung.describe() == "speed fast: greedy, CTranslate2 float32 (ct2/)"
     assert fast.transcribe(waves) == load_recognizer(out / "decoder", greedy, fallback_language="sa").transcribe(waves)
+
+
+def test_a_system_exported_with_tail_silence_transcribes_as_its_decode_with_it(rescored, tmp_path, capsys):
+    data, model = rescored / "data", rescored / "exp/whisper/best"
+    hyps = {}
+    for tail in ("0", "0.5"):
+        out = tmp_path / f"exp/tail{tail}/test/hyps.jsonl"
+        assert main(["decode", "--model", str(model), "--manifest", str(data / "test.jsonl"), "--out", str(out),
+                     "--batch-size", "3", "--tail-silence", tail]) == 0  # fmt: skip
+        hyps[tail] = {h.id: h.text for h in read_hyps(out)}
+    assert hyps["0"] != hyps["0.5"]  # the model hears the tail: the system must hear it too
+    system = tmp_path / "exp/tail_final"
+    assert main(["export", "--model", str(model), "--batch-size", "3", "--tail-silence", "0.5", "--data", str(data),
+                 "--out", str(system)]) == 0  # fmt: skip
+    assert json.loads((system / "system.json").read_text())["search"]["tail_silence_s"] == 0.5
+    files = [str(data / "audio" / f"{i}.wav") for i in hyps["0.5"]]
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(system), *files]) == 0
+    got = {Path(p).stem: t for p, t in (line.split("\t") for line in capsys.readouterr().out.splitlines())}
+    assert got == hyps["0.5"]
+    assert main(["transcribe", "--model", str(system), "--tail-silence", "1", *files]) == 2  # the system's own
+    assert "--tail-silence" in capsys.readouterr().err
+    assert main(["export", "--model", str(model), "--tail-silence", "9", "--data", str(data),
+                 "--out", str(tmp_path / "exp/bad")]) == 2  # fmt: skip
+
+
+def test_tail_silence_is_appended_to_every_clip_and_range_checked():
+    import numpy as np
+
+    from pipeline.decode.recognizer import Recognizer, with_tail_silence
+
+    heard = []
+    plain = Recognizer("fake", "fake", lambda waves: [(str(len(w)), 0) for w in heard.extend(waves) or waves])
+    assert with_tail_silence(plain, 0) is plain
+    padded = with_tail_silence(plain, 0.25)
+    assert padded([np.ones(100), np.ones(7)]) == [("4100", 0), ("4007", 0)]
+    assert not heard[0][100:].any() and heard[0][:100].all()
+    with pytest.raises(ValueError, match="between 0 and"):
+        with_tail_silence(plain, -1)

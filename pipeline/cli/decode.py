@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--tail-silence", type=float, default=0.0, metavar="S",
+                   help="seconds of silence appended to every clip: a model fine-tuned on clips that end in "
+                        "silence writes on past a last word that ends its clip (default: 0)")
     p.add_argument("--limit", type=int, default=0, help="decode only the first N utterances (0 = all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true",
@@ -50,7 +53,7 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(language=args.language, detect_language=args.no_language, task=args.task,
                          beams=args.num_beams, batch_size=args.batch_size, fusion=fusion_from_args(args),
                          lm=args.lm, lm_alpha=args.lm_alpha, lm_beta=args.lm_beta, beam_width=args.beam_width,
-                         device=args.device)  # fmt: skip
+                         tail_silence_s=args.tail_silence, device=args.device)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

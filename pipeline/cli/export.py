@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     plain.add_argument("--batch-size", type=int, default=8,
                        help="clips per batch (what the system was evaluated with: the same batches give the "
                             "same transcripts)")
+    plain.add_argument("--tail-silence", type=float, default=0.0, metavar="S",
+                       help="seconds of silence after every clip, as `decode --tail-silence` scored it (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             out = export_rescored(args.from_rescore, args.out, args.data, name=args.name, card=card, ct2=ct2)
         else:
             out = export_decoder(args.model, args.out, args.data, lm=args.lm, beams=args.beams,
-                                 batch_size=args.batch_size, name=args.name, card=card, ct2=ct2)  # fmt: skip
+                                 batch_size=args.batch_size, tail_silence_s=args.tail_silence, name=args.name,
+                                 card=card, ct2=ct2)  # fmt: skip
     except ExportError as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
@@ -106,12 +109,15 @@ def _refused(args: argparse.Namespace) -> str | None:
     """Why the options do not go together (None when they do)."""
     if args.from_rescore is not None and args.lm is not None:
         return "--lm goes with --model (a rescore run names its own LMs)"
+    if args.from_rescore is not None and args.tail_silence:
+        return "--tail-silence goes with --model (a rescore run decoded its clips as they are)"
     if args.format == "ct2":
         if args.from_rescore is not None:
             return ("--format ct2 converts one Whisper decoder (--model); a rescored system's search needs this "
                     "toolkit")  # fmt: skip
-        if args.lm is not None or args.beams != 1:
-            return "--format ct2 converts the decoder only: --lm and --beams belong to a system directory"
+        if args.lm is not None or args.beams != 1 or args.tail_silence:
+            return ("--format ct2 converts the decoder only: --lm, --beams and --tail-silence belong to a system "
+                    "directory")  # fmt: skip
         if args.with_ct2 is not None:
             return "--with-ct2 adds a CTranslate2 decoder to a system directory; --format ct2 writes only one"
     elif args.quantization is not None:

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--beams", type=int, default=1, help="beam size (1 = greedy)")
+    parser.add_argument("--tail-silence", type=float, default=0.0, metavar="S",
+                        help="seconds of silence appended to every clip (a system directory: its own)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per 30 s piece")
     parser.add_argument("--speed", default="best", choices=["fast", "balanced", "best"],
                         help="a system directory's rung: best = its own search as exported (default); balanced = "
@@ -84,7 +86,7 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(language=args.language, task=args.task, beams=args.beams, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, fusion=fusion_from_args(args), lm=args.lm,
                          lm_alpha=args.lm_alpha, lm_beta=args.lm_beta, beam_width=args.beam_width,
-                         device=args.device)  # fmt: skip
+                         tail_silence_s=args.tail_silence, device=args.device)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the model

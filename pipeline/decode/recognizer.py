@@ -16,6 +16,7 @@ evaluation all decode through a recognizer, so a system scores the same everywhe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ class SearchOptions:
     lm_alpha: float | None = None  # CTC: LM weight (default: lm.json's)
     lm_beta: float | None = None  # CTC: word bonus (default: lm.json's)
     beam_width: int | None = None  # CTC: beam search width (default: greedy without an LM)
+    # any system: seconds of silence appended to every clip before the search. A model fine-tuned on clips
+    # that end in silence keeps writing when a recording stops right at its last word (with_tail_silence)
+    tail_silence_s: float = 0.0
     device: str = "cpu"
 
     def language_for(self, fallback: str | None) -> str | None:
@@ -69,6 +73,30 @@ class Recognizer:
     def transcribe(self, waves: Sequence[np.ndarray]) -> list[str]:
         """The texts only."""
         return [text for text, _ in self.decode_batch(waves)]
+
+
+#: The longest tail of silence a search appends (more is no longer a clip's end but a pause).
+MAX_TAIL_SILENCE_S = 5.0
+
+
+def with_tail_silence(recognizer: Recognizer, seconds: float, sample_rate: int = 16000) -> Recognizer:
+    """``recognizer`` hearing ``seconds`` of silence after every clip (itself when ``seconds`` is 0).
+
+    Clips trimmed to their speech end where the talker stops; the clips a model was fine-tuned on
+    may all have ended in silence, and such a model, hearing no silence, writes on past the last
+    word (inserted repeats of it). The tail costs its seconds of encoder time per clip.
+    """
+    if not 0 <= seconds <= MAX_TAIL_SILENCE_S:
+        raise ValueError(f"tail silence {seconds} s: must be between 0 and {MAX_TAIL_SILENCE_S}")
+    if seconds == 0:
+        return recognizer
+    tail = np.zeros(int(round(seconds * sample_rate)), dtype=np.float32)
+    inner = recognizer.decode_batch
+
+    def decode_batch(waves: Sequence[np.ndarray]) -> list[tuple[str, int]]:
+        return inner([np.concatenate([np.asarray(w, dtype=np.float32), tail]) for w in waves])
+
+    return dataclasses.replace(recognizer, decode_batch=decode_batch)
 
 
 def check_options(is_ctc: bool, name: str, options: SearchOptions) -> None:
@@ -98,7 +126,7 @@ def load_recognizer(model: str | os.PathLike, options: SearchOptions = SearchOpt
 
         decode = load_ctc_decoder(model, lm=options.lm, alpha=options.lm_alpha, beta=options.lm_beta,
                                   beam_width=options.beam_width, device=options.device)  # fmt: skip
-        return Recognizer("ctc", name, decode)
+        return with_tail_silence(Recognizer("ctc", name, decode), options.tail_silence_s)
     from pipeline.models.whisper import load_whisper
 
     whisper, processor = load_whisper(model, device=options.device)
@@ -119,10 +147,11 @@ def whisper_recognizer(model, processor, options: SearchOptions = SearchOptions(
             raise ValueError("--fusion-weight needs a language (--language, or a model fine-tuned with one): "
                              "the character LM is one language's")  # fmt: skip
         scorer = WhisperScorer(model, processor, language, fallback_language=fallback_language)
-        return Recognizer("whisper+char-lm", name, fused_batch_decoder(scorer, options.fusion, options.beams))
+        fused = Recognizer("whisper+char-lm", name, fused_batch_decoder(scorer, options.fusion, options.beams))
+        return with_tail_silence(fused, options.tail_silence_s)
     from pipeline.decode.whisper import batch_decoder, decoding_language
 
     language = decoding_language(model, language, fallback_language)
     decode = batch_decoder(model, processor, language, options.task, options.batch_size, options.beams,
                            max_new_tokens=options.max_new_tokens)  # fmt: skip
-    return Recognizer("whisper", name, decode)
+    return with_tail_silence(Recognizer("whisper", name, decode), options.tail_silence_s)

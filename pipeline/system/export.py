@@ -274,14 +274,18 @@ def export_rescored(run: str | os.PathLike, out: str | os.PathLike, data: str | 
 
 def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike, *,
                    lm: str | os.PathLike | None = None, beams: int = 1, batch_size: int = 8,
-                   name: str | None = None, card: CardOptions = CardOptions(),
+                   tail_silence_s: float = 0.0, name: str | None = None, card: CardOptions = CardOptions(),
                    ct2: CT2Writer | None = None) -> Path:  # fmt: skip
     """Export one model, decoded plainly (greedy or ``beams`` wide; a CTC checkpoint with ``lm``: LM beam search;
-    ``ct2``: also write a Whisper model's CTranslate2 form into ``ct2/``)."""
+    ``tail_silence_s`` of silence after every clip, as it was scored; ``ct2``: also write a Whisper model's
+    CTranslate2 form into ``ct2/``)."""
+    from pipeline.decode.recognizer import MAX_TAIL_SILENCE_S
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
     if lm is not None and not is_ctc_checkpoint(model):
         raise ExportError(f"--lm needs a CTC checkpoint; {model} has no ctc_config.json")
+    if not 0 <= tail_silence_s <= MAX_TAIL_SILENCE_S:
+        raise ExportError(f"--tail-silence {tail_silence_s}: must be between 0 and {MAX_TAIL_SILENCE_S} s")
     prepared = Prepared.read(data)
     system = name or system_name(model)
 
@@ -292,7 +296,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
         if lm is not None:
             copy_lm(lm, tmp / LM_DIR)
             sources[LM_DIR] = str(lm)
-        search = SearchSpec(beams=beams, batch_size=batch_size)
+        search = SearchSpec(beams=beams, batch_size=batch_size, tail_silence_s=tail_silence_s)
         return SystemSpec(kind="decoder", name=system, language=prepared.language, decoders=[DECODER_DIR],
                           search=search, lm=LM_DIR if lm is not None else None, text_rules=RULES_FILE,
                           provenance=_provenance(card, sources))  # fmt: skip

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode.recognizer import Recognizer, SearchOptions
+from pipeline.decode.recognizer import Recognizer, SearchOptions, with_tail_silence
 from pipeline.system.spec import SystemSpec, is_system_dir, read_spec
 from pipeline.system.speed import DEFAULT_SPEED, Rung, check_speed, load_rung, own_search
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _FIXED_BY_SYSTEM = {"language": "--language", "detect_language": "--no-language", "task": "--task",
                     "beams": "--beams", "max_new_tokens": "--max-new-tokens", "fusion": "--fusion-weight",
                     "lm": "--lm", "lm_alpha": "--lm-alpha", "lm_beta": "--lm-beta",
-                    "beam_width": "--beam-width"}  # fmt: skip
+                    "beam_width": "--beam-width", "tail_silence_s": "--tail-silence"}  # fmt: skip
 
 
 def load_any(model: str | os.PathLike, options: SearchOptions = SearchOptions(), *,
@@ -65,7 +65,8 @@ def load_with_rung(model: str | os.PathLike, options: SearchOptions = SearchOpti
         check_options(model, spec, options)
         if speed == DEFAULT_SPEED:
             return load_system(model, options), Rung(speed, own_search(Path(model), spec))
-        return load_rung(Path(model), spec, speed, options.device)
+        recognizer, rung = load_rung(Path(model), spec, speed, options.device)
+        return with_tail_silence(recognizer, spec.search.tail_silence_s), rung  # each rung hears what the system heard
     if speed != DEFAULT_SPEED:
         raise ValueError(f"--speed {speed} needs a system directory (`export` writes one); {model} is a model: "
                          "choose its search with --beams")  # fmt: skip
@@ -79,8 +80,10 @@ def load_system(folder: str | os.PathLike, options: SearchOptions = SearchOption
     spec = read_spec(folder)
     check_options(folder, spec, options)
     if spec.kind == "decoder":
-        return _plain(Path(folder), spec, options.device)
-    return _rescored(Path(folder), spec, options.device)
+        recognizer = _plain(Path(folder), spec, options.device)
+    else:
+        recognizer = _rescored(Path(folder), spec, options.device)
+    return with_tail_silence(recognizer, spec.search.tail_silence_s)
 
 
 def check_options(folder: str | os.PathLike, spec: SystemSpec, options: SearchOptions) -> None:

@@ -52,6 +52,7 @@ class SearchSpec:
     batch_size: int = 8  # clips per search: the one the system was evaluated with
     language_token: str | None = None  # forced language token; None: each decoder's trained one, else ``language``
     fusion: FusionSpec | None = None  # "rescored" only
+    tail_silence_s: float = 0.0  # silence appended to every clip before the search (SearchOptions.tail_silence_s)
 
 
 @dataclass(frozen=True)
