@@ -145,6 +145,8 @@ def test_the_demo_and_punjabi_recipes_export_the_system_they_scored(tmp_path):
         scored = [c for c in decodes if _arg(c, "--model") == f"{exp}/whisper_ft/best"][-1]  # fine-tuned, test
         assert _arg(export, "--model") == _arg(scored, "--model") == f"{exp}/whisper_ft/best"
         assert _arg(export, "--batch-size") == _arg(scored, "--batch-size")  # the same batches, the same texts
+        for flag in ("--tail-silence",):  # the search it was scored with
+            assert (flag in export) == (flag in scored) and (flag not in export or _arg(export, flag) == _arg(scored, flag))
         assert _arg(export, "--results") == f"{exp}/whisper_ft/test/results.json"
         assert _arg(export, "--data") == data and _arg(export, "--out") == f"{exp}/final"
         assert f"recipes/{recipe}/run.sh" in _arg(export, "--recipe")
@@ -176,6 +178,7 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
         i = calls.index(train)
         decode, score = calls[i + 1], calls[i + 2]
         assert _arg(decode, "--model") == f"{exp}/best" and _arg(decode, "--manifest") == f"{data}/test.jsonl"
+        assert _arg(decode, "--tail-silence") == "0.5"
         assert _arg(score, "--hyps") == _arg(decode, "--out") == f"{exp}/test/hyps.jsonl"
         assert _arg(score, "--manifest") == f"{data}/test.jsonl" and _arg(score, "--system") == "whisper_ft"
     pool = next(c for c in calls if "--pool" in c)
@@ -190,6 +193,7 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
     report, export = calls[-3], calls[-1]
     assert report[2] == "report" and calls.index(final) < len(calls) - 3  # stage 11: the report with the pooled row
     assert export[2] == "export" and _arg(export, "--model") == "exp/pa_digits/whisper_ft_all/best"
+    assert _arg(export, "--tail-silence") == "0.5"  # as the folds were decoded
     assert _arg(export, "--data") == "data/pa_digits_folds/all" and _arg(export, "--out") == "exp/pa_digits/final_all"
     assert _arg(export, "--results") == "exp/pa_digits/whisper_ft_folds/pooled/results.json"
 
