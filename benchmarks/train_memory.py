@@ -15,6 +15,10 @@ config otherwise, without dev evaluation, in a subprocess of its own:
   by nature), the second reads it, and its peak RSS and samples/s are the training's;
 - with a regime that reads features on the fly, once.
 
+``--read-epochs N`` then reads the cached states of every clip N times over (N epochs of the
+batch plan, through the training's dataset, loader and collation, no model) for each split, in a
+subprocess of its own: what a long training's data path holds, without its hours of compute.
+
 Peak RSS is the child's ``ru_maxrss`` (``os.wait4``); the largest anonymous and file-backed
 (``RssAnon``/``RssFile``, polled from ``/proc``) resident sizes say which kind grew.
 samples/s is the median of ``log.jsonl``'s windows (training time only). The cache size on disk
@@ -109,6 +113,53 @@ def train_once(label: str, config: str, overrides: list[str], out_dir: Path, thr
                      statistics.median(rates) if rates else None, proc.returncode)  # fmt: skip
 
 
+def read_epochs(manifest: Path, cache_dir: Path, epochs: int, batch_seconds: float) -> None:
+    """Child process: every clip's cached states, ``epochs`` times in the batch plan's order; prints samples/s."""
+    import torch
+
+    from pipeline.train.cache import EncoderStateCache
+    from pipeline.train.data import BatchPlan, StateDataset, collate, load_examples
+
+    torch.set_num_threads(1)
+    examples, _ = load_examples(manifest, lambda text: ([0, 0], 1))
+    cache = EncoderStateCache(cache_dir.parent, cache_dir.name)
+    dataset = StateDataset(examples, cache, None, seed=0)
+    plan = BatchPlan([ex.utt.duration for ex in examples], batch_seconds=batch_seconds, max_batch_size=64, seed=0)
+    n, start = 0, time.time()
+    for epoch in range(epochs):
+        batches = plan.epoch_batches(epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=lambda s: collate(s, 0))
+        for batch in loader:
+            n += len(batch["ids"])
+    print(json.dumps({"samples": n, "samples_per_s": n / (time.time() - start)}))
+
+
+def measure_read(label: str, manifest: Path, cache_dir: Path, epochs: int, batch_seconds: float, threads: int) -> RunResult:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "benchmarks.train_memory", "--read-child", str(manifest), str(cache_dir), str(epochs),
+           str(batch_seconds)]  # fmt: skip
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    peaks: dict[str, int] = {}
+    done = threading.Event()
+    poller = threading.Thread(target=_poll_rss, args=(proc.pid, peaks, done), daemon=True)
+    poller.start()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    poller.join()
+    rate = json.loads(out.strip().splitlines()[-1])["samples_per_s"] if out.strip() else None
+    return RunResult(label, time.time() - start, usage.ru_maxrss / 1024, peaks.get("RssAnon", 0) / 1024,
+                     peaks.get("RssFile", 0) / 1024, rate, os.waitstatus_to_exitcode(status))  # fmt: skip
+
+
+def trimmed_cache(cache_root: Path) -> Path:
+    for d in sorted(cache_root.glob("*")):
+        if (d / "meta.json").exists() and json.loads((d / "meta.json").read_text()).get("trimmed", True):
+            return d
+    raise SystemExit(f"no trimmed encoder-state cache under {cache_root}: run the cached-encoder regime first")
+
+
 def cache_sizes(cache_root: Path) -> dict[str, tuple[float, int]]:
     """(MB on disk, entries) of each cache under ``cache_root``, by kind (trimmed / padded)."""
     out = {}
@@ -122,6 +173,10 @@ def cache_sizes(cache_root: Path) -> dict[str, tuple[float, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--read-child"]:
+        read_epochs(Path(argv[1]), Path(argv[2]), int(argv[3]), float(argv[4]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepared", required=True, type=Path, help="a prepared folder (train.jsonl + audio)")
     ap.add_argument("--work", required=True, type=Path, help="a folder for the splits and runs (made fresh)")
@@ -132,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--regimes", nargs="+", default=["cached-encoder", "freeze-encoder"])
     ap.add_argument("--splits", nargs="+", type=int, default=None, help="repeats to run (default: 1 and --repeat)")
+    ap.add_argument("--read-epochs", type=int, default=0,
+                    help="also read every clip's cached states this many times over, no model (0: not)")
+    ap.add_argument("--no-train", action="store_true", help="only --read-epochs, on the caches already in --work")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="more config overrides for every run")
     args = ap.parse_args(argv)
     prepared, work = args.prepared.resolve(), args.work.resolve()
@@ -144,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         hours = write_split(prepared, split, repeat, args.limit)
         n = sum(1 for _ in open(split / "train.jsonl"))
         print(f"split {repeat}x: {n} clips, {hours:.3f} h", flush=True)
+        if args.no_train:
+            caches[repeat] = (hours, cache_sizes(work / f"cache-{repeat}x"))
         common = [f"data.manifests_dir={split}", f"train.max_steps={args.max_steps}",
                   f"train.threads={args.threads}", "train.checkpoint_every=100000", *args.overrides]  # fmt: skip
-        for regime in args.regimes:
+        for regime in [] if args.no_train else args.regimes:
             tag = f"{repeat}x-{regime}"
             extra = [*common, f"train.regime={regime}", f"train.cache_dir={work / f'cache-{repeat}x'}"]
             if regime == "cached-encoder":
@@ -156,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                 caches[repeat] = (hours, cache_sizes(work / f"cache-{repeat}x"))
             r = train_once(f"{tag} train", args.config, extra, work / f"run-{tag}", args.threads)
             results.append((tag, r))
+            print(r, flush=True)
+        if args.read_epochs:
+            r = measure_read(f"{repeat}x read states x{args.read_epochs} epochs (no model)", split / "train.jsonl",
+                             trimmed_cache(work / f"cache-{repeat}x"), args.read_epochs, 30.0, args.threads)  # fmt: skip
+            results.append((f"{repeat}x-read", r))
             print(r, flush=True)
     print("\n| run | wall s | peak RSS MiB | RssAnon MiB | RssFile MiB | samples/s | exit |")
     print("|---|---|---|---|---|---|---|")

@@ -98,16 +98,37 @@ def test_cache_index_is_index_json_in_compact_form():
     assert index.entries() == {**entries, "a@1": {"shard": "shard-00002.safetensors", "frames": 7}}
 
 
-def test_training_batches_carry_each_clips_own_states_through_the_streaming_reader(tmp_path):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(tiny Whisper, processor, 8 train examples)."""
     torch.set_num_threads(1)
-    corpus = write_tiny_corpus(tmp_path / "corpus", n_train=8, n_dev=1)
+    corpus = write_tiny_corpus(tmp_path_factory.mktemp("stream"), n_train=8, n_dev=1)
     model, processor = build_tiny_whisper(layers=2)
     model.eval()
     examples, _ = load_examples(corpus / "train.jsonl", LabelEncoder(processor, model, "sa"))
-    cache = build_train_state_cache(
-        tmp_path / "cache", model.model.encoder, 1, processor.feature_extractor, examples, [0.9, 1.0],
-        base_model="tiny", seed=0, batch_size=1, shard_size=1, device="cpu", progress=False,
-    )  # fmt: skip
+    return model, processor, examples
+
+
+def build_cache(tiny, root: Path, **kw):
+    model, processor, examples = tiny
+    return build_train_state_cache(root, model.model.encoder, 1, processor.feature_extractor, examples, [0.9, 1.0],
+                                   base_model="tiny", seed=0, device="cpu", progress=False, **kw)  # fmt: skip
+
+
+def test_a_build_writes_a_shard_once_it_holds_shard_bytes_of_states(tiny, tmp_path):
+    examples = tiny[2]
+    few = build_cache(tiny, tmp_path / "few", batch_size=2, shard_size=100)
+    assert len(list(few.dir.glob("shard-*.safetensors"))) == 1
+    by_bytes = build_cache(tiny, tmp_path / "bytes", batch_size=2, shard_size=100, shard_bytes=1)
+    batches = 2 * len(examples) // 2  # every clip at two speeds, two clips a batch: a shard after each batch
+    assert len(list(by_bytes.dir.glob("shard-*.safetensors"))) == batches
+    for key in few.index:
+        assert torch.equal(by_bytes.reader.read(by_bytes.index.shard_of(key), key), few.reader.read(few.index.shard_of(key), key))
+
+
+def test_training_batches_carry_each_clips_own_states_through_the_streaming_reader(tiny, tmp_path):
+    examples = tiny[2]
+    cache = build_cache(tiny, tmp_path / "cache", batch_size=1, shard_size=1)
     shards = sorted(cache.dir.glob("shard-*.safetensors"))
     assert len(shards) == 2 * len(examples)  # one clip a shard: every batch crosses shards
     reference = {k: v for s in shards for k, v in load(s.read_bytes()).items()}  # read whole, not mapped

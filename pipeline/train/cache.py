@@ -52,6 +52,9 @@ from pipeline.train.shard_reader import ShardReader
 log = logging.getLogger(__name__)
 
 
+MAX_SHARD_BYTES = 64 * 2**20  # states a build holds before writing them as a shard
+
+
 def cache_key(utt_id: str, factor: float) -> str:
     return f"{utt_id}@{factor:g}"
 
@@ -199,13 +202,16 @@ class EncoderStateCache:
         stop: int,
         batch_size: int = 8,
         shard_size: int = 200,
+        shard_bytes: int = MAX_SHARD_BYTES,
         device: torch.device | str = "cpu",
         progress: bool = True,
     ) -> int:
         """Compute and store the states of every (utt id, factor) job not cached yet.
 
         ``features_of(utt_id, factor) -> (features (n_mels, T), mel_length)``. Jobs
-        should be sorted by duration so that batches pad little. Returns the
+        should be sorted by duration so that batches pad little. A shard is written once it
+        holds ``shard_size`` clips or ``shard_bytes`` of states, whichever comes first: what the
+        build holds in memory (200 padded windows of whisper-base would be 300 MB). Returns the
         number of clips computed.
         """
         with open(self.dir / ".lock", "a") as lock:
@@ -214,12 +220,12 @@ class EncoderStateCache:
             todo = [(u, f) for u, f in jobs if cache_key(u, f) not in self.index]
             if not todo:
                 return 0
-            self._build_locked(encoder, todo, features_of, stop, batch_size, shard_size, device, progress)
+            self._build_locked(encoder, todo, features_of, stop, batch_size, (shard_size, shard_bytes), device, progress)
         return len(todo)
 
     def _build_locked(
         self, encoder: torch.nn.Module, todo: list[tuple[str, float]], features_of, stop: int, batch_size: int,
-        shard_size: int, device: torch.device | str, progress: bool,
+        shard_limits: tuple[int, int], device: torch.device | str, progress: bool,
     ) -> None:  # fmt: skip
         was_training = encoder.training
         encoder.eval()
@@ -239,7 +245,7 @@ class EncoderStateCache:
                 )
                 for i, (u, f) in enumerate(chunk):
                     pending[cache_key(u, f)] = hidden[i, : int(enc_lens[i])].to("cpu", torch.float16).contiguous()
-                if len(pending) >= shard_size:
+                if len(pending) >= shard_limits[0] or sum(x.nbytes for x in pending.values()) >= shard_limits[1]:
                     self._flush(pending)
                 bar.update(len(chunk))
             self._flush(pending)
@@ -268,6 +274,7 @@ def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
     device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float]] | None = None,
+    shard_bytes: int = MAX_SHARD_BYTES,
 ) -> EncoderStateCache:  # fmt: skip
     """Lower encoder states (after layer ``stop``) of every train example at every speed factor,
     on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
@@ -293,7 +300,7 @@ def build_train_state_cache(
                    if only is None or (ex.index, f) in only),
                   key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
     n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
-                    device=device, progress=progress)  # fmt: skip
+                    shard_bytes=shard_bytes, device=device, progress=progress)  # fmt: skip
     if n:
         log.info("cached %s encoder states (after layer %d) of %d train clips in %s",
                  "trimmed" if trimmed else "30-s padded", stop, n, cache.dir)  # fmt: skip
