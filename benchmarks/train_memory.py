@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", nargs="+", type=int, default=None, help="repeats to run (default: 1 and --repeat)")
     ap.add_argument("--read-epochs", type=int, default=0,
                     help="also read every clip's cached states this many times over, no model (0: not)")
+    ap.add_argument("--reuse-cache", action="store_true",
+                    help="no cache build run where --work holds a cache already (copied from an earlier measurement)")
     ap.add_argument("--no-train", action="store_true", help="only --read-epochs, on the caches already in --work")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="more config overrides for every run")
     args = ap.parse_args(argv)
@@ -209,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         for regime in [] if args.no_train else args.regimes:
             tag = f"{repeat}x-{regime}"
             extra = [*common, f"train.regime={regime}", f"train.cache_dir={work / f'cache-{repeat}x'}"]
-            if regime == "cached-encoder":
+            if regime == "cached-encoder" and not (args.reuse_cache and (work / f"cache-{repeat}x").exists()):
                 r = train_once(f"{tag} cache build + train", args.config, extra, work / f"run-{tag}-build", args.threads)
                 results.append((tag, r))
                 print(r, flush=True)
-                caches[repeat] = (hours, cache_sizes(work / f"cache-{repeat}x"))
+            caches[repeat] = (hours, cache_sizes(work / f"cache-{repeat}x"))
             r = train_once(f"{tag} train", args.config, extra, work / f"run-{tag}", args.threads)
             results.append((tag, r))
             print(r, flush=True)
