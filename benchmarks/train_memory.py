@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--read-child"]:
         read_epochs(Path(argv[1]), Path(argv[2]), int(argv[3]), float(argv[4]))
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepared", required=True, type=Path, help="a prepared folder (train.jsonl + audio)")
     ap.add_argument("--work", required=True, type=Path, help="a folder for the splits and runs (made fresh)")
     ap.add_argument("--config", default="recipes/demo/config.yaml")
