@@ -3,6 +3,7 @@
     python -m benchmarks.prepare_throughput      prepare against a bare decode + resample loop
     python -m benchmarks.load_speed              CPU cost of reading a prepared corpus back (cache or source)
     python -m benchmarks.train_step_cost         seconds per training step of each regime
+    python -m benchmarks.train_memory            peak RSS and samples/s of a training on a split and on it 10x
     python -m benchmarks.time_to_cer             regimes raced to the same dev CER (or a sweep of configs)
     python -m benchmarks.vocab                   Whisper's decoder vocabulary against a new BPE one
     python -m benchmarks.decode_speed            greedy against beam search, as ``decode`` runs them

@@ -175,7 +175,7 @@ class TrainConfig:
     # characters of data.vocab_path() on the final encoder states. 0 = decoder loss only.
     ctc_weight: float = num(0.0, ge=0, lt=1)
     cache_dir: str = ""  # encoder-state cache (cached-encoder); default <output_dir>/encoder_cache
-    cache_shard_size: int = num(200, ge=1, le=MAX_COUNT)  # utterances per cache shard
+    cache_shard_size: int = num(200, ge=1, le=MAX_COUNT)  # utterances per cache shard (a shard also ends at 64 MiB)
     threads: int = num(0, ge=0, le=1024)  # torch intra-op threads on CPU (0 = torch default)
 
 

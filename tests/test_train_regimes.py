@@ -211,7 +211,7 @@ def test_joint_ctc_trains_a_character_head_on_the_adapted_encoder(assets, tmp_pa
     module = tr.unwrapped
     assert module.ctc_head.out.out_features == len(tr.ctc_vocab) == 3 + 2  # <pad> <unk> | a b
     ex = tr.train_ex[0]
-    assert ex.ctc_labels == tuple(tr.ctc_vocab.encode(ex.utt.text))
+    assert tuple(ex.ctc_labels) == tuple(tr.ctc_vocab.encode(ex.utt.text))
     from pipeline.train.data import Item
 
     batch = collate([tr.parts.train_set[Item(i, 1.0, 0)] for i in range(4)], pad_id=tr.labels.eot)

@@ -20,6 +20,11 @@ The fingerprint hashes the encoder weights the states depend on, so a cache is
 never reused for a different model or split point; with babble among the channels
 (``augment.channels``) it also hashes the clips babble is made of.
 
+A training reads the states back one clip at a time (:mod:`pipeline.train.shard_reader`: a
+few shard files open, none mapped into memory) and keeps only the index, compactly
+(:class:`CacheIndex`): its memory does not grow with the cache, whose size on disk does
+(d_model x 2 bytes x 50 frames a second: 184 MB per hour of audio and speed factor for whisper-base).
+
 States of the 30-s padded window (``trimmed=False``, for ``train.padded_share``) live in a
 cache of their own (another fingerprint): 1500 frames a clip whatever its length, i.e.
 1500 x d_model x 2 bytes (1.5 MB for whisper-base) per clip and speed factor; a run caches
@@ -33,19 +38,23 @@ import hashlib
 import json
 import logging
 import os
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
 from data_prep.degrade import CLEAN
 from data_prep.outputs import atomic_write_text
 from pipeline.models.encoder import encode_trimmed
+from pipeline.train.shard_reader import ShardReader
 
 log = logging.getLogger(__name__)
+
+
+MAX_SHARD_BYTES = 64 * 2**20  # states a build holds before writing them as a shard
 
 
 def cache_key(utt_id: str, factor: float, channel: str = CLEAN) -> str:
@@ -65,30 +74,88 @@ def encoder_fingerprint(encoder: torch.nn.Module, stop: int, extra: dict | None 
     return h.hexdigest()[:16]
 
 
+class CacheIndex:
+    """Which shard holds each cached key, and its frame count: one dict of row numbers and two
+    arrays, rather than a dict per entry (what ``index.json`` holds, in memory for the whole run)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._shard = array("i")  # row -> position in self.shards
+        self._frames = array("i")
+        self.shards: list[str] = []  # the shard file names, in the order first seen
+        self._shard_pos: dict[str, int] = {}
+
+    @classmethod
+    def from_entries(cls, entries: dict[str, dict]) -> CacheIndex:
+        """From ``index.json``'s ``{key: {"shard": name, "frames": n}}``."""
+        index = cls()
+        for key, entry in entries.items():
+            index.add(key, entry["shard"], int(entry["frames"]))
+        return index
+
+    def entries(self) -> dict[str, dict]:
+        """``index.json``'s form of the index."""
+        return {key: {"shard": self.shards[self._shard[row]], "frames": self._frames[row]} for key, row in self._rows.items()}
+
+    def add(self, key: str, shard: str, frames: int) -> None:
+        pos = self._shard_pos.get(shard)
+        if pos is None:
+            pos = self._shard_pos[shard] = len(self.shards)
+            self.shards.append(shard)
+        row = self._rows.get(key)
+        if row is None:
+            self._rows[key] = len(self._shard)
+            self._shard.append(pos)
+            self._frames.append(frames)
+        else:
+            self._shard[row], self._frames[row] = pos, frames
+
+    def update(self, other: CacheIndex) -> None:
+        """Add (or overwrite with) every entry of ``other``."""
+        for key, row in other._rows.items():
+            self.add(key, other.shards[other._shard[row]], other._frames[row])
+
+    def shard_of(self, key: str) -> str | None:
+        row = self._rows.get(key)
+        return None if row is None else self.shards[self._shard[row]]
+
+    def frames_of(self, key: str) -> int | None:
+        row = self._rows.get(key)
+        return None if row is None else self._frames[row]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self):
+        return iter(self._rows)
+
+
 class EncoderStateCache:
     """Read/write access to one cache directory (one model, one split layer)."""
 
-    def __init__(self, root: str | Path, fingerprint: str, meta: dict | None = None):
+    def __init__(self, root: str | Path, fingerprint: str, meta: dict | None = None, *, max_open_shards: int = 4):
         self.dir = Path(root) / fingerprint
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.dir / "meta.json"
         if meta is not None and not meta_path.exists():
             atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        self.index: dict[str, dict] = self._read_index()
-        self._handles: dict[str, object] = {}
-        self._pid = os.getpid()
+        self.index = self._read_index()
+        self.reader = ShardReader(self.dir, max_open=max_open_shards)
 
-    def _read_index(self) -> dict[str, dict]:
+    def _read_index(self) -> CacheIndex:
         path = self.dir / "index.json"
         if not path.exists():
-            return {}
+            return CacheIndex()
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["entries"]
-        except (json.JSONDecodeError, KeyError) as e:
+            return CacheIndex.from_entries(json.loads(path.read_text(encoding="utf-8"))["entries"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: corrupt cache index ({e}); delete {self.dir} to rebuild") from e
 
     def _write_index(self) -> None:
-        atomic_write_text(self.dir / "index.json", json.dumps({"entries": self.index}, sort_keys=True) + "\n")
+        atomic_write_text(self.dir / "index.json", json.dumps({"entries": self.index.entries()}, sort_keys=True) + "\n")
 
     def __contains__(self, key: str) -> bool:
         return key in self.index
@@ -98,25 +165,19 @@ class EncoderStateCache:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _handle(self, shard: str):
-        if os.getpid() != self._pid:  # a forked data-loader worker opens its own files
-            self._handles, self._pid = {}, os.getpid()
-        if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
-        return self._handles[shard]
-
     def get(self, utt_id: str, factor: float = 1.0, channel: str = CLEAN) -> torch.Tensor:
-        """States (S, d) as float32."""
+        """States (S, d) as float32, read from their shard file (at most ``max_open_shards`` files open,
+        none mapped: see :mod:`pipeline.train.shard_reader`)."""
         key = cache_key(utt_id, factor, channel)
-        entry = self.index.get(key)
-        if entry is None:
+        shard = self.index.shard_of(key)
+        if shard is None:
             raise KeyError(f"{key} is not in the encoder cache {self.dir}")
-        return self._handle(entry["shard"]).get_tensor(key).float()
+        return self.reader.read(shard, key).float()
 
     # -- building --------------------------------------------------------------------------
 
     def _next_shard_name(self) -> str:
-        used = {e["shard"] for e in self.index.values()}
+        used = set(self.index.shards)
         i = len(used)
         while f"shard-{i:05d}.safetensors" in used or (self.dir / f"shard-{i:05d}.safetensors").exists():
             i += 1
@@ -130,7 +191,7 @@ class EncoderStateCache:
         save_file(pending, str(tmp))
         os.replace(tmp, self.dir / name)
         for key, t in pending.items():
-            self.index[key] = {"shard": name, "frames": int(t.shape[0])}
+            self.index.add(key, name, int(t.shape[0]))
         self._write_index()
         pending.clear()
 
@@ -144,13 +205,16 @@ class EncoderStateCache:
         stop: int,
         batch_size: int = 8,
         shard_size: int = 200,
+        shard_bytes: int = MAX_SHARD_BYTES,
         device: torch.device | str = "cpu",
         progress: bool = True,
     ) -> int:
         """Compute and store the states of every (utt id, factor, channel) job not cached yet.
 
         ``features_of(utt_id, factor, channel) -> (features (n_mels, T), mel_length)``. Jobs
-        should be sorted by duration so that batches pad little. Returns the
+        should be sorted by duration so that batches pad little. A shard is written once it
+        holds ``shard_size`` clips or ``shard_bytes`` of states, whichever comes first: what the
+        build holds in memory (200 padded windows of whisper-base would be 300 MB). Returns the
         number of clips computed.
         """
         with open(self.dir / ".lock", "a") as lock:
@@ -159,12 +223,12 @@ class EncoderStateCache:
             todo = [job for job in jobs if cache_key(*job) not in self.index]
             if not todo:
                 return 0
-            self._build_locked(encoder, todo, features_of, stop, batch_size, shard_size, device, progress)
+            self._build_locked(encoder, todo, features_of, stop, batch_size, (shard_size, shard_bytes), device, progress)
         return len(todo)
 
     def _build_locked(
         self, encoder: torch.nn.Module, todo: list[tuple[str, float, str]], features_of, stop: int, batch_size: int,
-        shard_size: int, device: torch.device | str, progress: bool,
+        shard_limits: tuple[int, int], device: torch.device | str, progress: bool,
     ) -> None:  # fmt: skip
         was_training = encoder.training
         encoder.eval()
@@ -184,7 +248,7 @@ class EncoderStateCache:
                 )
                 for i, job in enumerate(chunk):
                     pending[cache_key(*job)] = hidden[i, : int(enc_lens[i])].to("cpu", torch.float16).contiguous()
-                if len(pending) >= shard_size:
+                if len(pending) >= shard_limits[0] or sum(x.nbytes for x in pending.values()) >= shard_limits[1]:
                     self._flush(pending)
                 bar.update(len(chunk))
             self._flush(pending)
@@ -217,7 +281,7 @@ def build_train_state_cache(
     root: str | os.PathLike, encoder: torch.nn.Module, stop: int, feature_extractor, examples: Sequence,
     speed_factors: Sequence[float], *, base_model: str, seed: int, batch_size: int, shard_size: int,
     device, progress: bool = True, trimmed: bool = True, only: set[tuple[int, float, str]] | None = None,
-    channels: Sequence[str] = (CLEAN,),
+    channels: Sequence[str] = (CLEAN,), shard_bytes: int = MAX_SHARD_BYTES,
 ) -> EncoderStateCache:  # fmt: skip
     """Lower encoder states (after layer ``stop``) of every train example at every speed factor and
     channel, on each clip's real length or (``trimmed=False``) on the 30-s padded window; ``only``: just
@@ -244,7 +308,7 @@ def build_train_state_cache(
                    if only is None or (ex.index, f, c) in only),
                   key=lambda j: examples[by_id[j[0]]].utt.duration / j[1])  # fmt: skip
     n = cache.build(encoder, jobs, features_of, stop=stop, batch_size=batch_size, shard_size=shard_size,
-                    device=device, progress=progress)  # fmt: skip
+                    shard_bytes=shard_bytes, device=device, progress=progress)  # fmt: skip
     if n:
         log.info("cached %s encoder states (after layer %d) of %d train clips in %s",
                  "trimmed" if trimmed else "30-s padded", stop, n, cache.dir)  # fmt: skip

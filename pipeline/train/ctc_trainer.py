@@ -46,7 +46,7 @@ from pipeline.models.ctc_heads import HeadConfig
 from pipeline.models.ctc_loss import filter_label_too_long, pad_labels
 from pipeline.models.ctc_monitor import BlankCollapseMonitor
 from pipeline.models.ctc_vocab import CTCVocab
-from pipeline.train.data import WINDOW_S, Example, FeatureDataset, Item, StateDataset, collate
+from pipeline.train.data import WINDOW_S, Example, FeatureDataset, Item, StateDataset, collate, label_array
 from pipeline.train.evaluate import DevResult, score_hyps
 from pipeline.train.loop import DevScore, TrainingLoop, TrainingParts, mixed_precision
 from pipeline.train.processes import SingleProcess
@@ -191,7 +191,7 @@ class CTCTrainer(TrainingLoop):
         if not kept:
             raise ConfigError(f"{path}: no usable training clips (data.min_duration {cfg.data.min_duration:g}, "
                               f"max duration {self.max_duration:g} s, {len(rejects)} label_too_long)")
-        return [Example(i, u, path.parent, tuple(self.vocab.encode(u.text)), 0) for i, u in enumerate(kept)]
+        return [Example(i, u, path.parent, label_array(self.vocab.encode(u.text)), 0) for i, u in enumerate(kept)]
 
     def _train_set(self) -> torch.utils.data.Dataset:
         """Raw audio (wav2vec2), the frozen lower encoder's cached states, or log-mel features."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import zlib
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +49,27 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Example:
-    """One utterance ready for training: its record and decoder label sequence."""
+    """One utterance ready for training: its record and decoder label sequence.
+
+    Label sequences are int32 arrays (:func:`label_array`): 4 bytes a token where a tuple of
+    Python ints takes 40, for every train clip, for the whole run.
+    """
 
     index: int
     utt: Utterance
     manifest_dir: Path
-    labels: tuple[int, ...]  # prefix tokens + text tokens + end-of-text
+    labels: Sequence[int]  # prefix tokens + text tokens + end-of-text
     prefix_len: int  # tokens the decoder is given, not asked to predict (sot, language, task, notimestamps)
-    ctc_labels: tuple[int, ...] = ()  # character ids of the text (joint CTC/attention training only)
+    ctc_labels: Sequence[int] = ()  # character ids of the text (joint CTC/attention training only)
 
     @property
     def audio_path(self) -> Path:
         return self.utt.audio_path(self.manifest_dir)
+
+
+def label_array(ids: Sequence[int]) -> array:
+    """A label sequence as :class:`Example` keeps it."""
+    return array("i", ids)
 
 
 def load_examples(
@@ -89,7 +99,7 @@ def load_examples(
         if len(labels) > max_labels:
             skipped["label_too_long"] += 1
             continue
-        out.append(Example(len(out), utt, manifest.parent, tuple(labels), prefix_len))
+        out.append(Example(len(out), utt, manifest.parent, label_array(labels), prefix_len))
     if any(skipped.values()):
         log.info("%s: skipped %s", manifest, {k: v for k, v in skipped.items() if v})
     return out, skipped

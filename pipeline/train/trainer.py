@@ -39,7 +39,7 @@ from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.language import LabelEncoder, language_token, setup_language
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache
-from pipeline.train.data import FeatureDataset, StateDataset, collate, load_examples
+from pipeline.train.data import FeatureDataset, StateDataset, collate, label_array, load_examples
 from pipeline.train.evaluate import DevResult, evaluate_dev
 from pipeline.train.export import CTC_DIR, as_exported, export_model
 from pipeline.train.loop import DevScore, TrainingLoop, TrainingParts, mixed_precision, seed_everything
@@ -164,7 +164,7 @@ class Trainer(TrainingLoop):
     def _add_ctc_labels(self) -> CTCVocab:
         """Joint CTC: every train example gets its text's character ids (``data.vocab_path()``)."""
         vocab = CTCVocab.load(self.cfg.data.vocab_path())
-        self.train_ex = [dataclasses.replace(ex, ctc_labels=tuple(vocab.encode(ex.utt.text))) for ex in self.train_ex]
+        self.train_ex = [dataclasses.replace(ex, ctc_labels=label_array(vocab.encode(ex.utt.text))) for ex in self.train_ex]
         if self.is_main:
             log.info("joint CTC/attention, weight %.2f: %d characters from %s", self.cfg.train.ctc_weight,
                      len(vocab), vocab.source)  # fmt: skip
