@@ -108,7 +108,7 @@ def test_states_are_cached_once_per_speed_factor_and_channel(corpus, tmp_path):
     assert torch.equal(trainer.parts.train_set[item]["states"], cache.get(trainer.train_ex[item.index].utt.id,
                                                                            item.factor, "telephone"))  # fmt: skip
     again = Trainer(cfg, progress=False).setup().parts.train_set.cache
-    assert again.dir == cache.dir and again.index == cache.index
+    assert again.dir == cache.dir and again.index.entries() == cache.index.entries()
     # Another babble pool (other clips) is another cache: its states are other sounds.
     plain = config_from_dict(recipe(corpus, model_dir, tmp_path / "plain", speed_perturb=[0.9, 1.0]))
     assert Trainer(plain, progress=False).setup().parts.train_set.cache.dir != cache.dir
