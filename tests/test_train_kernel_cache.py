@@ -1,4 +1,4 @@
-"""A training's CPU convolutions keep a kernel for the last few input shapes only, not one per clip length."""
+"""CPU convolutions keep a kernel for the last few input shapes only, not one per clip length."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONVOLVE_MANY_LENGTHS = """
 import sys, torch
 if sys.argv[1] == "bounded":
-    from pipeline.train.loop import bound_kernel_cache
+    from pipeline.models.cpu_kernels import bound_kernel_cache
     bound_kernel_cache()
 torch.set_num_threads(1)
 def anon():

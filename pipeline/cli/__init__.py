@@ -53,6 +53,9 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.models.cpu_kernels import bound_kernel_cache
+
+    bound_kernel_cache()  # before any command runs a kernel
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not argv or argv[0] in ("-h", "--help"):

@@ -116,8 +116,10 @@ def load_recognizer(model: str | os.PathLike, options: SearchOptions = SearchOpt
     system cannot use, :class:`~pipeline.models.model_files.ModelFileError` for a model that
     cannot be read.
     """
+    from pipeline.models.cpu_kernels import bound_kernel_cache
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
+    bound_kernel_cache()
     name = str(model)
     is_ctc = is_ctc_checkpoint(model)
     check_options(is_ctc, name, options)

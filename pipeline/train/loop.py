@@ -40,7 +40,6 @@ import functools
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from tqdm import tqdm
 
 from data_prep.outputs import atomic_write_text
 from pipeline.config import ConfigError, RecipeConfig
+from pipeline.models.cpu_kernels import bound_kernel_cache
 from pipeline.train import checkpoint as ckpt
 from pipeline.train.cache import EncoderStateCache, build_train_state_cache, open_train_state_cache
 from pipeline.train.channels import TrainChannels
@@ -85,21 +85,6 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0 - progress
-
-
-ONEDNN_KERNEL_CACHE = 16  # kernels oneDNN keeps, the last shapes seen (its default: 1024)
-
-
-def bound_kernel_cache() -> None:
-    """Keep oneDNN's cache of CPU kernels small (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, unless set).
-
-    oneDNN keeps a kernel, with its buffers, for every input shape it has run, up to 1024 of them.
-    The encoder's convolution sees a new shape with nearly every batch of trimmed clips (each batch
-    is as long as its longest clip): about 2.7 MB a shape for whisper-base's stem, so a process's
-    memory grew with the distinct clip lengths of its corpus (900 MB over the 150 batches of a cache
-    build). oneDNN reads the setting when it makes its first kernel: this runs before any.
-    """
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_KERNEL_CACHE))
 
 
 def seed_everything(seed: int) -> None:
