@@ -281,7 +281,7 @@ def test_ct2_export_refuses_what_has_no_ctranslate2_form(trained, tmp_path, caps
         (["--model", str(ctc), "--format", "ct2"], "not a Whisper model folder"),
         (["--from-rescore", str(tmp_path), "--format", "ct2"], "converts one Whisper decoder"),
         (["--model", str(trained / "exp/final"), "--quantization", "int8"], "goes with --format ct2"),
-        (["--model", str(trained / "exp/final"), "--format", "ct2", "--beams", "4"], "--lm and --beams"),
+        (["--model", str(trained / "exp/final"), "--format", "ct2", "--beams", "4"], "--lm, --beams and --tail-silence"),
     ]
     for args, message in cases:
         assert main(["export", *args, "--data", data, "--out", str(tmp_path / "out")]) == 2
