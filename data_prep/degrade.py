@@ -316,6 +316,13 @@ def degrade_clip(x, cond: Condition, generator, talkers: Sequence[Sequence] = ()
     return dsp.mix_at_snr(x, noise, cond.snr_db), None
 
 
+def full_scale_gain(y) -> float:
+    """The gain that brings ``y`` (a tensor) below full scale (1.0 when it is already): the whole clip turned
+    down, so that additive noise keeps its SNR."""
+    peak = float(y.abs().max()) if y.numel() else 0.0
+    return PEAK / peak if peak > PEAK else 1.0
+
+
 def _write_clip(x, y, rir, cond: Condition, path: Path, utt_id: str) -> ClipStats:
     """Write ``y`` (turned down below full scale if needed) as 16-bit FLAC; measure what was written."""
     import numpy as np
@@ -324,8 +331,7 @@ def _write_clip(x, y, rir, cond: Condition, path: Path, utt_id: str) -> ClipStat
     from data_prep import degrade_dsp as dsp
     from data_prep.audio import to_pcm16, write_flac
 
-    peak = float(y.abs().max()) if y.numel() else 0.0
-    gain = PEAK / peak if peak > PEAK else 1.0
+    gain = full_scale_gain(y)
     pcm = to_pcm16((y * gain).numpy())
     write_flac(path, pcm)
     written = torch.from_numpy(pcm.astype(np.float32) / 32767.0)

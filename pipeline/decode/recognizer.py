@@ -79,6 +79,12 @@ class Recognizer:
 MAX_TAIL_SILENCE_S = 5.0
 
 
+def check_tail_silence(seconds: float) -> None:
+    """ValueError unless 0 <= ``seconds`` <= :data:`MAX_TAIL_SILENCE_S`."""
+    if not 0 <= seconds <= MAX_TAIL_SILENCE_S:
+        raise ValueError(f"tail silence {seconds} s: must be between 0 and {MAX_TAIL_SILENCE_S}")
+
+
 def with_tail_silence(recognizer: Recognizer, seconds: float, sample_rate: int = 16000) -> Recognizer:
     """``recognizer`` hearing ``seconds`` of silence after every clip (itself when ``seconds`` is 0).
 
@@ -86,8 +92,7 @@ def with_tail_silence(recognizer: Recognizer, seconds: float, sample_rate: int =
     may all have ended in silence, and such a model, hearing no silence, writes on past the last
     word (inserted repeats of it). The tail costs its seconds of encoder time per clip.
     """
-    if not 0 <= seconds <= MAX_TAIL_SILENCE_S:
-        raise ValueError(f"tail silence {seconds} s: must be between 0 and {MAX_TAIL_SILENCE_S}")
+    check_tail_silence(seconds)
     if seconds == 0:
         return recognizer
     tail = np.zeros(int(round(seconds * sample_rate)), dtype=np.float32)
@@ -139,6 +144,13 @@ def load_recognizer(model: str | os.PathLike, options: SearchOptions = SearchOpt
 def whisper_recognizer(model, processor, options: SearchOptions = SearchOptions(), *, name: str = "",
                        fallback_language: str | None = None) -> Recognizer:  # fmt: skip
     """The recognizer of a Whisper model already in memory (e.g. a trainer's, for its dev evaluation)."""
+    recognizer = _whisper_search(model, processor, options, name, fallback_language)
+    return with_tail_silence(recognizer, options.tail_silence_s)
+
+
+def _whisper_search(model, processor, options: SearchOptions, name: str,
+                    fallback_language: str | None) -> Recognizer:  # fmt: skip
+    """The plain or the fused search of :func:`whisper_recognizer`."""
     language = options.language_for(fallback_language)
     if options.fusion is not None:
         from pipeline.decode.fused import fused_batch_decoder
@@ -149,11 +161,10 @@ def whisper_recognizer(model, processor, options: SearchOptions = SearchOptions(
             raise ValueError("--fusion-weight needs a language (--language, or a model fine-tuned with one): "
                              "the character LM is one language's")  # fmt: skip
         scorer = WhisperScorer(model, processor, language, fallback_language=fallback_language)
-        fused = Recognizer("whisper+char-lm", name, fused_batch_decoder(scorer, options.fusion, options.beams))
-        return with_tail_silence(fused, options.tail_silence_s)
+        return Recognizer("whisper+char-lm", name, fused_batch_decoder(scorer, options.fusion, options.beams))
     from pipeline.decode.whisper import batch_decoder, decoding_language
 
     language = decoding_language(model, language, fallback_language)
     decode = batch_decoder(model, processor, language, options.task, options.batch_size, options.beams,
                            max_new_tokens=options.max_new_tokens)  # fmt: skip
-    return with_tail_silence(Recognizer("whisper", name, decode), options.tail_silence_s)
+    return Recognizer("whisper", name, decode)

@@ -279,13 +279,15 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     """Export one model, decoded plainly (greedy or ``beams`` wide; a CTC checkpoint with ``lm``: LM beam search;
     ``tail_silence_s`` of silence after every clip, as it was scored; ``ct2``: also write a Whisper model's
     CTranslate2 form into ``ct2/``)."""
-    from pipeline.decode.recognizer import MAX_TAIL_SILENCE_S
+    from pipeline.decode.recognizer import check_tail_silence
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
     if lm is not None and not is_ctc_checkpoint(model):
         raise ExportError(f"--lm needs a CTC checkpoint; {model} has no ctc_config.json")
-    if not 0 <= tail_silence_s <= MAX_TAIL_SILENCE_S:
-        raise ExportError(f"--tail-silence {tail_silence_s}: must be between 0 and {MAX_TAIL_SILENCE_S} s")
+    try:
+        check_tail_silence(tail_silence_s)
+    except ValueError as e:
+        raise ExportError(f"--tail-silence: {e}") from e
     prepared = Prepared.read(data)
     system = name or system_name(model)
 

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_prep.degrade import CLEAN, PEAK, BabblePool, channel_condition, clip_generator, degrade_clip
+from data_prep.degrade import (
+    CLEAN,
+    BabblePool,
+    channel_condition,
+    clip_generator,
+    degrade_clip,
+    full_scale_gain,
+)
 from pipeline.config import ConfigError
 from pipeline.pseudo_label import FLAG as PSEUDO_LABEL_FLAG
 
@@ -66,7 +73,4 @@ class TrainChannels:
                 raise ConfigError(f"augment.channels {channel}: no labeled training clip of a speaker other than "
                                   f"{utt.speaker!r} ({utt.id}) to build babble from")  # fmt: skip
         y, _ = degrade_clip(x, cond, g, talkers)
-        peak = float(y.abs().max()) if y.numel() else 0.0
-        if peak > PEAK:  # turned down as a whole, its SNR unchanged (as degrade writes it)
-            y = y * (PEAK / peak)
-        return y.numpy()
+        return (y * full_scale_gain(y)).numpy()  # as degrade writes it
