@@ -100,6 +100,9 @@ def test_plain_pipeline_prompts_with_the_trained_language(tmp_path, make):
     lang = gen.lang_to_id[language_token(code)]
     assert saved["language"] == language_token(code) and saved["task"] == "transcribe"
     assert saved.get("forced_decoder_ids") is None and saved["lang_to_id"][language_token(code)] == lang
+    # pipeline()'s default is a 5-wide beam search: its scores are taken again over the tokens it may emit
+    assert saved.get("renormalize_logits", False) is bool(saved.get("suppress_tokens"))
+    assert allowed is None or saved["renormalize_logits"]
     wave = (0.1 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)).astype(np.float32)
     expected = [gen.decoder_start_token_id, lang, gen.task_to_id["transcribe"], gen.no_timestamps_token_id]
     assert plain_pipeline_prompt(best, wave) == expected
@@ -114,7 +117,8 @@ def _data_folder(root: Path, lang: str) -> Path:
 
 
 def test_system_export_prompts_a_decoder_exported_without_a_language(tmp_path):
-    """A model saved before its generation config carried the language: the system's copy carries it."""
+    """A model saved before its generation config carried the language and renormalized beam scores: the
+    system's copy carries both."""
     from pipeline.testing.tiny import save_tiny_whisper
 
     model = save_tiny_whisper(tmp_path / "old", begin_suppress=True, target_positions=448)
@@ -123,6 +127,7 @@ def test_system_export_prompts_a_decoder_exported_without_a_language(tmp_path):
     assert main(["export", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "final")]) == 0
     saved = json.loads((tmp_path / "final/decoder/generation_config.json").read_text())
     assert saved["language"] == "<|pa|>" and saved["task"] == "transcribe"
+    assert saved.get("renormalize_logits", False) is bool(saved.get("suppress_tokens"))
     assert (model / "generation_config.json").read_bytes() == before  # the input is left alone
     wave, _ = sf.read(data / "audio/dev000.wav", dtype="float32")
     assert plain_pipeline_prompt(tmp_path / "final/decoder", wave)[1] == saved["lang_to_id"]["<|pa|>"]

@@ -13,8 +13,9 @@ Two sources:
 Both copy the text rules the data was prepared with (``text_rules.yaml``, every
 ``extends`` merged in) and write the model card (:mod:`pipeline.system.card`). A
 copied Whisper decoder's generation config prompts with the language the system
-decodes in (:func:`prompt_decoder_language`), so that ``transformers.pipeline`` on the
-folder alone decodes as the system does, a model exported before it carried one included.
+decodes in and searches over the tokens it may emit (:func:`configure_plain_generation`), so that
+``transformers.pipeline`` on the folder alone decodes as the system does, a model exported
+before it carried them included.
 ``--format ct2`` writes a decoder as a CTranslate2 model instead (:mod:`pipeline.system.ct2`);
 ``--with-ct2 Q`` adds one inside the system (``ct2/``, what ``transcribe --speed fast`` runs). The
 folder is built beside ``out`` and swapped in whole (:func:`data_prep.outputs.replace_dir`:
@@ -185,26 +186,29 @@ def write_rules(prepared: Prepared, dst: Path) -> None:
     atomic_write_text(dst, head + yaml.safe_dump(rules, allow_unicode=True, sort_keys=False))
 
 
-def prompt_decoder_language(folder: Path, language: str, forced: str | None = None) -> None:
-    """Make the Whisper decoder copied to ``folder`` prompt plain ``generate()`` as the system decodes:
-    ``forced`` (the system's language token), else its trained language (``asr_adapt.json``), else
-    ``language`` (the data's). A CTC checkpoint or an English-only model is left as it is."""
+def configure_plain_generation(folder: Path, language: str, forced: str | None = None) -> None:
+    """Make the Whisper decoder copied to ``folder`` prompt and search in plain ``generate()`` as the
+    system decodes: with ``forced`` (the system's language token), else its trained language
+    (``asr_adapt.json``), else ``language`` (the data's), English-only models excepted; and with
+    scores normalized over the tokens it may emit (:mod:`pipeline.models.generation`). A CTC
+    checkpoint is left as it is."""
     from transformers import GenerationConfig
 
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
     from pipeline.models.encoder import read_adapt_info
+    from pipeline.models.generation import search_over_allowed
     from pipeline.models.language import LanguageError, prompt_with_language
 
     if not (folder / "generation_config.json").is_file() or is_ctc_checkpoint(folder):
         return
     gen = GenerationConfig.from_pretrained(folder)
-    if not getattr(gen, "lang_to_id", None) or not getattr(gen, "is_multilingual", True):
-        return
-    try:
-        adapt = read_adapt_info(folder)
-        prompt_with_language(gen, forced or adapt.get("language_token") or adapt.get("language") or language)
-    except (ValueError, LanguageError) as e:
-        raise ExportError(f"{folder}: {e}") from e
+    search_over_allowed(gen)
+    if getattr(gen, "lang_to_id", None) and getattr(gen, "is_multilingual", True):
+        try:
+            adapt = read_adapt_info(folder)
+            prompt_with_language(gen, forced or adapt.get("language_token") or adapt.get("language") or language)
+        except (ValueError, LanguageError) as e:
+            raise ExportError(f"{folder}: {e}") from e
     gen.save_pretrained(folder)
 
 
@@ -244,7 +248,7 @@ def export_rescored(run: str | os.PathLike, out: str | os.PathLike, data: str | 
         for k, model in enumerate(record.models):
             decoders.append(decoder_dir(k))
             copy_model(model, tmp / decoders[-1], skip=(CTC_DIR,))  # a joint CTC head is not this system's
-            prompt_decoder_language(tmp / decoders[-1], record.data_language, record.language)
+            configure_plain_generation(tmp / decoders[-1], record.data_language, record.language)
             sources[decoders[-1]] = model
         if record.ctc:
             copy_model(record.ctc, tmp / CTC_DIR)
@@ -293,7 +297,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
 
     def build(tmp: Path) -> SystemSpec:
         copy_model(model, tmp / DECODER_DIR, skip=(CTC_DIR,))
-        prompt_decoder_language(tmp / DECODER_DIR, prepared.language)
+        configure_plain_generation(tmp / DECODER_DIR, prepared.language)
         sources = {DECODER_DIR: str(Path(model).resolve()) if Path(model).exists() else str(model)}
         if lm is not None:
             copy_lm(lm, tmp / LM_DIR)

@@ -9,7 +9,9 @@ encoder was trained on trimmed input (decode with
 :func:`pipeline.models.encoder.generate_trimmed`), the language, the regime.
 With ``restrict_vocab`` the tokens the model never trained to score are listed
 in ``generation_config.suppress_tokens``, so plain ``generate`` searches the
-same vocabulary the model was trained on. The generation config carries the trained
+same vocabulary the model was trained on, and ``renormalize_logits`` makes its beam
+search (``pipeline()``'s default) rank by probabilities over that vocabulary
+(:mod:`pipeline.models.generation`). The generation config carries the trained
 language token and task (``generation_config.language`` / ``.task``), so plain
 ``generate`` and ``pipeline`` prompt as training did. :func:`as_exported` gives the in-memory
 model configured exactly so, for the trainer's dev evaluation.
@@ -32,6 +34,7 @@ import torch
 
 from data_prep.outputs import atomic_write_text, replace_dir
 from pipeline.models.encoder import ADAPT_FILE
+from pipeline.models.generation import search_over_allowed
 from pipeline.models.language import PROMPT_FIELDS, prompt_with_language
 
 
@@ -62,13 +65,14 @@ def as_exported(model, info: dict, allowed_ids: list[int] | None = None) -> Iter
     """
     plain = _merged(model)
     gen = plain.generation_config
-    saved_suppress = gen.suppress_tokens
+    saved_suppress, saved_renormalize = gen.suppress_tokens, gen.renormalize_logits
     saved_adapt = getattr(plain, "asr_adapt", None)
     saved_prompt = {key: getattr(gen, key, None) for key in PROMPT_FIELDS}
     was_training = [m.training for m in (model, plain)]
     if allowed_ids is not None:
         vocab = plain.get_output_embeddings().weight.shape[0]
         gen.suppress_tokens = restricted_suppress_tokens(saved_suppress, vocab, allowed_ids)
+    search_over_allowed(gen)
     if info.get("language_token") or info.get("language"):
         prompt_with_language(gen, info.get("language_token") or info["language"])
     # generate warns when the model config also carries suppress tokens; the generation config owns them.
@@ -80,7 +84,7 @@ def as_exported(model, info: dict, allowed_ids: list[int] | None = None) -> Iter
     try:
         yield plain
     finally:
-        gen.suppress_tokens = saved_suppress
+        gen.suppress_tokens, gen.renormalize_logits = saved_suppress, saved_renormalize
         for key, value in saved_prompt.items():
             setattr(gen, key, value)
         if saved_adapt is None:
