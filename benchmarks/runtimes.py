@@ -9,7 +9,8 @@ Rows, each on the same clips, scored as ``score`` scores (the manifest language'
 - **ours**: the system directory as ``transcribe`` / ``decode`` run it (greedy for a plain decoder,
   the clip's real length for a model trained so);
 - **transformers pipeline**: ``pipeline("automatic-speech-recognition", model=SYSTEM/decoder)``
-  called with no arguments, one clip at a time (it pads every clip to 30 s);
+  called with no arguments, one clip at a time (it pads every clip to 30 s; its default search is 5 beams
+  wide, scored over the tokens the model may emit as the exported generation config asks);
 - **CTranslate2**: ``ctranslate2.models.Whisper(CT2).generate`` greedy with the trained prompt,
   on the 30-s features every Whisper runtime feeds (faster-whisper included), and on the clip's
   real-length features (:func:`pipeline.system.ct2.ct2_features`);
@@ -92,11 +93,14 @@ def batched(recognizer) -> Callable[[list[Clip]], list[str]]:
     return decode
 
 
-def transformers_pipeline(decoder: Path) -> Callable[[list[Clip]], list[str]]:
+def transformers_pipeline(decoder: Path, **generate_kwargs) -> Callable[[list[Clip]], list[str]]:
+    """``pipeline("automatic-speech-recognition", model=decoder)`` called on one clip at a time; without
+    ``generate_kwargs`` exactly as a user calls it (the pipeline's default search: 5 beams)."""
     import transformers
 
     asr = transformers.pipeline("automatic-speech-recognition", model=str(decoder))
-    return lambda clips: [asr(c.audio)["text"] for c in clips]
+    kwargs = {"generate_kwargs": generate_kwargs} if generate_kwargs else {}
+    return lambda clips: [asr(c.audio, **kwargs)["text"] for c in clips]
 
 
 def ctranslate2_greedy(ct2: Path, threads: int, real_length: bool) -> Callable[[list[Clip]], list[str]]:

@@ -5,8 +5,9 @@
 
 Rows, on the same clips in one run, ``--threads`` CPU threads everywhere, scored as ``score`` scores:
 
-- (a) **transformers pipeline**: ``pipeline("automatic-speech-recognition", model=SYSTEM/decoder)``, greedy,
-  float32, one clip at a time (it pads every clip to 30 s): the reference the ratios are taken to;
+- (a) **transformers pipeline**: ``pipeline("automatic-speech-recognition", model=SYSTEM/decoder)``, greedy
+  (``generate_kwargs={"num_beams": 1}``: its default is 5 beams), float32, one clip at a time (it pads
+  every clip to 30 s): the reference the ratios are taken to;
 - (b) **our greedy**: this toolkit's greedy search (``--speed fast`` without CTranslate2);
 - (c) **our CTranslate2 int8 greedy** (``--speed fast``): the system's ``ct2/`` when it is int8, else
   ``--ct2 DIR``, else the decoder converted to int8 into a temporary folder (never into the system);
@@ -102,7 +103,7 @@ def rungs(system: Path, spec, threads: int, ct2: Callable[[], Path]) -> list[Run
         return decoder
 
     def pipeline_row() -> Decode:
-        return transformers_pipeline(whisper_decoder())
+        return transformers_pipeline(whisper_decoder(), num_beams=1)  # its default is 5 beams
 
     def ct2_row() -> Decode:
         whisper_decoder()
