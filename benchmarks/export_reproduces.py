@@ -1,7 +1,7 @@
 """Does an exported system, copied elsewhere, give the recipe's own final transcripts clip for clip?
 
     python -m benchmarks.export_reproduces --system exp/sa/final --manifest data/sa/test.jsonl \\
-        --hyps exp/sa/whisper_st_soup2_ctc_lm/test/hyps.jsonl --threads 2
+        --hyps exp/sa/whisper_st_soup2_ctc_lm/test/hyps.jsonl --threads 2 [--limit N]
 
 The system folder is copied into a temporary folder (away from ``exp/`` and ``data/``) and
 ``python -m pipeline decode --model COPY`` runs on the manifest in its own process
@@ -13,6 +13,7 @@ the decode's wall time and real-time factor.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def first_clips(manifest: Path, limit: int, work: Path) -> Path:
+    """A manifest of ``manifest``'s first ``limit`` lines, written under ``work``, audio paths made absolute."""
+    lines = manifest.read_text(encoding="utf-8").splitlines()[:limit]
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        row["audio"] = str((manifest.parent / row["audio"]).resolve())
+    out = work / manifest.name
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return out
 
 
 def decode_copy(system: Path, manifest: Path, threads: int, work: Path) -> tuple[Path, float]:
@@ -47,13 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hyps", type=Path, required=True, help="the recipe's final transcripts of that manifest")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--show", type=int, default=5, help="differing clips to print")
+    ap.add_argument("--limit", type=int, help="only the manifest's first N clips")
     args = ap.parse_args(argv)
 
-    utts = read_manifest(args.manifest)
+    utts = read_manifest(args.manifest)[: args.limit]
     lang = utts[0].language if utts else ""
     recipe = {h.id: h for h in read_hyps(args.hyps)}
     with tempfile.TemporaryDirectory() as tmp:
-        out, seconds = decode_copy(args.system.resolve(), args.manifest.resolve(), args.threads, Path(tmp))
+        manifest = args.manifest.resolve()
+        if args.limit:
+            manifest = first_clips(manifest, args.limit, Path(tmp))
+        out, seconds = decode_copy(args.system.resolve(), manifest, args.threads, Path(tmp))
         moved = {h.id: h for h in read_hyps(out)}
     same = [u.id for u in utts if u.id in recipe and u.id in moved and recipe[u.id].text == moved[u.id].text]
     differing = [u.id for u in utts if u.id not in same]
