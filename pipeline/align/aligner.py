@@ -2,7 +2,8 @@
 
 :func:`load_aligner` loads the model the way ``decode`` does
 (:func:`pipeline.decode.ctc.load_ctc_acoustics`): a CTC checkpoint of the
-toolkit (a Whisper-encoder CTC system, or a wav2vec2 / XLS-R / MMS one).
+toolkit (a Whisper-encoder CTC system, or a wav2vec2 / XLS-R / MMS one), or a plain
+transformers CTC folder (``Wav2Vec2ForCTC``, ``HubertForCTC``, ... with its ``vocab.json``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def load_aligner(model: str | os.PathLike, device: str = "cpu") -> CtcAligner:
     from pipeline.models.ctc_checkpoint import CONFIG_FILE, is_ctc_checkpoint
 
     if not is_ctc_checkpoint(model):
-        raise ValueError(f"--align-model {model}: not a CTC checkpoint (no {CONFIG_FILE}); alignment needs a CTC "
-                         "model's frame posteriors (python -m pipeline train with a CTC config writes one)")
+        raise ValueError(f"--align-model {model}: not a CTC checkpoint (no {CONFIG_FILE}, nor a transformers "
+                         "...ForCTC config.json with a vocab.json); alignment needs a CTC model's frame posteriors "
+                         "(python -m pipeline train with a CTC config writes one)")
     net, vocab, fe = load_ctc_acoustics(model, device)
     return CtcAligner(functools.partial(emissions, net, feature_extractor=fe, device=device), vocab,
                       model_identity(model))

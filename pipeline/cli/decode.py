@@ -19,7 +19,9 @@ from pipeline.decode.recognizer import SearchOptions
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help="bundled name (whisper-base), model directory, hub id, or a system directory (`export`)")
+                   help="bundled name (whisper-base), model directory, hub id, or a system directory (`export`); a CTC "
+                        "checkpoint is the toolkit's (ctc_config.json) or a plain transformers CTC folder "
+                        "(config.json of a Wav2Vec2ForCTC, HubertForCTC, ... with vocab.json)")
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="hypotheses file to write (hyps.jsonl)")
     p.add_argument("--language", default=None,
@@ -37,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="start afresh: discard the unfinished work (<out>.partial) of an earlier run, even one of "
                         "other inputs or settings (which is otherwise refused)")
-    ctc = p.add_argument_group("CTC checkpoints (directories with ctc_config.json)")
+    ctc = p.add_argument_group("CTC checkpoints (directories with ctc_config.json, or plain transformers CTC folders)")
     ctc.add_argument("--lm", default=None, help="word LM for beam search: lm.arpa, its lm.json or their directory")
     ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
     ctc.add_argument("--lm-beta", type=float, default=None, help="word bonus (default: lm.json's)")

@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="--format hf: import this split only, e.g. validated (default: train, "
                    "validation/dev and test if the dataset has them, else everything)")
     p.add_argument("--align-model", help="--format longform: the CTC checkpoint that aligns each recording to its "
-                   "transcript (what `decode` loads: a folder with ctc_config.json)")
+                   "transcript (what `decode` loads: a folder with ctc_config.json, or a plain transformers CTC folder: "
+                   "config.json of a Wav2Vec2ForCTC, HubertForCTC, ... with vocab.json)")
     p.add_argument("--align-device", default="cpu", help="--format longform: device of the aligning model")
     p.add_argument("--max-utterance-s", type=float, default=20.0,
                    help="--format longform: no utterance cut from a recording is longer (seconds)")

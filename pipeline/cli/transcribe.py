@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fused.add_argument("--char-lm", default=None,
                        help="character LM: char.arpa, or the directory `lm --char-order` wrote it to")
     add_fusion_arguments(fused)
-    ctc = parser.add_argument_group("CTC checkpoints (directories with ctc_config.json)")
+    ctc = parser.add_argument_group("CTC checkpoints (directories with ctc_config.json, or plain transformers CTC folders)")
     ctc.add_argument("--lm", default=None, help="word LM for beam search: lm.arpa, its lm.json or their directory")
     ctc.add_argument("--lm-alpha", type=float, default=None, help="LM weight (default: lm.json's)")
     ctc.add_argument("--lm-beta", type=float, default=None, help="word bonus (default: lm.json's)")

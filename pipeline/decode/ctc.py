@@ -47,9 +47,12 @@ def ctc_logits(model, waves: Sequence[np.ndarray], feature_extractor=None, devic
         feats, lengths = whisper_features(feature_extractor, waves)
         out = model(features=feats.to(device, model.encoder.conv1.weight.dtype), feature_lengths=lengths.to(device))
     else:
-        from pipeline.models.ctc_wav2vec2 import wav2vec2_batch, wav2vec2_ctc_forward
+        from pipeline.models.ctc_wav2vec2 import WaveInput, wav2vec2_batch, wav2vec2_ctc_forward
 
-        batch = {k: v.to(device) for k, v in wav2vec2_batch(model, waves).items()}
+        # a plain transformers folder carries its feature extractor's settings; the toolkit's own take the default
+        wave_input = getattr(model, "wave_input", None) or WaveInput()
+        batch = wav2vec2_batch(model, waves, wave_input.normalize, wave_input.attention_mask)
+        batch = {k: v.to(device) for k, v in batch.items()}
         out = wav2vec2_ctc_forward(model, **batch)
     return out.logits.float().log_softmax(-1).cpu(), out.lengths.cpu()
 

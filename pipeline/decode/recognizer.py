@@ -7,7 +7,7 @@ A *recognizer* turns a batch of 16 kHz mono arrays (any length) into one
   greedy or beam search (:mod:`pipeline.decode.whisper`), or, with
   :attr:`SearchOptions.fusion`, the beam search with a character LM inside it
   (:mod:`pipeline.decode.fused`);
-- a CTC checkpoint (a folder with ``ctc_config.json``): greedy, or a beam search
+- a CTC checkpoint (a folder with ``ctc_config.json``, or a plain transformers CTC folder): greedy, or a beam search
   with a word LM (:mod:`pipeline.decode.ctc`).
 
 ``decode`` (a manifest), ``transcribe`` (audio files) and the trainers' dev
@@ -109,7 +109,7 @@ def check_options(is_ctc: bool, name: str, options: SearchOptions) -> None:
     if is_ctc and options.fusion is not None:
         raise ValueError(f"--fusion-weight needs a Whisper model; {name} is a CTC checkpoint (use --lm)")
     if not is_ctc and options.lm is not None:
-        raise ValueError(f"--lm needs a CTC checkpoint; {name} has no ctc_config.json")
+        raise ValueError(f"--lm needs a CTC checkpoint; {name} is not one")
 
 
 def load_recognizer(model: str | os.PathLike, options: SearchOptions = SearchOptions(), *,

@@ -6,6 +6,9 @@
 
 :func:`save_ctc_model` writes one, :func:`load_ctc_model` rebuilds the model
 (:class:`~pipeline.models.ctc.WhisperEncoderCTC` or a ``Wav2Vec2ForCTC``) and its vocabulary.
+A plain transformers CTC folder (``config.json`` of a ``...ForCTC``, ``vocab.json``: the field's
+aligners and CTC recognizers) is accepted wherever such a checkpoint is
+(:mod:`pipeline.models.ctc_hf_folder`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 from data_prep.outputs import atomic_write_text
 from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC
 from pipeline.models.ctc_heads import HeadConfig
+from pipeline.models.ctc_hf_folder import is_hf_ctc_folder, load_hf_ctc_folder
 from pipeline.models.ctc_vocab import CTCVocab
 from pipeline.models.ctc_wav2vec2 import load_wav2vec2_checkpoint, save_wav2vec2_ctc
 from pipeline.models.model_files import check_model_dir, model_errors
@@ -88,7 +92,8 @@ def read_ctc_config(model_dir: str | os.PathLike) -> dict:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{path}: not a CTC checkpoint (no {CONFIG_FILE})") from e
+        raise FileNotFoundError(f"{path}: not a CTC checkpoint (no {CONFIG_FILE}, nor a transformers "
+                                f"...ForCTC config.json with a vocab.json)") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from e
     if cfg.get("format") != FORMAT_VERSION or cfg.get("kind") not in (WHISPER_KIND, WAV2VEC2_KIND):
@@ -97,17 +102,28 @@ def read_ctc_config(model_dir: str | os.PathLike) -> dict:
 
 
 def is_ctc_checkpoint(model_dir: str | os.PathLike) -> bool:
+    """Whether :func:`load_ctc_model` takes ``model_dir``: the toolkit's own checkpoint or a plain transformers
+    CTC folder."""
+    return is_own_ctc_checkpoint(model_dir) or is_hf_ctc_folder(model_dir)
+
+
+def is_own_ctc_checkpoint(model_dir: str | os.PathLike) -> bool:
+    """Whether ``model_dir`` was written by :func:`save_ctc_model` (it has ``ctc_config.json``)."""
     return (Path(model_dir) / CONFIG_FILE).is_file()
 
 
 def load_ctc_model(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, CTCVocab]:
-    """Rebuild a checkpoint written by :func:`save_ctc_model`; returns (model in eval mode, vocab).
+    """Rebuild a checkpoint written by :func:`save_ctc_model`, or load a plain transformers CTC folder;
+    returns (model in eval mode, vocab).
 
     A file that cannot be read (weights cut short, JSON that does not parse) raises
     :class:`~pipeline.models.model_files.ModelFileError` naming it.
     """
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
+    if not is_own_ctc_checkpoint(model_dir) and is_hf_ctc_folder(model_dir):
+        model = load_hf_ctc_folder(model_dir)
+        return model.to(device).eval(), model.ctc_vocab
     cfg = read_ctc_config(model_dir)
     vocab = CTCVocab.load(model_dir / VOCAB_FILE)
     if cfg["kind"] == WAV2VEC2_KIND:

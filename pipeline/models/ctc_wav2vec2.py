@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +137,23 @@ def wav2vec2_output_frames(model, num_samples: int) -> int:
     return int(model._get_feat_extract_output_lengths(torch.tensor([num_samples]))[0])
 
 
-def wav2vec2_batch(model, waves: Sequence[np.ndarray], normalize: bool = True) -> dict:
+@dataclass(frozen=True)
+class WaveInput:
+    """How a wav2vec2-family model takes its waveform: what its feature extractor does to a clip."""
+
+    #: zero mean, unit variance per clip (``do_normalize``)
+    normalize: bool = True
+    #: pass an attention mask (``return_attention_mask``); None: when the feature encoder has layer norm
+    attention_mask: bool | None = None
+
+
+def wav2vec2_batch(model, waves: Sequence[np.ndarray], normalize: bool = True,
+                   attention_mask: bool | None = None) -> dict:  # fmt: skip
     """Pad 16 kHz waveforms into ``input_values`` (+ ``attention_mask`` for layer-norm models).
 
     Models with group norm in the feature encoder (wav2vec2-base) were trained
     on zero-padded input without a mask; XLS-R / MMS (layer norm) take a mask.
+    ``attention_mask`` overrides that rule (a model folder's feature extractor says which).
     """
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
     x = torch.zeros(len(waves), int(lengths.max()))
@@ -150,7 +163,10 @@ def wav2vec2_batch(model, waves: Sequence[np.ndarray], normalize: bool = True) -
             w = (w - w.mean()) / torch.sqrt(w.var(unbiased=False) + 1e-7)
         x[i, : len(w)] = w
     batch = {"input_values": x, "sample_lengths": lengths}
-    if model.config.feat_extract_norm == "layer":
+    if attention_mask is None:
+        # Data2VecAudio's config has no feat_extract_norm: its feature encoder always has layer norm
+        attention_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
+    if attention_mask:
         batch["attention_mask"] = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).long()
     return batch
 

@@ -287,7 +287,7 @@ def export_decoder(model: str | os.PathLike, out: str | os.PathLike, data: str |
     from pipeline.models.ctc_checkpoint import is_ctc_checkpoint
 
     if lm is not None and not is_ctc_checkpoint(model):
-        raise ExportError(f"--lm needs a CTC checkpoint; {model} has no ctc_config.json")
+        raise ExportError(f"--lm needs a CTC checkpoint; {model} is not one")
     try:
         check_tail_silence(tail_silence_s)
     except ValueError as e:

@@ -41,7 +41,7 @@ from pipeline.config import ConfigError, RecipeConfig
 from pipeline.decode.ctc import ctc_batch_decoder, whisper_feature_extractor
 from pipeline.decode.manifest import decode_manifest
 from pipeline.models.ctc import WhisperCTCConfig, WhisperEncoderCTC, ctc_param_groups
-from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model, save_ctc_model
+from pipeline.models.ctc_checkpoint import is_own_ctc_checkpoint, load_ctc_model, save_ctc_model
 from pipeline.models.ctc_heads import HeadConfig
 from pipeline.models.ctc_loss import filter_label_too_long, pad_labels
 from pipeline.models.ctc_monitor import BlankCollapseMonitor
@@ -135,7 +135,7 @@ class CTCTrainer(TrainingLoop):
             self.frames = functools.partial(wav2vec2_output_frames, self.model)
             self.max_duration = cfg.data.max_duration
         else:
-            if is_ctc_checkpoint(source):  # a Whisper-encoder CTC system (a wav2vec2 one is a wav2vec2 dir)
+            if is_own_ctc_checkpoint(source):  # a Whisper-encoder CTC system (a wav2vec2 one is a wav2vec2 dir)
                 self.model, self.fe = self._continued_whisper_ctc(source)
             else:
                 head = HeadConfig(kind=c.head, dim=c.head_dim, layers=c.head_layers, heads=c.head_heads,

@@ -188,10 +188,10 @@ class Trainer(TrainingLoop):
 
     def _init_ctc_head(self, head: torch.nn.Module) -> None:
         """Continue the joint CTC head of a base model that was itself trained with one (``<model>/ctc/``)."""
-        from pipeline.models.ctc_checkpoint import is_ctc_checkpoint, load_ctc_model
+        from pipeline.models.ctc_checkpoint import is_own_ctc_checkpoint, load_ctc_model
 
         base = Path(self.cfg.model.name) / CTC_DIR
-        if not is_ctc_checkpoint(base):
+        if not is_own_ctc_checkpoint(base):
             return
         ctc_model, vocab = load_ctc_model(base)
         if vocab != self.ctc_vocab or ctc_model.head.cfg != head.cfg:
