@@ -204,3 +204,15 @@ def test_the_ceiling_keeps_a_short_clip_s_n_best_within_its_length(tmp_path):
     free, capped = lengths(0.0), lengths(2.0)
     assert max(free[0]) > 2 and capped[0] and max(capped[0]) <= 2  # 2 characters per second of a 1 s clip
     assert capped[1] == free[1] and max(free[1]) <= 4  # the 2 s clip's hypotheses fit: untouched
+
+
+def test_our_searches_ignore_the_exported_renormalize_flag():
+    """An exported decoder's generation config sets ``renormalize_logits`` for plain ``generate()``; our searches
+    must not take it (it would renormalize the decoder + LM scores the fusion weights were tuned on)."""
+    from pipeline.decode.whisper import allowed_tokens_only
+
+    for model in (_restricted(["a", "b", "Ġa", "Ġb", "ab"])[0], build_tiny_whisper(seed=3)[0]):
+        model.generation_config.renormalize_logits = True
+        with allowed_tokens_only(model):
+            assert model.generation_config.renormalize_logits is False
+        assert model.generation_config.renormalize_logits is True

@@ -72,20 +72,35 @@ def allowed_tokens_only(model):
     of 51,865). Those logits are then thrown away by generate(); computing only
     the allowed rows of the projection gives the same argmax and the training
     softmax, at a fraction of the cost on a CPU. Models with the usual short
-    suppress list are left alone.
+    suppress list keep their full projection. Inside the block generate() never renormalizes
+    its processed scores, whatever the generation config says.
     """
     gen = model.generation_config
+    # An exported decoder asks plain generate() to renormalize after its logits processors
+    # (pipeline.models.generation); our searches score over the allowed tokens already, and the
+    # fused search's scores (decoder + character LM) must stay as the weights were tuned on them.
+    saved_renormalize = gen.renormalize_logits
+    gen.renormalize_logits = False
+    try:
+        with _projection_over_allowed(model, gen):
+            yield model
+    finally:
+        gen.renormalize_logits = saved_renormalize
+
+
+@contextlib.contextmanager
+def _projection_over_allowed(model, gen):
     suppress = set(gen.suppress_tokens or [])
     head = getattr(model, "proj_out", None)
     vocab = head.weight.shape[0] if head is not None else 0
     if head is None or len(suppress) < vocab // 2:
-        yield model
+        yield
         return
     model.proj_out = _AllowedProjection(head, [i for i in range(vocab) if i not in suppress])
     saved = gen.suppress_tokens
     gen.suppress_tokens = None  # already -inf; spares generate() a 50k-id isin() per step
     try:
-        yield model
+        yield
     finally:
         model.proj_out = head
         gen.suppress_tokens = saved
