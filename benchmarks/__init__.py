@@ -17,6 +17,7 @@
     python -m benchmarks.speed_ladder            a system's --speed rungs beside transformers and faster-whisper
     python -m benchmarks.longform                long recordings: long-form against clip by clip; peak RSS
     python -m benchmarks.align_boundaries        clip boundaries that prepare --format longform's cuts recover
+    python -m benchmarks.export_reproduces       an exported system, moved elsewhere, against the recipe's transcripts
 
 The product (``pipeline``, ``data_prep``) never imports this package.
 """

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.decode.hyps import read_hyps
     from pipeline.score.scorer import score_utterances
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.export_reproduces", description=__doc__.splitlines()[0])
     ap.add_argument("--system", type=Path, required=True, help="the exported system folder")
     ap.add_argument("--manifest", type=Path, required=True, help="the recipe's test manifest")
     ap.add_argument("--hyps", type=Path, required=True, help="the recipe's final transcripts of that manifest")
