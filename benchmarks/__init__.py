@@ -18,6 +18,7 @@
     python -m benchmarks.longform                long recordings: long-form against clip by clip; peak RSS
     python -m benchmarks.align_boundaries        clip boundaries that prepare --format longform's cuts recover
     python -m benchmarks.export_reproduces       an exported system, moved elsewhere, against the recipe's transcripts
+    python -m benchmarks.swap_dev_test           a rescored system's dev and test speakers swapped: the second fold
 
 The product (``pipeline``, ``data_prep``) never imports this package.
 """

@@ -15,6 +15,13 @@ boundary is matched to the nearest cut: printed are the shares within 0.2 s and
 0.5 s, the counts of clips, boundaries, segments and rejects, the seconds
 accounting and prepare's wall time.
 
+A clip's own silence before and after its speech moves the middle of the whole
+pause off the middle of the silence between the two clips' speech, where a cut
+belongs: ``speech 0.2 s`` is the share of cuts within 0.2 s of that middle (each
+clip's speech bounds found by the Silero VAD), which is what the aligner and the
+cutter control. ``inside a line``: segments that start in the middle of a clip's
+line (a cut at a long pause inside a sentence).
+
 ``--wrong-lines K``: in each recording, K lines of the transcript (evenly spread)
 are replaced by the text of another clip of the recording, which the audio does
 not say there; printed are the shares of segments holding a wrong line that
@@ -46,6 +53,7 @@ class Truth:
 
     bounds: list[float] = field(default_factory=list)
     wrong: set[int] = field(default_factory=set)
+    speech_bounds: list[float] = field(default_factory=list)  # the middle of the silence between the speech
 
 
 def wrong_lines(n: int, k: int) -> list[int]:
@@ -79,9 +87,13 @@ def write_recordings(manifest: Path, speaker: str, corpus: Path, minutes: float,
     truth = {}
     pause = np.zeros(int(pause_s * SR), np.float32)
     for k, group in enumerate(groups):
-        parts, bounds, t = [], [], 0.0
+        parts, bounds, speech_bounds, t, last_speech = [], [], [], 0.0, 0.0
         for i, u in enumerate(group):
             y = u.load_audio(manifest.parent)
+            first, last = speech_span(y)
+            if i:
+                speech_bounds.append((last_speech + t + first) / 2)
+            last_speech = t + last
             parts.append(y)
             t += len(y) / SR
             if i + 1 < len(group):
@@ -94,8 +106,16 @@ def write_recordings(manifest: Path, speaker: str, corpus: Path, minutes: float,
             lines[i] = group[(i + len(group) // 2) % len(group)].text_raw
         sf.write(folder / f"rec{k}.flac", np.concatenate(parts), SR)
         (folder / f"rec{k}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        truth[f"{speaker}-rec{k}"] = Truth(bounds, {i + 1 for i in bad})
+        truth[f"{speaker}-rec{k}"] = Truth(bounds, {i + 1 for i in bad}, speech_bounds)
     return truth
+
+
+def speech_span(y: np.ndarray) -> tuple[float, float]:
+    """Where a clip's speech starts and ends (seconds; the whole clip when the VAD finds none)."""
+    from data_prep.vad_stream import scan_array
+
+    regions = scan_array(y, "silero").regions
+    return (regions[0][0], regions[-1][1]) if regions else (0.0, len(y) / SR)
 
 
 def run_prepare(args: argparse.Namespace, corpus: Path, out: Path) -> float:
@@ -148,14 +168,21 @@ def segment_spans(args: argparse.Namespace, corpus: Path, out: Path) -> dict[str
     return {k: sorted(v, key=lambda c: c.start) for k, v in spans.items()}
 
 
-def recovered(truth: dict[str, Truth], spans: dict[str, list[Cut]]) -> np.ndarray:
-    """For each true boundary, the distance (seconds) to the nearest cut of its recording (inf: no cut)."""
+def recovered(truth: dict[str, Truth], spans: dict[str, list[Cut]], speech: bool = False) -> np.ndarray:
+    """For each true boundary (``speech``: the middle of the silence between the clips' speech), the
+    distance (seconds) to the nearest cut of its recording (inf: no cut)."""
     dist = []
     for rec, t in truth.items():
         segs = spans.get(rec, [])
         cuts = np.array([(a.end + b.start) / 2 for a, b in zip(segs, segs[1:])])
-        dist += [float(np.abs(cuts - b).min()) if len(cuts) else float("inf") for b in t.bounds]
+        bounds = t.speech_bounds if speech else t.bounds
+        dist += [float(np.abs(cuts - b).min()) if len(cuts) else float("inf") for b in bounds]
     return np.array(dist)
+
+
+def cut_inside_lines(spans: dict[str, list[Cut]]) -> int:
+    """Segments that start on the line the segment before them started on: cuts inside a sentence."""
+    return sum(b.line == a.line for segs in spans.values() for a, b in zip(segs, segs[1:]))
 
 
 def rejection(truth: dict[str, Truth], spans: dict[str, list[Cut]]) -> tuple[float, float]:
@@ -188,17 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     wall = run_prepare(args, corpus, out)
     spans = segment_spans(args, corpus, out)
     dist = recovered(truth, spans)
+    speech_dist = recovered(truth, spans, speech=True)
     seconds = json.loads((out / "accounting.json").read_text())["seconds"]
     segments = [s for v in spans.values() for s in v]
     wrong_rejected, right_rejected = rejection(truth, spans)
     print("| recordings | clips | boundaries | segments | rejected segments | "
           + " | ".join(f"within {t:g} s" for t in TOLERANCES_S)
-          + " | median error s | wrong lines | wrong rejected | right rejected | prepare s |")
-    print("|---:" * (10 + len(TOLERANCES_S)) + "|")
+          + " | median error s | speech 0.2 s | inside a line | wrong lines | wrong rejected | right rejected"
+          " | prepare s |")
+    print("|---:" * (12 + len(TOLERANCES_S)) + "|")
     shares = [f"{(dist <= t).mean():.3f}" if len(dist) else "-" for t in TOLERANCES_S]
     print(f"| {len(truth)} | {sum(len(t.bounds) + 1 for t in truth.values())} | {len(dist)} | {len(segments)} | "
           f"{sum(s.rejected for s in segments)} | " + " | ".join(shares)
-          + f" | {np.median(dist) if len(dist) else float('nan'):.3f} | {sum(len(t.wrong) for t in truth.values())} | "
+          + f" | {np.median(dist) if len(dist) else float('nan'):.3f} | "
+          f"{(speech_dist <= 0.2).mean() if len(speech_dist) else float('nan'):.3f} | {cut_inside_lines(spans)} | "
+          f"{sum(len(t.wrong) for t in truth.values())} | "
           f"{wrong_rejected:.3f} | {right_rejected:.3f} | {wall:.1f} |")
     print(f"seconds: {json.dumps(seconds, ensure_ascii=False)}")
     return 0

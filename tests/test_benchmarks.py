@@ -158,3 +158,35 @@ def test_longform_recordings_and_boundary_shares():
     junctions, starts, ends = boundary_shares(placed, segments, tol=0.5)
     assert junctions == 0.5  # a|b at 2.3 (1.9 is 0.4 away) found; b|c at 5.2 (5.8 is 0.6 away) not
     assert starts == 2 / 3 and ends == 2 / 3  # b's start and end have no segment edge near them
+
+
+def test_align_boundaries_measures_cuts_against_the_pause_and_the_silence_between_the_speech():
+    from benchmarks.align_boundaries import Cut, Truth, cut_inside_lines, recovered
+
+    # clip 1 ends its speech 0.8 s before its end (a long trailing silence), clip 2 starts at once:
+    # the pause put between them is centred at 10.25, the silence between their speech at 9.85
+    truth = {"r": Truth(bounds=[10.25], speech_bounds=[9.85])}
+    spans = {"r": [Cut(0.0, 9.3, 1, False), Cut(10.4, 15.0, 2, False), Cut(15.5, 18.0, 2, False)]}
+    assert recovered(truth, spans).round(2).tolist() == [0.4]  # the cut at 9.85 is 0.4 s off the pause's middle
+    assert recovered(truth, spans, speech=True).round(2).tolist() == [0.0]
+    assert cut_inside_lines(spans) == 1  # the third segment starts inside line 2
+
+
+def test_swap_dev_test_swaps_the_manifests_and_repeats_the_recorded_search(tmp_path):
+    from benchmarks.swap_dev_test import rescore_args, swap_manifests
+    from data_prep.manifest import read_manifest, write_jsonl
+    from pipeline.testing.tiny import write_tiny_corpus
+
+    data = write_tiny_corpus(tmp_path / "data")
+    write_jsonl(data / "test.jsonl", read_manifest(data / "train.jsonl")[:2])  # a test split of its own
+    swap_manifests(data, tmp_path / "work" / "swapped")
+    swapped = {s: read_manifest(tmp_path / "work" / "swapped" / f"{s}.jsonl") for s in ("dev", "test")}
+    assert [u.id for u in swapped["dev"]] == [u.id for u in read_manifest(data / "test.jsonl")]
+    assert [u.id for u in swapped["test"]] == [u.id for u in read_manifest(data / "dev.jsonl")]
+    assert all(u.audio_path(tmp_path / "work" / "swapped").is_file() for u in swapped["dev"] + swapped["test"])
+    record = {"models": ["m"], "ctc": "c", "lm": "l", "char_lm": None, "language": None, "beams": 4, "nbest": 4,
+              "ctc_proposals": 4, "batch_size": 8, "fusion": {"weight": 0.5, "bonus": 1.0, "top_k": 128,
+              "length_penalty": 0.0, "rate_from": "train.jsonl", "rate_margin": 1.25}}  # fmt: skip
+    args = rescore_args(record)
+    assert args[args.index("--ctc") + 1] == "c" and "--char-lm" not in args and "--language" not in args
+    assert args[args.index("--fusion-rate-from") + 1] == "train.jsonl" and args[args.index("--beams") + 1] == "4"
