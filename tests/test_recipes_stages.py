@@ -108,17 +108,26 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
 
 
+RECIPE_LIBS = ("recipes/lib/stages.sh", "recipes/lib/folds.sh")
+
+
+def _copy_recipe(tmp_path: Path, recipe: str) -> None:
+    """A recipe's run.sh and the stage libraries it sources, copied under ``tmp_path``."""
+    import shutil
+
+    root = STAGES.parents[2]
+    for rel in (f"recipes/{recipe}/run.sh", *RECIPE_LIBS):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, tmp_path / rel)
+
+
 def _recipe_calls(tmp_path: Path, recipe: str, **env: str) -> list[list[str]]:
     """The ``python -m pipeline`` calls of a recipe's run.sh, run in a copy with a fake interpreter that
     records them instead of running them (``env``: more environment for run.sh)."""
     import os
-    import shutil
     import stat
 
-    root = STAGES.parents[2]
-    for rel in (f"recipes/{recipe}/run.sh", "recipes/lib/stages.sh"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / rel, tmp_path / rel)
+    _copy_recipe(tmp_path, recipe)
     log = tmp_path / "calls.log"
     fake = tmp_path / "fake_python"
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
@@ -200,12 +209,8 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
 
 def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
     import os
-    import shutil
 
-    root = STAGES.parents[2]
-    for rel in ("recipes/punjabi_digits/run.sh", "recipes/lib/stages.sh"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / rel, tmp_path / rel)
+    _copy_recipe(tmp_path, "punjabi_digits")
     r = subprocess.run(["bash", str(tmp_path / "recipes/punjabi_digits/run.sh"), "--stage", "8"], capture_output=True,
                        text=True, env={**os.environ, "PY": "false"})  # fmt: skip
     assert r.returncode != 0 and "no folds in data/pa_digits_folds: run stage 7 first" in r.stderr
