@@ -1,14 +1,16 @@
-"""Leave-one-speaker-out folds of a prepared corpus: ``python -m pipeline folds``.
+"""Speaker folds of a prepared corpus (leave-one-speaker-out by default): ``python -m pipeline folds``.
 
 With few speakers one held-out test speaker is a weak estimate of how a system does
 on an unheard voice. :func:`write_folds` turns one prepared folder (``prepare``'s
 output; its own split is ignored, every accepted utterance of ``manifest.jsonl``
-counts) into one prepared folder per speaker::
+counts) into one prepared folder per fold, every speaker tested in exactly one::
 
-    OUT/folds.json          the plan: source folder, speakers, each fold's test/dev/train speakers
-    OUT/fold1 ... foldK/    fold k: test = speaker k (speakers sorted by id),
-                            dev = the next ``dev_speakers`` speakers (k+1, k+2 ..., wrapping round),
-                            train = the rest
+    OUT/folds.json          the plan: source folder, speakers, number of folds, each fold's
+                            test/dev/train speakers
+    OUT/fold1 ... foldK/    fold k: test = the speakers k, k+K, k+2K ... (speakers sorted by id;
+                            K = ``n_folds``, by default the number of speakers: test = speaker k),
+                            dev = the next ``dev_speakers`` speakers after its last test speaker
+                            (wrapping round, never one of its test speakers), train = the rest
     OUT/all/                train = every utterance, dev and test empty: the final system's data
 
 Each fold folder holds what ``train``, ``decode``, ``score`` and ``export`` read from a
@@ -19,8 +21,9 @@ from the fold's train text, ``splits.json``, ``stats.json``/``stats.md``, the so
 whose text rules ``score`` uses, plus a ``fold`` record).
 
 ``dev_speakers=0`` gives folds without dev speakers (train = every other speaker): for a
-corpus too small to spare one, trained for a fixed number of steps. The folds are a
-function of the source's manifest and ``dev_speakers`` only (no randomness).
+corpus too small to spare one, trained for a fixed number of steps. Fewer folds than
+speakers (``n_folds``) train fewer systems, each on fewer voices. The folds are a function
+of the source's manifest, ``dev_speakers`` and ``n_folds`` only (no randomness).
 ``OUT`` is built beside itself and swapped in whole (:func:`data_prep.outputs.replace_dir`);
 the source folder is only read.
 """
@@ -73,20 +76,34 @@ class Fold:
         return {"name": self.name, "test": list(self.test), "dev": list(self.dev), "train": list(self.train)}
 
 
-def plan_folds(speakers: list[str], dev_speakers: int = 1) -> list[Fold]:
-    """One fold per speaker (sorted): test = speaker k, dev = the next ``dev_speakers``, train = the rest."""
+def plan_folds(speakers: list[str], dev_speakers: int = 1, n_folds: int | None = None) -> list[Fold]:
+    """``n_folds`` folds of the sorted speakers (None: one per speaker): fold k tests speakers k, k+K ...,
+    its dev speakers are the ``dev_speakers`` after its last test speaker (wrapping round, skipping its
+    test speakers), the rest train."""
     spks = sorted(set(speakers))
     if dev_speakers < 0:
         raise FoldError(f"dev speakers {dev_speakers}: must be 0 or more")
-    if len(spks) < dev_speakers + 2:
-        raise FoldError(f"{len(spks)} speakers: folds with 1 test and {dev_speakers} dev speakers need at least "
-                        f"{dev_speakers + 2} (one left to train on)")  # fmt: skip
-    folds = []
-    for k, test in enumerate(spks):
-        dev = tuple(spks[(k + j) % len(spks)] for j in range(1, dev_speakers + 1))
-        train = tuple(s for s in spks if s != test and s not in dev)
-        folds.append(Fold(f"fold{k + 1}", (test,), dev, train))
-    return folds
+    if not spks:
+        raise FoldError("no speakers to make folds of")
+    if n_folds is not None and not 2 <= n_folds <= len(spks):
+        raise FoldError(f"{n_folds} folds of {len(spks)} speakers: folds need 2 or more, and a speaker "
+                        f"to test in each (at most {len(spks)})")  # fmt: skip
+    k_folds = n_folds or len(spks)
+    most_tested = -(-len(spks) // k_folds)  # the largest fold's test speakers
+    if len(spks) < most_tested + dev_speakers + 1:
+        raise FoldError(f"{len(spks)} speakers: folds with {most_tested} test and {dev_speakers} dev "
+                        f"speakers need at least {most_tested + dev_speakers + 1} (one left to train on)")  # fmt: skip
+    return [_fold(k, spks, k_folds, dev_speakers) for k in range(k_folds)]
+
+
+def _fold(k: int, spks: list[str], k_folds: int, dev_speakers: int) -> Fold:
+    """Fold ``k + 1`` of ``k_folds`` (see :func:`plan_folds`)."""
+    test = tuple(spks[k::k_folds])
+    last = spks.index(test[-1])
+    after = [spks[(last + j) % len(spks)] for j in range(1, len(spks))]  # every other speaker, in order
+    dev = tuple([s for s in after if s not in test][:dev_speakers])
+    train = tuple(s for s in spks if s not in test and s not in dev)
+    return Fold(f"fold{k + 1}", test, dev, train)
 
 
 @dataclass(frozen=True)
@@ -154,26 +171,27 @@ def write_fold(tmp: Path, final: Path, fold: Fold, src: PreparedSource) -> None:
     write_stats(tmp, placed, src.accounting, plot=False)
 
 
-def write_folds(data: str | os.PathLike, out: str | os.PathLike, *, dev_speakers: int = 1) -> list[Fold]:
-    """Write the leave-one-speaker-out folds of the prepared folder ``data`` into ``out`` (see the module
-    docstring); returns the folds (the ``all`` folder not included).
+def write_folds(data: str | os.PathLike, out: str | os.PathLike, *, dev_speakers: int = 1,
+                n_folds: int | None = None) -> list[Fold]:
+    """Write the speaker folds of the prepared folder ``data`` into ``out`` (see the module docstring;
+    ``n_folds`` None: one per speaker); returns the folds (the ``all`` folder not included).
 
-    Raises :class:`FoldError` (too few speakers, not a prepared folder),
+    Raises :class:`FoldError` (too few speakers, a number of folds out of range, not a prepared folder),
     :class:`~data_prep.manifest.ManifestError` and :class:`~data_prep.outputs.OutputRefused`.
     """
     data, out = Path(data).resolve(), Path(out).resolve()
     guard_output(out, [data])
     check_replaceable(out)
     src = read_prepared(data)
-    folds = plan_folds([speaker_key(u) for u in src.utts], dev_speakers)
+    folds = plan_folds([speaker_key(u) for u in src.utts], dev_speakers, n_folds)
     everyone = Fold(ALL_DIR, (), (), tuple(sorted({speaker_key(u) for u in src.utts})))
     with exclusive(out, "folds"):
         tmp = build_dir(out)
         tmp.mkdir(parents=True)
         for fold in [*folds, everyone]:
             write_fold(tmp / fold.name, out / fold.name, fold, src)
-        plan = {"source": str(data), "dev_speakers": dev_speakers, "speakers": list(everyone.train),
-                "folds": [f.to_json() for f in folds], "all": ALL_DIR}
+        plan = {"source": str(data), "dev_speakers": dev_speakers, "n_folds": len(folds),
+                "speakers": list(everyone.train), "folds": [f.to_json() for f in folds], "all": ALL_DIR}
         atomic_write_text(tmp / FOLDS_JSON, json.dumps(plan, ensure_ascii=False, indent=1) + "\n")
         replace_dir(tmp, out, "folds")
     return folds

@@ -52,13 +52,14 @@ def prepare_corpus(src: PathLike, out: PathLike, fmt: str, lang: str, **options)
     return prepare(src, out, fmt, lang, **options)
 
 
-def make_folds(data: PathLike, out: PathLike, *, dev_speakers: int = 1) -> list[Fold]:
-    """Leave-one-speaker-out folds of the prepared folder ``data`` in ``out`` (command ``folds``): fold k
-    tests speaker k, its ``dev_speakers`` next speakers are dev, the rest train; ``out/all`` trains on
-    everyone. Returns the folds (:mod:`data_prep.folds`)."""
+def make_folds(data: PathLike, out: PathLike, *, dev_speakers: int = 1,
+               n_folds: int | None = None) -> list[Fold]:
+    """Speaker folds of the prepared folder ``data`` in ``out`` (command ``folds``): fold k tests speaker k
+    (with ``n_folds`` K: speakers k, k+K ...), the ``dev_speakers`` after its last test speaker are dev, the
+    rest train; ``out/all`` trains on everyone. Returns the folds (:mod:`data_prep.folds`)."""
     from data_prep.folds import write_folds
 
-    return write_folds(data, out, dev_speakers=dev_speakers)
+    return write_folds(data, out, dev_speakers=dev_speakers, n_folds=n_folds)
 
 
 def degrade_test_set(manifest: PathLike, out: PathLike, condition: str, **options) -> dict:

@@ -153,3 +153,68 @@ def test_cli_writes_folds_and_refuses_too_few_speakers(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "f/fold1: test s1  dev -  train s2" in ok.stdout
     assert {u.speaker for u in read_manifest(tmp_path / "f" / "fold2" / "test.jsonl")} == {"s2"}
+
+
+SIX = ("s6", "s2", "s4", "s1", "s5", "s3")  # not sorted: the folds sort them
+
+
+def test_k_folds_deal_the_speakers_round_robin_and_test_every_utterance_once(tmp_path):
+    data = prepared_folder(tmp_path, speakers=SIX)
+    out = tmp_path / "pa_folds"
+    folds = write_folds(data, out, dev_speakers=0, n_folds=3)
+    spks = sorted(SIX)
+    assert [f.test for f in folds] == [tuple(spks[k::3]) for k in range(3)]  # (s1, s4), (s2, s5), (s3, s6)
+    all_utts = read_manifest(data / "manifest.jsonl")
+    tested: Counter[str] = Counter()
+    for fold in folds:
+        m = fold_manifests(out, fold.name)
+        assert {u.speaker for u in m["test"]} == set(fold.test) and not m["dev"]
+        assert not {u.speaker for u in m["train"]} & set(fold.test)
+        assert sorted(u.id for utts in m.values() for u in utts) == sorted(u.id for u in all_utts)
+        tested.update(u.id for u in m["test"])
+    assert tested == Counter(u.id for u in all_utts)  # every utterance in exactly one fold's test split
+    for spk in SIX:  # all of a speaker's utterances are tested in one fold
+        tested_in = {f.name for f in folds for u in read_manifest(out / f.name / "test.jsonl") if u.speaker == spk}
+        assert len(tested_in) == 1
+    plan = json.loads((out / FOLDS_JSON).read_text(encoding="utf-8"))
+    assert plan["n_folds"] == 3 and [f["test"] for f in plan["folds"]] == [list(f.test) for f in folds]
+    assert json.loads((out / "fold1" / "prepare.json").read_text())["fold"]["test"] == ["s1", "s4"]
+
+
+def test_k_folds_dev_speakers_follow_the_last_test_speaker_and_skip_the_tested_ones():
+    folds = plan_folds(list(SIX), dev_speakers=2, n_folds=2)
+    # fold1 tests s1 s3 s5: after s5 come s6, (s1 tested), s2; fold2 tests s2 s4 s6: after s6, s1, (s2), s3
+    assert [(f.test, f.dev, f.train) for f in folds] == [
+        (("s1", "s3", "s5"), ("s6", "s2"), ("s4",)), (("s2", "s4", "s6"), ("s1", "s3"), ("s5",))]
+    # one fold per speaker, as without the setting
+    assert plan_folds(list(SIX), dev_speakers=1, n_folds=6) == plan_folds(list(SIX), dev_speakers=1)
+    assert [f.dev for f in plan_folds(list(SIX), dev_speakers=1, n_folds=3)] == [("s5",), ("s6",), ("s1",)]
+
+
+def test_k_folds_out_of_range_or_leaving_none_to_train_are_refused(tmp_path):
+    for k in (0, 1, 7):
+        with pytest.raises(FoldError, match=f"{k} folds of 6 speakers: folds need 2 or more, .*at most 6"):
+            plan_folds(list(SIX), dev_speakers=0, n_folds=k)
+    with pytest.raises(FoldError, match="3 speakers: folds with 2 test and 1 dev speakers need at least 4"):
+        plan_folds(["a", "b", "c"], dev_speakers=1, n_folds=2)
+    assert [f.train for f in plan_folds(["a", "b", "c"], dev_speakers=0, n_folds=2)] == [("b",), ("a", "c")]
+    data = prepared_folder(tmp_path, speakers=SIX)
+    with pytest.raises(FoldError, match="7 folds"):
+        write_folds(data, tmp_path / "f", n_folds=7)
+    assert not (tmp_path / "f").exists()
+
+
+def test_cli_folds_flag(tmp_path):
+    data = prepared_folder(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pipeline", "folds", "--data", str(data), "--out", str(tmp_path / "f"),
+           "--dev-speakers", "0"]  # fmt: skip
+    bad = subprocess.run([*cmd, "--folds", "5"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and "5 folds of 4 speakers" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()
+    ok = subprocess.run([*cmd, "--folds", "2"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "f/fold1: test spkA+spkC  dev -  train spkB+spkD" in ok.stdout and "train on all 4 speakers" in ok.stdout
+    written = sorted(p.name for p in (tmp_path / "f").iterdir() if not p.name.startswith("."))
+    assert written == ["all", "fold1", "fold2", FOLDS_JSON]
+    assert {u.speaker for u in read_manifest(tmp_path / "f" / "fold2" / "test.jsonl")} == {"spkB", "spkD"}

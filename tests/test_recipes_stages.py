@@ -108,17 +108,26 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
 
 
+RECIPE_LIBS = ("recipes/lib/stages.sh", "recipes/lib/folds.sh")
+
+
+def _copy_recipe(tmp_path: Path, recipe: str) -> None:
+    """A recipe's run.sh and the stage libraries it sources, copied under ``tmp_path``."""
+    import shutil
+
+    root = STAGES.parents[2]
+    for rel in (f"recipes/{recipe}/run.sh", *RECIPE_LIBS):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / rel, tmp_path / rel)
+
+
 def _recipe_calls(tmp_path: Path, recipe: str, **env: str) -> list[list[str]]:
     """The ``python -m pipeline`` calls of a recipe's run.sh, run in a copy with a fake interpreter that
     records them instead of running them (``env``: more environment for run.sh)."""
     import os
-    import shutil
     import stat
 
-    root = STAGES.parents[2]
-    for rel in (f"recipes/{recipe}/run.sh", "recipes/lib/stages.sh"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / rel, tmp_path / rel)
+    _copy_recipe(tmp_path, recipe)
     log = tmp_path / "calls.log"
     fake = tmp_path / "fake_python"
     fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%s\\t" "$@")\nprintf "%s\\n" "$line" >> "{log}"\n')
@@ -200,19 +209,15 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
 
 def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
     import os
-    import shutil
 
-    root = STAGES.parents[2]
-    for rel in ("recipes/punjabi_digits/run.sh", "recipes/lib/stages.sh"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / rel, tmp_path / rel)
+    _copy_recipe(tmp_path, "punjabi_digits")
     r = subprocess.run(["bash", str(tmp_path / "recipes/punjabi_digits/run.sh"), "--stage", "8"], capture_output=True,
                        text=True, env={**os.environ, "PY": "false"})  # fmt: skip
     assert r.returncode != 0 and "no folds in data/pa_digits_folds: run stage 7 first" in r.stderr
 
 
 def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_its_test_set(tmp_path):
-    calls = _recipe_calls(tmp_path, "demo", ADAPT="0")
+    calls = _recipe_calls(tmp_path, "demo", ADAPT="0", FOLDS="0")
     telephone, babble, babble5 = _calls_of(calls, "degrade")
     for call in (telephone, babble, babble5):
         assert _arg(call, "--manifest") == "data/demo/test.jsonl" and "--seed" in call
@@ -240,7 +245,7 @@ def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_
 
 
 def test_the_demo_trains_a_scratch_system_with_the_finetunings_config_and_budget(tmp_path):
-    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="0")
+    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="0", FOLDS="0")
     finetune, scratch = _calls_of(calls, "train")
     assert _arg(scratch, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
     extra = [a for a in scratch[3:] if a not in finetune[3:]]
@@ -249,7 +254,7 @@ def test_the_demo_trains_a_scratch_system_with_the_finetunings_config_and_budget
     (score,) = [c for c in _calls_of(calls, "score") if _arg(c, "--system") == "whisper_scratch"]
     assert _arg(decode, "--manifest") == _arg(score, "--manifest") == "data/demo/test.jsonl"
     assert _arg(score, "--kind") == "scratch" and calls.index(score) < len(calls) - 1
-    without = _recipe_calls(tmp_path / "without", "demo", SCRATCH="0", ADAPT="0")
+    without = _recipe_calls(tmp_path / "without", "demo", SCRATCH="0", ADAPT="0", FOLDS="0")
     assert len(_calls_of(without, "train")) == 1 and without[-1][:3] == ["-m", "pipeline", "report"]
 
 
@@ -272,7 +277,7 @@ def test_the_demo_adapts_to_the_shifted_sets_without_their_labels(tmp_path):
 
     from pipeline.config import load_config
 
-    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="1")
+    calls = _recipe_calls(tmp_path / "with", "demo", ADAPT="1", FOLDS="0")
     finetune, _, multi, self_trained = _calls_of(calls, "train")
     # Multi-condition: the fine-tuning's config, the shifted test sets' channels as augmentation, more steps.
     assert _arg(multi, "--config") == _arg(finetune, "--config") == "recipes/demo/config.yaml"
@@ -309,6 +314,95 @@ def test_the_demo_adapts_to_the_shifted_sets_without_their_labels(tmp_path):
     report = calls[-1]
     assert report[:4] == ["-m", "pipeline", "report", "exp/demo"]
     assert all(calls.index(c) < len(calls) - 1 for c in _calls_of(calls, "score"))  # the report sees every score
-    without = _recipe_calls(tmp_path / "without", "demo", ADAPT="0")
+    without = _recipe_calls(tmp_path / "without", "demo", ADAPT="0", FOLDS="0")
     assert [_arg(c, "--config") for c in _calls_of(without, "train")] == ["recipes/demo/config.yaml"] * 2
     assert not _calls_of(without, "pseudo-label") and without[-1][:3] == ["-m", "pipeline", "report"]
+
+
+def _demo_folds_written(root: Path, n_folds: int = 3) -> None:
+    """What stage 16 would have written: the folds' data folders and the one of every voice."""
+    for k in range(1, n_folds + 1):
+        (root / f"data/demo_folds/fold{k}").mkdir(parents=True)
+    (root / "data/demo_folds/all").mkdir()
+
+
+def _limitations(call: list[str]) -> list[str]:
+    return [call[i + 1] for i, a in enumerate(call) if a == "--limitation"]
+
+
+def test_the_demo_folds_train_each_fold_pool_them_and_export_a_system_of_every_voice(tmp_path):
+    _demo_folds_written(tmp_path)
+    calls = _recipe_calls(tmp_path, "demo")  # FOLDS=1, N_FOLDS=3, ADAPT=0: the defaults
+    before = _recipe_calls(tmp_path / "before", "demo", FOLDS="0")
+    assert calls[: len(before)] == before  # stages 0-11 as without the folds
+    folds_calls = calls[len(before) :]
+    assert [c[2] for c in folds_calls] == ["folds", *["train", "decode", "score"] * 3, "score", "train", "report",
+                                           "report", "export"]  # fmt: skip
+    (folds,) = _calls_of(calls, "folds")
+    assert _arg(folds, "--data") == "data/demo" and _arg(folds, "--out") == "data/demo_folds"
+    assert _arg(folds, "--dev-speakers") == "0" and _arg(folds, "--folds") == "3"
+    finetune = _calls_of(calls, "train")[0]  # stage 3's system, whose recipe the folds measure
+    fold_trains = [c for c in _calls_of(calls, "train") if any(a.startswith("data.manifests_dir=") for a in c)]
+    assert len(fold_trains) == 4  # three folds and the system of every voice
+    for k, train in enumerate(fold_trains[:3], 1):
+        exp, data = f"exp/demo_folds/fold{k}/whisper_ft", f"data/demo_folds/fold{k}"
+        # the config's 60 steps, no dev voice to evaluate: nothing else differs from stage 3's training
+        extra = [a for a in train[3:] if a not in finetune[3:]]
+        assert extra == [f"output_dir={exp}", f"data.manifests_dir={data}", "train.eval_every=0"]
+        assert not exp.startswith("exp/demo/")  # `report exp/demo` refuses two systems named whisper_ft
+        i = calls.index(train)
+        decode, score = calls[i + 1], calls[i + 2]
+        assert _arg(decode, "--model") == f"{exp}/best" and _arg(decode, "--manifest") == f"{data}/test.jsonl"
+        assert _arg(score, "--hyps") == _arg(decode, "--out") == f"{exp}/test/hyps.jsonl"
+        assert _arg(score, "--manifest") == f"{data}/test.jsonl" and _arg(score, "--system") == "whisper_ft"
+        assert _arg(score, "--kind") == "finetuned"
+    pool = next(c for c in calls if "--pool" in c)
+    i = pool.index("--pool")
+    assert pool[i + 1 : i + 4] == [f"exp/demo_folds/fold{k}/whisper_ft/test" for k in (1, 2, 3)]
+    assert _arg(pool, "--out") == "exp/demo/whisper_ft_folds/pooled" and _arg(pool, "--system") == "whisper_ft_folds"
+    final = fold_trains[3]
+    assert calls.index(pool) < calls.index(final)
+    extra = [a for a in final[3:] if a not in finetune[3:]]
+    assert extra == ["output_dir=exp/demo/whisper_ft_all", "data.manifests_dir=data/demo_folds/all",
+                     "train.eval_every=0"]  # fmt: skip
+    report, export = calls[-2], calls[-1]
+    assert report[:4] == ["-m", "pipeline", "report", "exp/demo"] and calls.index(final) < len(calls) - 2
+    assert _arg(export, "--model") == "exp/demo/whisper_ft_all/best" and _arg(export, "--out") == "exp/demo/final_all"
+    assert _arg(export, "--batch-size") == _arg(calls[calls.index(fold_trains[0]) + 1], "--batch-size")
+    assert _arg(export, "--data") == "data/demo_folds/all"
+    assert _arg(export, "--results") == "exp/demo/whisper_ft_folds/pooled/results.json"
+    (stage6,) = [c for c in _calls_of(calls, "export") if c is not export]
+    assert _arg(export, "--license") == _arg(stage6, "--license") == "other"
+    limits = _limitations(export)
+    assert limits[0] == _arg(stage6, "--limitation") and "synthetic speech" in limits[0]
+    assert limits[1].startswith("Trained on all six voices for the config's 60 steps; its results are pooled over "
+                                "3 speaker folds")  # fmt: skip
+
+
+def test_the_demo_folds_leave_one_voice_out_with_n_folds_6(tmp_path):
+    _demo_folds_written(tmp_path, 6)
+    calls = _recipe_calls(tmp_path, "demo", N_FOLDS="6")
+    assert _arg(_calls_of(calls, "folds")[0], "--folds") == "6"
+    pool = next(c for c in calls if "--pool" in c)
+    assert pool[pool.index("--pool") + 1 : pool.index("--out")] == [
+        f"exp/demo_folds/fold{k}/whisper_ft/test" for k in range(1, 7)]
+    assert "pooled over 6 speaker folds" in _limitations(calls[-1])[-1]
+
+
+def test_the_demo_fold_stages_need_the_folds_of_stage_16(tmp_path):
+    import os
+
+    _copy_recipe(tmp_path, "demo")
+    r = subprocess.run(["bash", str(tmp_path / "recipes/demo/run.sh"), "--stage", "17"], capture_output=True,
+                       text=True, env={**os.environ, "PY": "false"})  # fmt: skip
+    assert r.returncode != 0 and "no folds in data/demo_folds: run stage 16 first" in r.stderr
+
+
+def test_the_demo_without_folds_stops_after_its_verdicts(tmp_path):
+    for adapt, last_stage in (("0", 11), ("1", 15)):
+        calls = _recipe_calls(tmp_path / adapt, "demo", FOLDS="0", ADAPT=adapt)
+        assert not _calls_of(calls, "folds") and not [c for c in calls if "--pool" in c]
+        assert calls[-1][:4] == ["-m", "pipeline", "report", "exp/demo"]
+        assert all("demo_folds" not in a and "whisper_ft_all" not in a for c in calls for a in c)
+        done = sorted(int(p.name.split(".")[0][5:]) for p in (tmp_path / adapt / "exp/demo/.done").iterdir())
+        assert done[-1] == last_stage

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("pipeline.cli.prepare", "import a corpus into normalized, validated manifests"),
     "synth-corpus": ("pipeline.cli.synth_corpus", "synthesize the small demo corpus with espeak-ng"),
     "merge": ("pipeline.cli.merge", "merge the outputs of sharded `prepare` runs"),
-    "folds": ("pipeline.cli.folds", "leave-one-speaker-out folds of a prepared folder (one prepared folder each)"),
+    "folds": ("pipeline.cli.folds", "speaker folds of a prepared folder, one prepared folder each (leave-one-speaker-out by default)"),
     "degrade": ("pipeline.cli.degrade", "derive a shifted test set: telephone channel, noise, babble or reverb"),
     "transcribe": ("pipeline.cli.transcribe", "transcribe audio files with any model the toolkit loads or trains"),
     "convert": ("pipeline.cli.convert", "convert a bundled/CTranslate2 Whisper into a transformers directory"),

@@ -25,10 +25,23 @@
 #               read), and one more short round on train + those pseudo-labels (recipes/demo/config_selftrain.yaml,
 #               exp/demo/whisper_st); decode + score it on the test set and the shifted ones
 #  15 adaptverdict the report again, with the adapted systems' domain-shift gaps
+# Speaker folds (FOLDS=1, the default; FOLDS=0 stops after stage 11, or 15 with ADAPT=1): one test voice says
+# little about the next unheard one, so every voice is tested once, in N_FOLDS=3 folds of two voices each
+# (N_FOLDS=6: leave-one-speaker-out, six trainings instead of three)
+#  16 folds     data/demo_folds/fold<k>: test = voices k, k+N_FOLDS ... (spk1+spk4, spk2+spk5, spk3+spk6),
+#               train = the other four, no dev voice
+#  17 fold<k>   train on fold k for the config's 60 steps (no dev: the last step kept, the budget of stage 3's
+#               system), decode + score its test voices: exp/demo_folds/fold<k>/whisper_ft
+#  18 pool      the folds pooled: per fold and pooled WER/CER with intervals, the worst voice:
+#               exp/demo/whisper_ft_folds/pooled
+#  19 train_all train on all six voices for the same 60 steps: exp/demo/whisper_ft_all (data/demo_folds/all)
+#  20 foldsreport the report again, now with the pooled row
+#  21 export_all the all-voice system with the pooled results on its card: exp/demo/final_all
 # Usage: recipes/demo/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/lib/stages.sh
+source recipes/lib/folds.sh
 parse_stage_args "$@"
 
 PY=${PY:-.venv/bin/python}
@@ -42,6 +55,19 @@ ADAPT=${ADAPT:-0}  # two more trainings and zero-shot decodes of noisy audio: `A
 # The shifted test sets (stage 7), and the channels multi-condition training plays its clips through (stage 13)
 SHIFTS=(telephone babble10 babble5)
 CHANNELS="[clean,telephone,babble10,babble5]"
+SYNTHETIC="Trained and tested on synthetic speech (espeak-ng voices): not a recognizer of real Punjabi speech."
+# Speaker folds (stages 16-21; what recipes/lib/folds.sh reads)
+FOLDS=${FOLDS:-1}
+N_FOLDS=${N_FOLDS:-3}
+SYSTEM=whisper_ft  # stage 3's system: the folds estimate how its recipe does on unheard voices
+DEV_SPEAKERS=0     # every voice a fold does not test trains it, for the config's steps (stage 3's budget)
+FOLD_DATA=data/demo_folds
+FOLD_EXP=exp/demo_folds  # outside $EXP: the folds' systems share one name, which `report $EXP` refuses
+POOLED=$EXP/${SYSTEM}_folds/pooled
+FOLDS_STAGE=16
+TRAIN_BUDGET="the config's 60 steps"
+FOLD_TRAIN_ARGS=(train.eval_every=0)  # no dev voice: nothing to evaluate, the last step is kept
+FOLD_DECODE_ARGS=()                   # the folds decode as stage 4 does
 
 decode_and_score() {  # system kind model [manifest]: hyps and results in $EXP/<system>/<manifest's name>/
   local system="$1" kind="$2" model="$3" manifest="${4:-$DATA/test.jsonl}"
@@ -67,8 +93,7 @@ run_stage 5 report report
 # the batch size of stage 4's decode: the same batches give the same transcripts
 run_stage 6 export "$PY" -m pipeline export --model "$EXP/whisper_ft/best" --batch-size 16 --data "$DATA" \
   --results "$EXP/whisper_ft/test/results.json" --recipe "make demo (recipes/demo/run.sh)" --license other \
-  --limitation "Trained and tested on synthetic speech (espeak-ng voices): not a recognizer of real Punjabi speech." \
-  --out "$EXP/final"
+  --limitation "$SYNTHETIC" --out "$EXP/final"
 
 # Domain shift: the same test utterances through a telephone channel and in babble of the four training
 # voices (other speakers than the test voice); ids are kept, so the report pairs them with the clean ones.
@@ -134,3 +159,16 @@ if [ "$ADAPT" = 1 ]; then
   run_stage 14 selftrain selftrain
   run_stage 15 adaptverdict report
 fi
+[ "$FOLDS" = 1 ] || exit 0
+
+run_stage 16 folds "$PY" -m pipeline folds --data "$DATA" --out "$FOLD_DATA" --dev-speakers "$DEV_SPEAKERS" \
+  --folds "$N_FOLDS"
+run_fold_stage 17
+run_stage 18 pool pool_folds
+run_stage 19 train_all train_all
+run_stage 20 foldsreport report
+run_stage 21 export_all "$PY" -m pipeline export --model "$EXP/${SYSTEM}_all/best" --batch-size 16 --data "$FOLD_DATA/all" \
+  --results "$POOLED/results.json" --recipe "make demo (recipes/demo/run.sh, N_FOLDS=$N_FOLDS speaker folds)" \
+  --license other --limitation "$SYNTHETIC" \
+  --limitation "Trained on all six voices for $(trained_for); its results are pooled over $N_FOLDS speaker folds: every voice tested once, by a system of the same recipe trained on the voices of the other folds." \
+  --out "$EXP/final_all"

@@ -25,6 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/lib/stages.sh
+source recipes/lib/folds.sh
 parse_stage_args "$@"
 
 PY=${PY:-.venv/bin/python}
@@ -42,10 +43,14 @@ FOLD_EVAL_EVERY=${FOLD_EVAL_EVERY:-25}
 FOLD_DATA=data/pa_digits_folds
 FOLD_EXP=exp/pa_digits_folds  # outside $EXP: the folds' systems share one name, which `report $EXP` refuses
 POOLED=$EXP/${SYSTEM}_folds/pooled
+FOLDS_STAGE=7  # the rest of what recipes/lib/folds.sh reads
+TRAIN_BUDGET="the config's epochs"
+FOLD_TRAIN_ARGS=()
 # Silence after every clip when a fine-tuned system decodes: the training clips of two speakers end in
 # silence, the third speaker's recordings stop at the last digit, and a model that never heard a clip
 # end in speech writes on past it (BENCHMARKS.md#punjabi-digits)
 TAIL=${TAIL:-0.5}
+FOLD_DECODE_ARGS=(--tail-silence "$TAIL")  # the folds decode as stage 4 does
 
 decode_and_score() {  # system kind model [extra decode arguments]
   # No --language: a fine-tuned model decodes with the token it was trained with (model.language)
@@ -73,50 +78,8 @@ run_stage 6 "export.$SYSTEM" "$PY" -m pipeline export --model "$EXP/$SYSTEM/best
   --limitation "Knows only the ten digit words, romanized, as read by the corpus's three speakers." --out "$EXP/final"
 [ "$FOLDS" = 1 ] || exit 0
 
-fold_count() {  # the folds stage 7 wrote (one per speaker)
-  local n
-  n=$(find "$FOLD_DATA" -mindepth 1 -maxdepth 1 -type d -name 'fold*' 2>/dev/null | wc -l)
-  if [ "$n" -eq 0 ]; then echo "no folds in $FOLD_DATA: run stage 7 first" >&2; return 1; fi
-  echo "$n"
-}
-
-train_decode_score_fold() {  # k
-  local data="$FOLD_DATA/fold$1" exp="$FOLD_EXP/fold$1/$SYSTEM"
-  local eval_args=()
-  [ "$DEV_SPEAKERS" = 0 ] || eval_args=("train.eval_every=$FOLD_EVAL_EVERY")
-  "$PY" -m pipeline train --config "$CONFIG" "output_dir=$exp" "data.manifests_dir=$data" \
-    "${eval_args[@]}" "${FORCE_ARGS[@]}"
-  "$PY" -m pipeline decode --model "$exp/best" --manifest "$data/test.jsonl" --out "$exp/test/hyps.jsonl" --batch-size 16 \
-    --tail-silence "$TAIL"
-  "$PY" -m pipeline score --manifest "$data/test.jsonl" --hyps "$exp/test/hyps.jsonl" --system "$SYSTEM" \
-    --kind finetuned
-}
-
-pool_folds() {
-  local k n folds=()
-  n=$(fold_count)
-  for k in $(seq 1 "$n"); do folds+=("$FOLD_EXP/fold$k/$SYSTEM/test"); done
-  "$PY" -m pipeline score --pool "${folds[@]}" --out "$POOLED" --system "${SYSTEM}_folds"
-}
-
-train_all() {  # every speaker, as the folds trained (with dev speakers: for their median best step); the last step is kept
-  local step_args=()
-  [ "$DEV_SPEAKERS" = 0 ] || step_args=("train.max_steps=$(cat "$POOLED/median_best_step")")
-  "$PY" -m pipeline train --config "$CONFIG" "output_dir=$EXP/${SYSTEM}_all" "data.manifests_dir=$FOLD_DATA/all" \
-    "${step_args[@]}" train.eval_every=0 "${FORCE_ARGS[@]}"
-}
-
-trained_for() {  # how the all-speaker system was trained, for its card
-  if [ "$DEV_SPEAKERS" = 0 ]; then echo "the config's epochs"; else echo "$(cat "$POOLED/median_best_step") steps"; fi
-}
-
 run_stage 7 folds "$PY" -m pipeline folds --data "$DATA" --out "$FOLD_DATA" --dev-speakers "$DEV_SPEAKERS"
-if [ "$STAGE" -le 8 ] && [ "$STOP_STAGE" -ge 8 ]; then
-  N_FOLDS=$(fold_count)
-  for k in $(seq 1 "$N_FOLDS"); do
-    run_stage 8 "fold$k.$SYSTEM" train_decode_score_fold "$k"
-  done
-fi
+run_fold_stage 8
 run_stage 9 "pool.$SYSTEM" pool_folds
 run_stage 10 "train_all.$SYSTEM" train_all
 run_stage 11 report_folds report
