@@ -117,7 +117,9 @@ class ModelConfig:
     # by train.seed), the from-scratch system a transfer report checks negative transfer against
     init: str = "pretrained"
     language: str = ""  # language token code (<|xx|>); defaults to data.lang minus its script ("pa-Latn" -> "pa")
-    new_language_init_from: str = ""  # existing language whose token initialises a new one
+    # existing language whose token initialises a new one; an English-only model (no language tokens:
+    # whisper-tiny.en) needs it for any language, a language token of its tokenizer (e.g. en)
+    new_language_init_from: str = ""
     # whisper | bpe: a byte-level BPE learnt from the train text (pipeline.train.new_vocab)
     vocabulary: str = "whisper"
     # bpe: text tokens incl. the 256 byte pieces (0 = 1000); Whisper's special tokens come on top

@@ -16,11 +16,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Switches the wiring tests turn off unless given: most tests predate them as defaults (CTC=1, and
+#: stages 11-13) and check the decoder-only variant of stages 1-10.
+OFF_UNLESS_GIVEN = ("CTC", "SCRATCH", "SOURCE", "SHIFT")
+
+
 def run_recipe(tmp_path: Path, *args: str, **env: str | None) -> list[list[str]]:
-    """The recipe's calls. CTC is 0 unless given (most wiring tests predate CTC=1 as the default
-    and check the decoder-only variant); ``CTC=None`` runs the recipe's own default."""
-    env = {k: v for k, v in {"CTC": "0", **env}.items() if v is not None}
-    base = {k: v for k, v in os.environ.items() if k != "CTC"}
+    """The recipe's calls. The switches of :data:`OFF_UNLESS_GIVEN` are 0 unless given; ``CTC=None``
+    (``SCRATCH=None`` ...) runs the recipe's own default."""
+    env = {k: v for k, v in {**dict.fromkeys(OFF_UNLESS_GIVEN, "0"), **env}.items() if v is not None}
+    base = {k: v for k, v in os.environ.items() if k not in OFF_UNLESS_GIVEN}
     for rel in ("recipes/sanskrit/run.sh", "recipes/lib/stages.sh"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
@@ -207,18 +212,23 @@ def test_by_default_two_seeds_are_averaged_into_one_decoder_for_stages_4_to_8(tm
 
 def test_a_forced_run_forces_every_training_and_the_prepare(tmp_path):
     """A finished training of the same settings is otherwise returned as it is (its run identity matches)."""
-    plain = run_recipe(tmp_path / "plain", CTC=None)
-    forced = run_recipe(tmp_path / "forced", "--force", CTC=None)
+    defaults = dict.fromkeys(OFF_UNLESS_GIVEN)
+    plain = run_recipe(tmp_path / "plain", **defaults)
+    forced = run_recipe(tmp_path / "forced", "--force", **defaults)
     for calls, expected in ((plain, False), (forced, True)):
         trains = calls_of(calls, "train")
-        assert len(trains) >= 5  # two seeds, the CTC system, the self-trained decoder and CTC system
-        assert all(("--force" in c) == expected for c in trains + calls_of(calls, "prepare"))
+        # two seeds, the CTC system, the self-trained decoder and CTC system, the scratch and source systems
+        assert len(trains) == 7
+        # prepare and degrade otherwise refuse to replace their outputs made with other settings
+        refusing = calls_of(calls, "prepare") + calls_of(calls, "degrade")
+        assert len(refusing) == 6 and all(("--force" in c) == expected for c in trains + refusing)
 
 
 def test_the_last_stage_exports_the_final_rescored_system(tmp_path):
     calls = run_recipe(tmp_path, CTC=None)  # the recipe's defaults: two seeds souped, CTC, self-training
     (export,) = calls_of(calls, "export")
-    assert calls[-1] == export  # after the report
+    reports = calls_of(calls, "report")  # stage 9's and stage 14's
+    assert calls.index(export) == calls.index(reports[1]) + 1 and calls[-2:] == reports[2:]
     final = "exp/sa/whisper_st_soup2_ctc_lm"  # stage 8's system, whose dev run tuned the weights
     (tuned,) = [c for c in calls_of(calls, "rescore") if arg(c, "--out") == f"{final}/dev/hyps.jsonl"]
     assert "--tune" in tuned and arg(export, "--from-rescore") == f"{final}/dev"
@@ -232,3 +242,129 @@ def test_the_last_stage_exports_the_final_rescored_system(tmp_path):
     calls = run_recipe(tmp_path / "plain", SELFTRAIN="0", SEEDS="1")  # no stage 8: stage 6's system is final
     (export,) = calls_of(calls, "export")
     assert arg(export, "--from-rescore") == "exp/sa/whisper_lm/dev" and "--limitation" not in export
+
+
+def overrides(train: list[str]) -> list[str]:
+    """A train call's config overrides (what follows --config and its file), --force aside."""
+    return [a for a in train[train.index("--config") + 2 :] if a != "--force"]
+
+
+def decoded_and_scored(calls: list[list[str]], system: str) -> dict[str, tuple[list[str], list[str]]]:
+    """test set -> (decode call, score call) of ``system``: each decode's hyps scored under that name."""
+    out = {}
+    for decode in calls_of(calls, "decode"):
+        hyps = arg(decode, "--out")
+        if hyps.split("/")[2] != system:
+            continue
+        (score,) = [c for c in calls_of(calls, "score") if "--hyps" in c and arg(c, "--hyps") == hyps]
+        assert arg(score, "--system") == system and arg(score, "--manifest") == arg(decode, "--manifest")
+        assert calls.index(decode) < calls.index(score)
+        out[hyps.split("/")[3]] = (decode, score)
+    return out
+
+
+def test_stage_11_trains_stage_3s_config_from_random_weights_and_scores_it_as_scratch(tmp_path):
+    calls = run_recipe(tmp_path, SCRATCH=None, CTC=None)  # the recipe's defaults: two seeds souped
+    trains = calls_of(calls, "train")
+    (scratch,) = [c for c in trains if "model.init=scratch" in c]
+    ft = trains[0]  # seed 0 of stage 3: one transfer seed's training
+    assert arg(scratch, "--config") == arg(ft, "--config") == "recipes/sanskrit/config.yaml"
+    # the same config, seed and step budget (epochs, batches): only the start and the output differ
+    assert overrides(ft) == ["output_dir=exp/sa/whisper_ft", "train.seed=0"]
+    assert overrides(scratch) == ["model.init=scratch", "output_dir=exp/sa/whisper_scratch", "train.seed=0"]
+    (export,) = calls_of(calls, "export")
+    assert calls.index(export) < calls.index(scratch)
+    scored = decoded_and_scored(calls, "whisper_scratch")
+    assert set(scored) == {"dev", "test"}
+    for split, (decode, score) in scored.items():
+        assert arg(decode, "--model") == "exp/sa/whisper_scratch/best" and arg(decode, "--manifest") == f"data/sa/{split}.jsonl"
+        assert not {"--num-beams", "--lm", "--char-lm", "--language"} & set(decode)  # greedy, as trained
+        assert arg(score, "--kind") == "scratch" and calls.index(scratch) < calls.index(decode)
+    # Its like-for-like transfer system, seed 0's decoder, is scored too: stage 4 scored only the soup
+    ft_scored = decoded_and_scored(calls, "whisper_ft")
+    assert set(ft_scored) == {"dev", "test"}
+    assert all(arg(d, "--model") == "exp/sa/whisper_ft/best" and arg(s, "--kind") == "finetuned"
+               for d, s in ft_scored.values())  # fmt: skip
+    assert {"stage11.scratch.train.whisper_scratch", "stage11.scratch.score.whisper_scratch"} <= {
+        m.name for m in (tmp_path / "exp/sa/.done").iterdir()}  # fmt: skip
+
+    calls = run_recipe(tmp_path / "one_seed", SCRATCH=None, SEEDS="1")  # stage 4 scored whisper_ft already
+    assert len(calls_of(calls, "decode")) == len({arg(c, "--out") for c in calls_of(calls, "decode")})
+    assert len(decoded_and_scored(calls, "whisper_scratch")) == 2
+
+    calls = run_recipe(tmp_path / "off", SCRATCH="0")
+    assert not [c for c in calls_of(calls, "train") if "model.init=scratch" in c]
+    assert "scratch" not in {arg(c, "--kind") for c in calls_of(calls, "score")}
+    assert not list((tmp_path / "off/exp/sa/.done").glob("stage11.*"))
+
+
+def test_stage_12_trains_the_same_config_from_english_only_whisper_tiny_en(tmp_path):
+    calls = run_recipe(tmp_path, SOURCE=None)
+    (source,) = [c for c in calls_of(calls, "train") if "model.name=whisper-tiny.en" in c]
+    assert arg(source, "--config") == "recipes/sanskrit/config.yaml"
+    # whisper-tiny.en has no language tokens: <|sa|> (the config's model.language) starts from <|en|>'s rows
+    assert overrides(source) == ["model.name=whisper-tiny.en", "model.new_language_init_from=en",
+                                 "output_dir=exp/sa/whisper_tinyen", "train.seed=0"]  # fmt: skip
+    scored = decoded_and_scored(calls, "whisper_tinyen")
+    assert set(scored) == {"dev", "test"}
+    for split, (decode, score) in scored.items():
+        assert arg(decode, "--model") == "exp/sa/whisper_tinyen/best" and arg(decode, "--manifest") == f"data/sa/{split}.jsonl"
+        assert not {"--num-beams", "--lm", "--language"} & set(decode) and arg(score, "--kind") == "finetuned"
+        assert calls.index(source) < calls.index(decode)
+    assert calls.index(calls_of(calls, "export")[0]) < calls.index(source)
+
+    calls = run_recipe(tmp_path / "off", SOURCE="0")
+    assert not [c for c in calls_of(calls, "train") if "model.name=whisper-tiny.en" in c]
+    assert not decoded_and_scored(calls, "whisper_tinyen")
+
+
+SHIFTED_SETS = ("test_telephone", "test_babble10", "test_babble5", "test_noise10", "test_reverb")
+
+
+def test_stage_13_scores_the_exported_system_and_the_decoder_on_shifted_copies_of_test(tmp_path):
+    calls = run_recipe(tmp_path, SHIFT=None, CTC=None)
+    degrades = calls_of(calls, "degrade")
+    assert [arg(c, "--out") for c in degrades] == [f"data/sa_shifted/{name}" for name in SHIFTED_SETS]
+    assert all(arg(c, "--manifest") == "data/sa/test.jsonl" and arg(c, "--seed") == "0" for c in degrades)
+    assert "--id-suffix" not in {a for c in degrades for a in c}  # ids kept: the report pairs each set with test
+    conditions = [c[c.index("--condition") : c.index("--seed")] for c in degrades]
+    assert conditions == [
+        ["--condition", "telephone"],
+        ["--condition", "babble", "--snr", "10", "--noise-manifest", "data/sa/train.jsonl"],
+        ["--condition", "babble", "--snr", "5", "--noise-manifest", "data/sa/train.jsonl"],
+        ["--condition", "noise", "--snr", "10", "--noise-color", "pink"],
+        ["--condition", "reverb", "--rt60", "0.5"],
+    ]
+    (export,) = calls_of(calls, "export")
+    assert calls.index(export) < calls.index(degrades[0])
+    manifests = {name: f"data/sa_shifted/{name}/{name}.jsonl" for name in SHIFTED_SETS}
+    # The stage-3 decoder system (greedy), whose test score is stage 4's
+    decoder = decoded_and_scored(calls, "whisper_soup2")
+    assert set(decoder) == {"dev", "test", *SHIFTED_SETS}
+    for name in SHIFTED_SETS:
+        decode, score = decoder[name]
+        assert arg(decode, "--manifest") == manifests[name] and arg(decode, "--model") == "exp/sa/whisper_soup2/best"
+        assert "--num-beams" not in decode and arg(score, "--kind") == "finetuned"
+        assert calls.index(degrades[-1]) < calls.index(decode)
+    # The exported system as a user runs it (its own search and batches), on test too: its in-domain rate
+    final = decoded_and_scored(calls, "final_export")
+    assert set(final) == {"test", *SHIFTED_SETS}
+    assert arg(final["test"][0], "--manifest") == "data/sa/test.jsonl"
+    for name, (decode, score) in final.items():
+        assert arg(decode, "--model") == "exp/sa/final" and arg(score, "--kind") == "finetuned"
+        assert not {"--batch-size", "--num-beams", "--lm", "--language"} & set(decode)
+        assert name == "test" or arg(decode, "--manifest") == manifests[name]
+    assert not [c for c in calls if any(a.startswith("exp/sa/final/") for a in c)]  # nothing written into the export
+    # The report again, last, over everything
+    reports = calls_of(calls, "report")
+    assert calls[-2:] == reports[-2:] and arg(reports[-2], "--out") == "exp/sa/report"
+    assert (tmp_path / "exp/sa/.done/stage14.verdict").exists()
+
+    # Another variant's export is scored again; the sets and the decoder's scores stay
+    calls = run_recipe(tmp_path, SHIFT=None, CTC=None, FUSION_WEIGHT="0")
+    assert not calls_of(calls, "degrade") and not decoded_and_scored(calls, "whisper_soup2")
+    assert set(decoded_and_scored(calls, "final_export")) == {"test", *SHIFTED_SETS}
+
+    calls = run_recipe(tmp_path / "off", SHIFT="0")
+    assert not calls_of(calls, "degrade") and not decoded_and_scored(calls, "final_export")
+    assert not any(arg(c, "--manifest").startswith("data/sa_shifted/") for c in calls_of(calls, "decode"))

@@ -11,8 +11,10 @@ import transformers
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from pipeline.config import config_from_dict
+from pipeline.decode.manifest import decode_file
+from pipeline.decode.recognizer import SearchOptions
 from pipeline.models.encoder import generate_trimmed, mel_length, uses_trimmed_encoder
-from pipeline.models.language import N_TIMESTAMPS, LanguageError, setup_language
+from pipeline.models.language import N_TIMESTAMPS, LabelEncoder, LanguageError, setup_language
 from pipeline.testing.tiny import build_tiny_whisper, save_tiny_whisper, write_tiny_corpus
 from pipeline.train.trainer import Trainer
 
@@ -82,3 +84,61 @@ def test_new_language_survives_training_and_reload(tmp_path):
     asr = transformers.pipeline("automatic-speech-recognition", model=str(best))
     result = asr(audio, generate_kwargs={"language": "xx", "max_new_tokens": 3})
     assert isinstance(result["text"], str)
+
+
+def test_an_english_only_model_gets_whispers_multilingual_prompt_with_the_new_language():
+    """An English-only Whisper (whisper-tiny.en) has no language or task token in its prompt; its tokenizer
+    still carries them (rows never trained), so <|sa|> is that token, initialised from the named one."""
+    model, processor = build_tiny_whisper(english_only=True)
+    gen, tok = model.generation_config, processor.tokenizer
+    n = model.get_input_embeddings().weight.shape[0]
+    with pytest.raises(LanguageError, match="English-only.*new_language_init_from"):
+        setup_language(model, processor, "sa")
+    with pytest.raises(LanguageError, match=r"<\|qq\|> is not in the English-only model's tokenizer"):
+        setup_language(model, processor, "sa", init_from="qq")
+    assert not getattr(gen, "lang_to_id", None)  # a refusal changes nothing
+    sa = setup_language(model, processor, "sa", init_from="en")
+    assert sa == tok.convert_tokens_to_ids("<|sa|>") and model.get_input_embeddings().weight.shape[0] == n
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(emb[sa], emb[tok.convert_tokens_to_ids("<|en|>")])
+    assert gen.lang_to_id == {"<|sa|>": sa, "sa": sa} and gen.is_multilingual
+    transcribe = tok.convert_tokens_to_ids("<|transcribe|>")
+    assert gen.task_to_id == {"transcribe": transcribe, "translate": tok.convert_tokens_to_ids("<|translate|>")}
+    assert LabelEncoder(processor, model, "sa").prefix == [gen.decoder_start_token_id, sa, transcribe,
+                                                           gen.no_timestamps_token_id]  # fmt: skip
+    assert setup_language(model, processor, "sa", init_from="en") == sa  # known now: nothing added
+
+    # A language the tokenizer lacks is appended, as for a multilingual model
+    model, processor = build_tiny_whisper(english_only=True)
+    xx = setup_language(model, processor, "xx", init_from="en")
+    assert xx == n and len(processor.tokenizer) == n + 1 == model.get_output_embeddings().weight.shape[0]
+    assert model.generation_config.lang_to_id == {"<|xx|>": xx, "xx": xx}
+
+
+def test_an_english_only_model_trains_and_decodes_with_a_new_language(tmp_path):
+    torch.set_num_threads(1)
+    model_dir = save_tiny_whisper(tmp_path / "model", english_only=True)
+    data = write_tiny_corpus(tmp_path / "data", n_train=8, n_dev=2, lang="sa")
+    cfg = config_from_dict({
+        "data": {"lang": "sa", "manifests_dir": str(data)},
+        "model": {"name": str(model_dir), "language": "sa", "new_language_init_from": "en"},
+        "train": {"regime": "cached-encoder", "restrict_vocab": True, "lr": 3e-3, "warmup_steps": 1, "max_steps": 3,
+                  "batch_seconds": 4.0, "eval_every": 3, "threads": 1},
+        "output_dir": str(tmp_path / "exp"),
+    })  # fmt: skip
+    Trainer(cfg, progress=False).train()
+    best = tmp_path / "exp" / "best"
+    model = WhisperForConditionalGeneration.from_pretrained(best)
+    tok = WhisperProcessor.from_pretrained(best).tokenizer
+    sa, transcribe = tok.convert_tokens_to_ids("<|sa|>"), tok.convert_tokens_to_ids("<|transcribe|>")
+    gen = model.generation_config
+    assert gen.is_multilingual and gen.lang_to_id["sa"] == sa and gen.task_to_id["transcribe"] == transcribe
+    assert gen.language == "<|sa|>"  # plain generate() prompts as trained
+    # The toolkit's decode runs it, prompted as it was trained
+    hyps = tmp_path / "hyps.jsonl"
+    result = decode_file(data / "dev.jsonl", best, hyps, SearchOptions(batch_size=2))
+    assert len(result.hyps) == 2 and not result.errors
+    feats = WhisperProcessor.from_pretrained(best).feature_extractor(
+        np.zeros(16000, dtype=np.float32), sampling_rate=16000, return_tensors="pt").input_features
+    out = model.generate(feats, max_new_tokens=2, return_dict_in_generate=True)
+    assert out.sequences[0, :4].tolist() == [gen.decoder_start_token_id, sa, transcribe, gen.no_timestamps_token_id]

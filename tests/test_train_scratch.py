@@ -3,14 +3,18 @@ the transfer report checks negative transfer against. No pretrained weight may s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers.models.whisper.modeling_whisper import sinusoids
 
+from data_prep.manifest import read_manifest
 from pipeline.config import ConfigError, config_from_dict
 from pipeline.models.whisper import load_whisper
 from pipeline.testing.tiny import build_tiny_whisper, write_tiny_corpus
 from pipeline.train.trainer import Trainer
+from tests.tree_fixtures import tree_digest
 
 #: Not learned: transformers sets the encoder's position table to fixed sinusoids in any Whisper.
 FIXED = {"model.encoder.embed_positions.weight"}
@@ -75,3 +79,32 @@ def test_scratch_is_refused_where_it_has_no_meaning(assets, tmp_path):
         make_cfg(assets, tmp_path, "random")
     with pytest.raises(ConfigError, match="adapters on frozen random weights"):
         make_cfg(assets, tmp_path, "scratch", regime="lora")
+
+
+def test_a_scratch_start_never_reuses_the_pretrained_encoders_cached_states(assets, tmp_path):
+    """The recipe's systems share one train.cache_dir. Under the cached-encoder regime a scratch start's lower
+    encoder layers are random (and frozen): its states are its own, cached apart from the pretrained encoder's,
+    which stay as they were."""
+    cache_dir = tmp_path / "encoder_cache"
+
+    def cache_of(name: str, init: str, seed: int = 0):
+        cfg = make_cfg(assets, tmp_path / name, init, regime="cached-encoder", encoder_trainable_top_layers=1,
+                       cache_dir=str(cache_dir), seed=seed)  # fmt: skip
+        return Trainer(cfg, progress=False).setup().parts.train_set.cache
+
+    pretrained = cache_of("ft", "pretrained")
+    before = tree_digest(pretrained.dir)
+    ids = [u.id for u in read_manifest(assets[1] / "train.jsonl")]
+    scratch = cache_of("scratch", "scratch")
+    assert scratch.dir.parent == pretrained.dir.parent and scratch.dir != pretrained.dir
+    assert sorted(k.split("@")[0] for k in scratch.index) == sorted(ids)  # every clip's states computed afresh
+    for utt_id in ids:
+        a, b = scratch.get(utt_id), pretrained.get(utt_id)
+        assert a.shape == b.shape and not torch.allclose(a, b, atol=1e-2), utt_id
+    assert tree_digest(pretrained.dir) == before
+    meta = json.loads((scratch.dir / "meta.json").read_text())
+    assert meta["base_model"] == f"{assets[0]} architecture, random init (seed 0)"
+    # another seed draws another encoder: a cache of its own again; the same seed finds its own
+    assert cache_of("scratch_s1", "scratch", seed=1).dir not in (scratch.dir, pretrained.dir)
+    assert cache_of("scratch_again", "scratch").dir == scratch.dir
+    assert cache_of("ft_again", "pretrained").dir == pretrained.dir

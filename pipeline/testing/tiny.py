@@ -54,9 +54,13 @@ def tiny_tokenizer(merges: list[tuple[str, str]] | None = None) -> WhisperTokeni
 
 def build_tiny_whisper(
     *, d_model: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128, seed: int = 0,
-    begin_suppress: bool = False, target_positions: int = 128,
+    begin_suppress: bool = False, target_positions: int = 128, english_only: bool = False,
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """A random tiny multilingual Whisper and its processor (80 mel bins, 30 s window).
+
+    ``english_only``: an English-only Whisper as OpenAI's ``*.en`` models are: the same tokenizer
+    (language and task tokens included), a generation config without languages or tasks
+    (``is_multilingual`` false), prompted with ``<|startoftranscript|><|notimestamps|>`` alone.
 
     ``begin_suppress``: like the released models, forbid a bare space and
     ``<|endoftext|>`` as the first generated token (``begin_suppress_tokens``).
@@ -88,14 +92,17 @@ def build_tiny_whisper(
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
     model.eval()
+    languages = {} if english_only else {
+        "lang_to_id": {f"<|{c}|>": ids[f"<|{c}|>"] for c in TINY_LANGUAGES},
+        "task_to_id": {"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
+    }  # fmt: skip
     gen = GenerationConfig(
         decoder_start_token_id=sot,
         eos_token_id=eot,
         pad_token_id=eot,
         bos_token_id=eot,
-        is_multilingual=True,
-        lang_to_id={f"<|{c}|>": ids[f"<|{c}|>"] for c in TINY_LANGUAGES},
-        task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
+        is_multilingual=not english_only,
+        **languages,
         no_timestamps_token_id=ids["<|notimestamps|>"],
         prev_sot_token_id=ids["<|startofprev|>"],
         begin_suppress_tokens=[tok.convert_tokens_to_ids("Ġ"), eot] if begin_suppress else None,

@@ -81,7 +81,7 @@ class Trainer(TrainingLoop):
     # ------------------------------------------------------------------------------------- build
 
     def _build(self) -> TrainingParts:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         model = self._load_model()
         self._load_examples(model)
         model.to(self.device)
@@ -89,7 +89,7 @@ class Trainer(TrainingLoop):
         cache = None
         if t.regime == "cached-encoder":
             cache = self._train_state_cache(model.model.encoder, self.split, self.processor.feature_extractor,
-                                            self.train_ex, cfg.model.name)  # fmt: skip
+                                            self.train_ex, self._encoder_origin())  # fmt: skip
         module = self._train_module(model)
         skipped = sum(self.train_skipped.values())
         padded = f", {t.padded_share:g} of the batches with clips on the 30-s padded window too" if t.padded_share > 0 else ""
@@ -114,6 +114,12 @@ class Trainer(TrainingLoop):
         self.vocab_info = self._new_vocabulary(model) if cfg.model.vocabulary == "bpe" else None
         self.labels = LabelEncoder(self.processor, model, self.language)
         return model
+
+    def _encoder_origin(self) -> str:
+        """Where the cached encoder states come from, for the cache's meta.json. A scratch start's random
+        encoder has its own cache (the cache is keyed by a hash of the weights), whatever the model's name."""
+        m = self.cfg.model
+        return m.name if m.init == "pretrained" else f"{m.name} architecture, random init (seed {self.cfg.train.seed})"
 
     def _new_vocabulary(self, model) -> dict:
         """Learn (main process) or reuse ``output_dir/vocab/``, then move model and processor onto it.
@@ -232,7 +238,7 @@ class Trainer(TrainingLoop):
         if t.padded_share == 0 or not isinstance(train_set, StateDataset):
             return
         train_set.padded_cache = self._train_state_cache(
-            self.parts.module.whisper.model.encoder, self.split, self.processor.feature_extractor, self.train_ex, self.cfg.model.name,
+            self.parts.module.whisper.model.encoder, self.split, self.processor.feature_extractor, self.train_ex, self._encoder_origin(),
             trimmed=False, only=self.plan.padded_items(self.total_steps, t.grad_accum),
         )  # fmt: skip
 

@@ -35,6 +35,13 @@
 #  10 export    the final system (stage 8's rescored system; stage 6's with SELFTRAIN=0) as one folder that
 #               transcribes anywhere, with its model card: exp/sa/final (`pipeline export --from-rescore`:
 #               its decoder(s), CTC system, LMs, search settings and dev-tuned weights, copied)
+#  11 scratch   (SCRATCH=1, the default) stage 3's config from random weights, seed 0 (one seed's steps):
+#               whisper_scratch, greedy, dev and test as kind scratch (+ seed 0's whisper_ft, its like-for-like)
+#  12 source    (SOURCE=1, the default) stage 3's config from English-only whisper-tiny.en, seed 0 (<|sa|> is
+#               new to it, from <|en|>'s rows): whisper_tinyen, greedy, dev and test
+#  13 shift     (SHIFT=1, the default) data/sa_shifted/test_{telephone,babble10,babble5,noise10,reverb} (ids kept);
+#               exp/sa/final (as system final_export, on test too) and the stage-3 decoder (greedy) scored on each
+#  14 verdict   the report again, with the negative-transfer and domain-shift verdicts decided
 # Usage: recipes/sanskrit/run.sh [--stage N] [--stop-stage M] [--force]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,6 +87,17 @@ TUNE_METRIC=${TUNE_METRIC:-wer+cer}  # what the rescoring weights minimize on de
 VARIANT="$VARIANT.fusion${FUSION_WEIGHT}_${FUSION_BONUS}_lp${FUSION_LP}_r$FUSION_RATE_MARGIN.$TUNE_METRIC"  # another setting reruns stages 6-8
 DATA=data/sa
 EXP=exp/sa
+SCRATCH=${SCRATCH:-1}  # stage 11: the negative-transfer check's from-scratch system
+SCRATCH_SYSTEM=whisper_scratch
+SOURCE=${SOURCE:-1}  # stage 12: the same training from another source model
+SOURCE_MODEL=${SOURCE_MODEL:-whisper-tiny.en}
+SOURCE_INIT=${SOURCE_INIT:-en}  # the token whose rows <|sa|> starts from, where the source model lacks it
+SOURCE_SYSTEM=${SOURCE_SYSTEM:-whisper_tinyen}
+SHIFT=${SHIFT:-1}  # stage 13: shifted copies of the test set, and the systems scored on them
+SHIFTED=data/sa_shifted
+SHIFTS=(telephone babble10 babble5 noise10 reverb)
+REVERB_RT60=${REVERB_RT60:-0.5}  # seconds (degrade's default)
+FINAL_SYSTEM=final_export  # the exported system's scores (nothing is written into exp/sa/final, the product)
 
 seed_system() {  # system seed: seed 0 keeps the system's name, seed k > 0 gets the suffix _s<k>
   if [ "$2" = 0 ]; then echo "$1"; else echo "$1_s$2"; fi
@@ -90,13 +108,18 @@ seed_models() {  # system [count]: the best/ directories of its first count (def
   for ((k = 0; k < ${2:-$SEEDS}; k++)); do echo "$EXP/$(seed_system "$1" "$k")/best"; done
 }
 
-decode_and_score() {  # system kind model split [extra decode arguments]
+decode_and_score_set() {  # system kind model manifest [extra decode arguments]: into $EXP/<system>/<its stem>/
   # No --language: a fine-tuned model decodes with the token it was trained with (model.language)
-  local system="$1" kind="$2" model="$3" split="$4"; shift 4
-  "$PY" -m pipeline decode --model "$model" --manifest "$DATA/$split.jsonl" --out "$EXP/$system/$split/hyps.jsonl" \
-    --batch-size 16 "$@"
-  "$PY" -m pipeline score --manifest "$DATA/$split.jsonl" --hyps "$EXP/$system/$split/hyps.jsonl" \
+  local system="$1" kind="$2" model="$3" manifest="$4" testset; shift 4
+  testset=$(basename "$manifest" .jsonl)
+  "$PY" -m pipeline decode --model "$model" --manifest "$manifest" --out "$EXP/$system/$testset/hyps.jsonl" "$@"
+  "$PY" -m pipeline score --manifest "$manifest" --hyps "$EXP/$system/$testset/hyps.jsonl" \
     --system "$system" --kind "$kind"
+}
+
+decode_and_score() {  # system kind model split [extra decode arguments]
+  local system="$1" kind="$2" model="$3" split="$4"; shift 4
+  decode_and_score_set "$system" "$kind" "$model" "$DATA/$split.jsonl" --batch-size 16 "$@"
 }
 
 finetuned() {
@@ -200,6 +223,54 @@ report() {
   "$PY" -m pipeline report "$EXP" --markdown-table
 }
 
+# Negative transfer: stage 3's config (architecture, regime, epochs, batches) from random weights, one seed's
+# training. Under the cached-encoder regime its lower encoder layers stay at their random draw, as the
+# pretrained ones stay pretrained: the two train the same weights for the same steps.
+scratch_train() {
+  "$PY" -m pipeline train --config "$CONFIG" model.init=scratch "output_dir=$EXP/$SCRATCH_SYSTEM" train.seed=0 \
+    "${FORCE_ARGS[@]}"
+}
+
+scratch_score() {  # and seed 0's transfer decoder (same config, seed and steps), unless stage 4 scored it
+  on_dev_and_test decode_and_score "$SCRATCH_SYSTEM" scratch "$EXP/$SCRATCH_SYSTEM/best"
+  if [ "$DECODER" != "$SYSTEM" ]; then on_dev_and_test decode_and_score "$SYSTEM" finetuned "$EXP/$SYSTEM/best"; fi
+}
+
+source_train() {  # stage 3's config from another pretrained model, one seed's training
+  "$PY" -m pipeline train --config "$CONFIG" "model.name=$SOURCE_MODEL" \
+    "model.new_language_init_from=$SOURCE_INIT" "output_dir=$EXP/$SOURCE_SYSTEM" train.seed=0 "${FORCE_ARGS[@]}"
+}
+
+# Domain shift: the test clips through a telephone line, babble of the train speakers (others than the test
+# speakers), pink noise and a synthetic room; ids are kept, so the report pairs each set with test.
+derive_shifted() {
+  local name
+  local -a condition
+  for name in "${SHIFTS[@]}"; do
+    case "$name" in
+      telephone) condition=(--condition telephone) ;;
+      babble*) condition=(--condition babble --snr "${name#babble}" --noise-manifest "$DATA/train.jsonl") ;;
+      noise*) condition=(--condition noise --snr "${name#noise}" --noise-color pink) ;;
+      reverb) condition=(--condition reverb --rt60 "$REVERB_RT60") ;;
+      *) echo "unknown shifted set $name" >&2; return 1 ;;
+    esac
+    "$PY" -m pipeline degrade --manifest "$DATA/test.jsonl" "${condition[@]}" --seed 0 \
+      --out "$SHIFTED/test_$name" "${FORCE_ARGS[@]}"
+  done
+}
+
+score_shifted() {  # system kind model [extra decode arguments]: on every shifted test set
+  local name
+  for name in "${SHIFTS[@]}"; do
+    decode_and_score_set "$1" "$2" "$3" "$SHIFTED/test_$name/test_$name.jsonl" "${@:4}"
+  done
+}
+
+final_shifted() {  # the exported system as a user runs it (its own search and batches), on test and each set
+  decode_and_score_set "$FINAL_SYSTEM" finetuned "$EXP/final" "$DATA/test.jsonl"
+  score_shifted "$FINAL_SYSTEM" finetuned "$EXP/final"
+}
+
 run_stage 1 prepare "$PY" -m pipeline prepare --format cv --src "$CORPUS" --lang sa --out "$DATA" --no-progress \
   "${FORCE_ARGS[@]}"
 run_stage 2 zeroshot decode_and_score zeroshot zeroshot whisper-base test --language sa
@@ -230,3 +301,18 @@ if [ "$SELFTRAIN" = 1 ]; then
 fi
 run_stage 9 report report
 run_stage 10 "export.$VARIANT" export_final
+if [ "$SCRATCH" = 1 ]; then
+  run_stage 11 "scratch.train.$SCRATCH_SYSTEM" scratch_train
+  run_stage 11 "scratch.score.$SCRATCH_SYSTEM" scratch_score
+fi
+if [ "$SOURCE" = 1 ]; then
+  run_stage 12 "source.train.$SOURCE_SYSTEM" source_train
+  run_stage 12 "source.score.$SOURCE_SYSTEM" on_dev_and_test decode_and_score "$SOURCE_SYSTEM" finetuned \
+    "$EXP/$SOURCE_SYSTEM/best"
+fi
+if [ "$SHIFT" = 1 ]; then
+  run_stage 13 shift.derive derive_shifted
+  run_stage 13 "shift.$DECODER" score_shifted "$DECODER" finetuned "$EXP/$DECODER/best" --batch-size 16
+  run_stage 13 "shift.final.$VARIANT" final_shifted  # the export of this variant (stage 10's marker)
+fi
+run_stage 14 verdict report
