@@ -8,8 +8,9 @@ Rows, on the same clips in one run, ``--threads`` CPU threads everywhere, scored
 - (a) **transformers pipeline**: ``pipeline("automatic-speech-recognition", model=SYSTEM/decoder)``, greedy
   (``generate_kwargs={"num_beams": 1}``: its default is 5 beams), float32, one clip at a time (it pads
   every clip to 30 s): the reference the ratios are taken to;
-- (b) **our greedy**: this toolkit's greedy search (``--speed fast`` without CTranslate2);
-- (c) **our CTranslate2 int8 greedy** (``--speed fast``): the system's ``ct2/`` when it is int8, else
+- (b) **our greedy** (``--speed fast``): this toolkit's greedy search;
+- (c) **our CTranslate2 int8 greedy** (``--speed fast`` of a system exported ``--with-ct2 int8``): the
+  system's ``ct2/`` when it is int8, else
   ``--ct2 DIR``, else the decoder converted to int8 into a temporary folder (never into the system);
 - (d) **faster-whisper int8** on that same CTranslate2 model, greedy as its model card calls it
   (``language``, ``beam_size=1``, ``without_timestamps=True``; it pads every clip to 30 s);
@@ -135,8 +136,8 @@ def rungs(system: Path, spec, threads: int, ct2: Callable[[], Path]) -> list[Run
     fused = " + character-LM fusion" if spec.char_lm and s.fusion else " (no character LM)"
     return [
         Rung("(a)", "transformers pipeline, greedy, float32", pipeline_row),
-        Rung("(b)", "ours, greedy", lambda: batched(speed.our_greedy(system, spec)[0])),
-        Rung("(c)", "ours, CTranslate2 int8 greedy (--speed fast)", ct2_row),
+        Rung("(b)", "ours, greedy (--speed fast)", lambda: batched(speed.our_greedy(system, spec)[0])),
+        Rung("(c)", "ours, CTranslate2 int8 greedy (--speed fast of an export --with-ct2 int8)", ct2_row),
         Rung("(d)", "faster-whisper int8, greedy", faster_whisper_row),
         Rung("(e)", f"ours, beam {beams}{fused} (--speed balanced)", balanced_row),
         Rung("(f)", f"the full system (--speed best): {speed.own_search(system, spec).split(': ', 1)[1]}",

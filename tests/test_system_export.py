@@ -254,7 +254,7 @@ def test_a_rescored_systems_speed_rungs_are_its_decoders_fused_beam_and_greedy(r
 
     from pipeline.decode.fusion import Fusion
     from pipeline.decode.recognizer import SearchOptions, load_recognizer
-    from pipeline.system.recognizer import load_any, load_with_rung
+    from pipeline.system.recognizer import load_with_rung
     from pipeline.system.spec import read_spec
 
     system = rescored / "exp/final"
@@ -269,9 +269,9 @@ def test_a_rescored_systems_speed_rungs_are_its_decoders_fused_beam_and_greedy(r
         "of decoder/" and not rung.fallback  # fmt: skip
     assert balanced.transcribe(waves) == load_recognizer(decoder, fused, fallback_language="sa").transcribe(waves)
     greedy = SearchOptions(language=spec.search.language_token)
-    fast = load_any(system, speed="fast")  # no ct2/: our greedy, with a warning
+    fast, rung = load_with_rung(system, speed="fast")  # no ct2/: our greedy, as it should be
     assert fast.transcribe(waves) == load_recognizer(decoder, greedy, fallback_language="sa").transcribe(waves)
-    assert "has no CTranslate2 decoder" in caplog.text
+    assert rung.describe() == "speed fast: greedy of decoder/ (this toolkit's)" and not rung.fallback
     best, rung = load_with_rung(system)
     assert best.kind == "rescored" and rung.describe() == "speed best: the system's own search: 1 decoder(s)' " \
         "beam-3 3-best with character-LM fusion + 4 CTC proposals, rescored"  # fmt: skip
