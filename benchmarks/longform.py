@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--vad", default="silero", choices=["silero", "energy"])
     acc.add_argument("--minutes", type=float, default=10.0, help="each recording at least this long")
-    acc.add_argument("--pause", type=_floats, default=[0.3], help="transcribe --pause values, comma-separated")
+    acc.add_argument("--pause", type=_floats, default=[0.5], help="transcribe --pause values, comma-separated")
     acc.add_argument("--max-piece", type=_floats, default=[30.0], help="transcribe --max-piece values")
     acc.add_argument("--batch-size", type=int, default=8)
     acc.add_argument("--tolerance", type=float, default=0.5, help="seconds a segment edge may lie off a boundary")

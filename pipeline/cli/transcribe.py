@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     long.add_argument("--vad", default="silero", choices=["silero", "energy"],
                       help="speech detector that finds the pauses (default: silero)")
     long.add_argument("--pause", type=float, default=None, metavar="S",
-                      help="a pause at least this long always ends a segment (default: 0.3)")
+                      help="a pause at least this long always ends a segment (default: 0.5)")
     long.add_argument("--max-piece", type=float, default=None, metavar="S",
                       help="longest piece decoded, silence around it included (default: 30)")
     long.add_argument("--min-piece", type=float, default=None, metavar="S",

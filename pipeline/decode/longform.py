@@ -59,7 +59,7 @@ class LongformOptions:
     """How recordings are cut into pieces and decoded."""
 
     max_piece_s: float = MAX_PIECE_S  # longest piece decoded (silence around it included)
-    pause_s: float = 0.3  # a pause at least this long always ends a piece (chosen on a dev speaker: BENCHMARKS.md)
+    pause_s: float = 0.5  # a pause at least this long always ends a piece (BENCHMARKS.md, "Recordings of any length")
     min_piece_s: float = 0.0  # a piece with less speech joins a neighbour when both fit in one piece
     pad_s: float = 0.2  # silence kept on each side of a piece's speech (at most half the pause)
     vad: str = "silero"  # silero | energy
