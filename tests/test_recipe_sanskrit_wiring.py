@@ -26,7 +26,7 @@ def run_recipe(tmp_path: Path, *args: str, **env: str | None) -> list[list[str]]
     (``SCRATCH=None`` ...) runs the recipe's own default."""
     env = {k: v for k, v in {**dict.fromkeys(OFF_UNLESS_GIVEN, "0"), **env}.items() if v is not None}
     base = {k: v for k, v in os.environ.items() if k not in OFF_UNLESS_GIVEN}
-    for rel in ("recipes/sanskrit/run.sh", "recipes/lib/stages.sh"):
+    for rel in ("recipes/sanskrit/run.sh", "recipes/lib/stages.sh", "recipes/lib/shift.sh"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     log = tmp_path / "calls.log"

@@ -108,7 +108,7 @@ run_stage 1 prepare bash -c 'echo "[$*]" >> "{tmp_path}/args.log"' prepare --out
     assert (tmp_path / "args.log").read_text().splitlines() == ["[--out data]", "[--out data --force]"]
 
 
-RECIPE_LIBS = ("recipes/lib/stages.sh", "recipes/lib/folds.sh")
+RECIPE_LIBS = ("recipes/lib/stages.sh", "recipes/lib/folds.sh", "recipes/lib/shift.sh")
 
 
 def _copy_recipe(tmp_path: Path, recipe: str) -> None:
@@ -207,13 +207,17 @@ def test_punjabi_folds_train_each_fold_pool_them_and_export_a_system_of_every_sp
     assert _arg(export, "--results") == "exp/pa_digits/whisper_ft_folds/pooled/results.json"
 
 
-def test_punjabi_fold_stages_need_the_folds_of_stage_7(tmp_path):
+@pytest.mark.parametrize("recipe,fold_stage,message", [
+    ("punjabi_digits", "8", "no folds in data/pa_digits_folds: run stage 7 first"),
+    ("demo", "17", "no folds in data/demo_folds: run stage 16 first"),
+])  # fmt: skip
+def test_fold_stages_need_the_folds_of_their_folds_stage(tmp_path, recipe, fold_stage, message):
     import os
 
-    _copy_recipe(tmp_path, "punjabi_digits")
-    r = subprocess.run(["bash", str(tmp_path / "recipes/punjabi_digits/run.sh"), "--stage", "8"], capture_output=True,
+    _copy_recipe(tmp_path, recipe)
+    r = subprocess.run(["bash", str(tmp_path / f"recipes/{recipe}/run.sh"), "--stage", fold_stage], capture_output=True,
                        text=True, env={**os.environ, "PY": "false"})  # fmt: skip
-    assert r.returncode != 0 and "no folds in data/pa_digits_folds: run stage 7 first" in r.stderr
+    assert r.returncode != 0 and message in r.stderr
 
 
 def test_the_demo_scores_the_finetuned_system_on_shifted_test_sets_derived_from_its_test_set(tmp_path):
@@ -387,15 +391,6 @@ def test_the_demo_folds_leave_one_voice_out_with_n_folds_6(tmp_path):
     assert pool[pool.index("--pool") + 1 : pool.index("--out")] == [
         f"exp/demo_folds/fold{k}/whisper_ft/test" for k in range(1, 7)]
     assert "pooled over 6 speaker folds" in _limitations(calls[-1])[-1]
-
-
-def test_the_demo_fold_stages_need_the_folds_of_stage_16(tmp_path):
-    import os
-
-    _copy_recipe(tmp_path, "demo")
-    r = subprocess.run(["bash", str(tmp_path / "recipes/demo/run.sh"), "--stage", "17"], capture_output=True,
-                       text=True, env={**os.environ, "PY": "false"})  # fmt: skip
-    assert r.returncode != 0 and "no folds in data/demo_folds: run stage 16 first" in r.stderr
 
 
 def test_the_demo_without_folds_stops_after_its_verdicts(tmp_path):

@@ -42,6 +42,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/lib/stages.sh
 source recipes/lib/folds.sh
+source recipes/lib/shift.sh
 parse_stage_args "$@"
 
 PY=${PY:-.venv/bin/python}
@@ -100,15 +101,12 @@ run_stage 6 export "$PY" -m pipeline export --model "$EXP/whisper_ft/best" --bat
 derive_shifted() {  # split [pool]: the split's utterances through each channel of SHIFTS; with "pool", each
   # set's ids get its channel as a suffix, so that the sets can be pooled (the unlabeled audio of stage 14)
   local split="$1" pool="${2:-}" name
-  local -a condition ids
+  local -a ids
   for name in "${SHIFTS[@]}"; do
-    case "$name" in
-      telephone) condition=(--condition telephone) ;;
-      babble*) condition=(--condition babble --snr "${name#babble}" --noise-manifest "$DATA/train.jsonl") ;;
-    esac
+    shift_condition "$name" "$DATA/train.jsonl"
     ids=()
     if [ "$pool" = pool ]; then ids=(--id-suffix "_$name"); fi
-    "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" "${condition[@]}" --seed 0 "${ids[@]}" \
+    "$PY" -m pipeline degrade --manifest "$DATA/$split.jsonl" "${SHIFT_CONDITION[@]}" --seed 0 "${ids[@]}" \
       --out "$SHIFTED/${split}_$name" "${FORCE_ARGS[@]}"
   done
 }

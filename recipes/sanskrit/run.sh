@@ -46,6 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/lib/stages.sh
+source recipes/lib/shift.sh
 parse_stage_args "$@"
 
 PY=${PY:-.venv/bin/python}
@@ -245,16 +246,9 @@ source_train() {  # stage 3's config from another pretrained model, one seed's t
 # speakers), pink noise and a synthetic room; ids are kept, so the report pairs each set with test.
 derive_shifted() {
   local name
-  local -a condition
   for name in "${SHIFTS[@]}"; do
-    case "$name" in
-      telephone) condition=(--condition telephone) ;;
-      babble*) condition=(--condition babble --snr "${name#babble}" --noise-manifest "$DATA/train.jsonl") ;;
-      noise*) condition=(--condition noise --snr "${name#noise}" --noise-color pink) ;;
-      reverb) condition=(--condition reverb --rt60 "$REVERB_RT60") ;;
-      *) echo "unknown shifted set $name" >&2; return 1 ;;
-    esac
-    "$PY" -m pipeline degrade --manifest "$DATA/test.jsonl" "${condition[@]}" --seed 0 \
+    shift_condition "$name" "$DATA/train.jsonl"
+    "$PY" -m pipeline degrade --manifest "$DATA/test.jsonl" "${SHIFT_CONDITION[@]}" --seed 0 \
       --out "$SHIFTED/test_$name" "${FORCE_ARGS[@]}"
   done
 }
