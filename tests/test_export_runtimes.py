@@ -408,7 +408,9 @@ def test_speed_ladder_prints_every_rung_with_its_ratio_to_the_transformers_pipel
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[4:]}
     assert list(rows) == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
     assert rows["(a)"][0] == "transformers pipeline, greedy, float32" and rows["(a)"][-1] == "1 |"
-    assert rows["(c)"][0] == "ours, CTranslate2 int8 greedy (--speed fast)" and rows["(c)"][-1] != "- |"
+    assert rows["(b)"][0] == "ours, greedy (--speed fast)"
+    assert rows["(c)"][0] == "ours, CTranslate2 int8 greedy (--speed fast of an export --with-ct2 int8)" \
+        and rows["(c)"][-1] != "- |"
     assert rows["(d)"][1].startswith("skipped: not_a_module_x is not installed")  # a runtime not installed
     assert rows["(e)"][0] == "ours, beam 2 (no character LM) (--speed balanced)"
     assert rows["(f)"][0] == "the full system (--speed best): beam 2"
